@@ -1,0 +1,204 @@
+"""The `mcp-guard` command line.
+
+Start-up failures (a bad policy, a missing variable, an unreachable upstream) are one clear
+line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+import anyio
+
+from proxy import __version__
+from proxy.policy import LoadedPolicy, PolicyError, load_policy, policies_dir
+
+EXIT_INVALID = 2
+
+
+class StartupError(Exception):
+    """A reason not to start, phrased for the person who ran the command."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
+        stream=sys.stderr,
+        format="mcp-guard %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("mcp_guard.audit").setLevel(logging.INFO)
+    try:
+        return int(args.func(args) or 0)
+    except (PolicyError, StartupError) as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcp-guard", description="A security-hardening proxy for MCP servers.")
+    parser.add_argument("--version", action="version", version=f"mcp-guard {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve Streamable HTTP in front of the policy's upstreams")
+    serve.add_argument("--policy", action="append", required=True, help="team policy YAML (repeat with --keys)")
+    _http_args(serve)
+    serve.set_defaults(func=_cmd_serve)
+
+    stdio = sub.add_parser("stdio", help="serve over stdio, for clients that launch a command")
+    stdio.add_argument("--policy", required=True)
+    stdio.add_argument("-v", "--verbose", action="store_true")
+    stdio.set_defaults(func=_cmd_stdio)
+
+    check = sub.add_parser("check", help="validate a policy and print the effective tool table")
+    check.add_argument("--policy", required=True)
+    check.set_defaults(func=_cmd_check)
+
+    demo = sub.add_parser("demo", help="the built-in SMSAPI sandbox behind the proxy: no credentials, no network")
+    _http_args(demo)
+    demo.set_defaults(func=_cmd_demo)
+
+    sandbox = sub.add_parser("sandbox", help="the SMSAPI sandbox upstream alone (MCP at /mcp)")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    group = sandbox.add_mutually_exclusive_group()
+    group.add_argument("--port", type=int, default=8788)
+    group.add_argument("--stdio", action="store_true")
+    sandbox.add_argument("--record", help="append one JSON line per call received (for tests)")
+    sandbox.set_defaults(func=_cmd_sandbox)
+
+    schema = sub.add_parser("schema", help="print the policy file's JSON Schema")
+    schema.set_defaults(func=_cmd_schema)
+    return parser
+
+
+def _http_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8787)
+    parser.add_argument(
+        "--allowed-host", action="append", default=[], help="a Host header to accept besides loopback (repeatable)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
+# -- commands --------------------------------------------------------------------------------------------
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from proxy.check import run_check
+
+    return run_check(args.policy)
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from proxy.policy import Policy
+
+    print(json.dumps(Policy.model_json_schema(), indent=2))
+    return 0
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    from proxy.backends import sandbox
+
+    argv = ["--stdio"] if args.stdio else ["--host", args.host, "--port", str(args.port)]
+    if args.record:
+        argv += ["--record", args.record]
+    return sandbox.main(argv)
+
+
+def _cmd_stdio(args: argparse.Namespace) -> int:
+    loaded = [load_policy(args.policy)]
+    instructions = anyio.run(_probe, loaded)
+
+    async def run() -> None:
+        from proxy.server import Gateway, serve_stdio
+
+        await serve_stdio(Gateway(loaded), instructions=instructions)
+
+    anyio.run(run)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    loaded = [load_policy(path) for path in args.policy]
+    if len(loaded) > 1:
+        raise StartupError("mcp-guard: several --policy files need --keys (proxy keys per team)")
+    return _serve_http(loaded, args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    path = policies_dir() / "demo.yaml"
+    loaded = [load_policy(path)]
+    return _serve_http(loaded, args, demo=True)
+
+
+def _serve_http(loaded: list[LoadedPolicy], args: argparse.Namespace, *, demo: bool = False) -> int:
+    from proxy.netutil import bind, serve_asgi
+    from proxy.server import LOOPBACK, Gateway, build_http_app
+
+    instructions = anyio.run(_probe, loaded)
+    if args.host not in LOOPBACK and not args.allowed_host:
+        print(
+            f"mcp-guard: WARNING serving on {args.host} without --allowed-host: only loopback Host headers are "
+            "accepted. Terminate TLS in front of mcp-guard before exposing it (see README, Deployment).",
+            file=sys.stderr,
+        )
+    elif args.host not in LOOPBACK:
+        print(
+            f"mcp-guard: WARNING serving plain HTTP on {args.host}; tokens cross the network in clear text unless "
+            "a TLS-terminating proxy is in front (see README, Deployment).",
+            file=sys.stderr,
+        )
+    gateway = Gateway(loaded)
+    app = build_http_app(gateway, host=args.host, allowed_hosts=args.allowed_host, instructions=instructions)
+    try:
+        sock = bind(args.host, args.port)
+    except OSError as exc:
+        raise StartupError(f"mcp-guard: cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+
+    def announce(url: str) -> str:
+        if demo:
+            from proxy.demo import banner
+
+            return banner(url, loaded[0], gateway.groups())
+        return f"mcp-guard {__version__}: serving team '{loaded[0].policy.team}' at {url}/ (health: {url}/healthz)"
+
+    anyio.run(lambda: serve_asgi(app, sock, announce=announce))
+    return 0
+
+
+async def _probe(loaded: list[LoadedPolicy]) -> str | None:
+    """Connect to every upstream once before serving: an unreachable one stops start-up."""
+    from proxy.server import Gateway
+    from proxy.upstream import UpstreamUnavailable
+
+    gateway = Gateway(loaded)
+    parts: list[str] = []
+    failure: str | None = None
+    # Errors are raised after the task group closes, so they leave as themselves, not as a group.
+    async with gateway.running():
+        for team, pipeline in gateway.pipelines.items():
+            for server in pipeline.pool.servers:
+                try:
+                    await pipeline.pool.get(server).session()
+                except UpstreamUnavailable as exc:
+                    if _unreachable(exc):
+                        failure = f"mcp-guard: {exc} (team '{team}')"
+                        break
+                    print(f"mcp-guard: WARNING {exc}; will retry on first use", file=sys.stderr)
+            if failure is None and (text := await pipeline.instructions()) is not None:
+                parts.append(text)
+    if failure is not None:
+        raise StartupError(failure)
+    return "\n".join(parts) or None
+
+
+def _unreachable(exc: Exception) -> bool:
+    detail = getattr(exc, "detail", "")
+    return any(word in detail for word in ("refused", "unreachable", "timed out", "could not start", "connection"))

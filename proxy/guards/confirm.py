@@ -1,0 +1,215 @@
+"""The confirmation gate: a gated call needs an explicit human yes, asked through elicitation.
+
+Handshake era: the proxy asks with `elicitation/create` on the call's own back-channel and
+waits. 2026-07-28 era: a server cannot ask mid-call, so the first call answers
+`InputRequiredResult` and the client retries with the human's answer and the sealed
+`request_state`; the SDK's `RequestStateBoundary` has already verified that the state is
+ours and bound to this tool, these arguments and this caller before we see it. Each state
+is single-use here, so a replayed confirmation is refused.
+
+Only `accept` with `confirm: true` lets the call through; everything else, including any
+error inside the gate, refuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio
+import mcp.types as types
+
+from proxy.catalog import ToolRule
+from proxy.guards import Refusal
+from proxy.sanitize import sanitize_text
+
+CONFIRM_KEY = "mcp_guard_confirm"
+STATE_VERSION = 1
+_MAX_ARG_CHARS = 400
+
+CONFIRM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "confirm": {
+            "type": "boolean",
+            "title": "Run this action?",
+            "description": "Tick to let mcp-guard forward this call. Anything else cancels it.",
+        }
+    },
+    "required": ["confirm"],
+}
+
+_WHY = {
+    "destructive": "destructive: the tool may delete or change data, spend money or act in the real world",
+    "policy": "this team's policy requires a human yes for this tool",
+}
+
+
+class Prompter(Protocol):
+    """What the gate needs from the downstream request; the server layer provides it."""
+
+    modern: bool
+    can_elicit: bool
+    request_state: str | None
+    input_responses: dict[str, Any] | None
+
+    async def elicit(self, message: str, schema: dict[str, Any]) -> types.ElicitResult: ...
+
+
+@dataclass(frozen=True)
+class Accepted:
+    pass
+
+
+def render_message(team: str, rule: ToolRule, reasons: list[str], arguments: dict[str, Any]) -> str:
+    """The prompt a person judges in two seconds; model-written values can't fake its structure."""
+    why = "; ".join(_WHY.get(r, r) for r in reasons)
+    lines = [
+        f"mcp-guard asks you to confirm an action for team '{team}'.",
+        f"Server: {rule.server}",
+        f"Tool: {rule.name}",
+        f"Why: {why}",
+        "Arguments:",
+    ]
+    if not arguments:
+        lines.append("  (none)")
+    for name, value in arguments.items():
+        lines.append(f"  {_one_line(str(name))}: {_render_value(value)}")
+    lines.append("Confirm only if you asked for exactly this.")
+    return "\n".join(lines)
+
+
+def _one_line(text: str) -> str:
+    clean = sanitize_text(text)
+    # json.dumps makes newlines and quotes visible, so a value cannot start a fake line.
+    return json.dumps(clean, ensure_ascii=False)[1:-1]
+
+
+def _render_value(value: Any) -> str:
+    if isinstance(value, str):
+        shown = _one_line(value)
+    else:
+        shown = _one_line(json.dumps(value, ensure_ascii=False, sort_keys=True))
+    if len(shown) > _MAX_ARG_CHARS:
+        shown = shown[:_MAX_ARG_CHARS] + f"... ({len(shown) - _MAX_ARG_CHARS} more characters)"
+    return shown
+
+
+class ConfirmGate:
+    def __init__(
+        self,
+        team: str,
+        *,
+        timeout_seconds: float,
+        without_elicitation: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.team = team
+        self.timeout = timeout_seconds
+        self.without_elicitation = without_elicitation
+        self._clock = clock
+        self._used: dict[str, float] = {}
+
+    async def confirm(
+        self,
+        prompter: Prompter,
+        rule: ToolRule,
+        reasons: list[str],
+        arguments: dict[str, Any],
+        session: str,
+    ) -> Accepted | Refusal | types.InputRequiredResult:
+        if not prompter.can_elicit:
+            if self.without_elicitation == "allow":
+                return Accepted()
+            return Refusal(
+                "denied",
+                "client cannot ask the human (no elicitation capability)",
+                f"'{rule.exposed}' needs a human confirmation ({'; '.join(reasons)}), but this client cannot show "
+                "confirmation prompts (it does not support MCP elicitation). It was not called. Use a client "
+                "with elicitation support, or ask the policy owner.",
+            )
+        message = render_message(self.team, rule, reasons, arguments)
+        if prompter.modern:
+            return self._modern(prompter, rule, session, message)
+        return await self._handshake(prompter, rule, message)
+
+    async def _handshake(self, prompter: Prompter, rule: ToolRule, message: str) -> Accepted | Refusal:
+        try:
+            with anyio.fail_after(self.timeout):
+                answer = await prompter.elicit(message, CONFIRM_SCHEMA)
+        except TimeoutError:
+            return self._timed_out(rule)
+        return self._judge(rule, answer)
+
+    def _modern(
+        self, prompter: Prompter, rule: ToolRule, session: str, message: str
+    ) -> Accepted | Refusal | types.InputRequiredResult:
+        if prompter.request_state is None or not prompter.input_responses:
+            state = {"v": STATE_VERSION, "id": secrets.token_hex(16), "s": session, "iat": self._clock()}
+            return types.InputRequiredResult(
+                input_requests={
+                    CONFIRM_KEY: types.ElicitRequest(
+                        params=types.ElicitRequestFormParams(message=message, requested_schema=CONFIRM_SCHEMA)
+                    )
+                },
+                request_state=json.dumps(state),
+            )
+        try:
+            state = json.loads(prompter.request_state)
+            nonce, bound_session, issued = state["id"], state["s"], float(state["iat"])
+        except (ValueError, KeyError, TypeError):
+            return Refusal("error", "malformed confirmation state", "The confirmation could not be read. Not called.")
+        now = self._clock()
+        self._forget_expired(now)
+        if bound_session != session:
+            return Refusal(
+                "denied",
+                "confirmation from another session",
+                "That confirmation belongs to another session. It was not called.",
+            )
+        if nonce in self._used:
+            return Refusal("denied", "confirmation replayed", "That confirmation was already used. It was not called.")
+        if now - issued > self.timeout:
+            return self._timed_out(rule)
+        self._used[nonce] = issued
+        raw = prompter.input_responses.get(CONFIRM_KEY)
+        try:
+            answer = types.ElicitResult.model_validate(raw) if not isinstance(raw, types.ElicitResult) else raw
+        except ValueError:
+            return Refusal(
+                "error",
+                "malformed confirmation answer",
+                "The confirmation answer could not be read. It was not called.",
+            )
+        return self._judge(rule, answer)
+
+    def _forget_expired(self, now: float) -> None:
+        for nonce in [n for n, issued in self._used.items() if now - issued > self.timeout]:
+            del self._used[nonce]
+
+    def _judge(self, rule: ToolRule, answer: types.ElicitResult) -> Accepted | Refusal:
+        if answer.action == "accept" and (answer.content or {}).get("confirm") is True:
+            return Accepted()
+        if answer.action == "accept":
+            return Refusal(
+                "declined",
+                "human did not tick confirm",
+                f"The human did not confirm '{rule.exposed}'. It was not called.",
+            )
+        if answer.action == "decline":
+            return Refusal("declined", "human declined", f"The human declined '{rule.exposed}'. It was not called.")
+        return Refusal("declined", "human cancelled", f"The human cancelled '{rule.exposed}'. It was not called.")
+
+    def _timed_out(self, rule: ToolRule) -> Refusal:
+        return Refusal(
+            "declined",
+            f"no answer within {self.timeout:g} s",
+            f"No confirmation for '{rule.exposed}' within {self.timeout:g} seconds. It was not called.",
+        )
+
+
+ElicitFn = Callable[[str, dict[str, Any]], Awaitable[types.ElicitResult]]

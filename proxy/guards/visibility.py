@@ -1,0 +1,24 @@
+"""Visibility: a tool the team may not see cannot be called, whatever name the model guesses."""
+
+from __future__ import annotations
+
+from proxy.catalog import Catalog, ToolRule
+from proxy.guards import Refusal
+
+
+def refuse_hidden(catalog: Catalog, rule: ToolRule | None, exposed: str, group: str | None) -> Refusal | None:
+    if rule is None:
+        return Refusal("denied", "unknown tool", f"Tool '{exposed}' does not exist on this server. It was not called.")
+    if not rule.visible:
+        return Refusal(
+            "denied",
+            rule.hidden_reason or "hidden by policy",
+            f"Tool '{exposed}' is not available to this team ({rule.hidden_reason}). It was not called.",
+        )
+    if not catalog.visible_in_group(rule, group):
+        return Refusal(
+            "denied",
+            f"not in endpoint group '{group}'",
+            f"Tool '{exposed}' is not served at the /{group} endpoint. It was not called.",
+        )
+    return None

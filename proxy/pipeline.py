@@ -1,0 +1,349 @@
+"""The guard pipeline of one team: every request kind has one method here.
+
+The path of a `tools/call` is `Pipeline.call_tool`: visibility → pins → limits → trifecta →
+confirm → forward → sanitise/envelope → audit. Anything that goes wrong inside a guard
+refuses the call (fail closed); the upstream only ever sees calls that passed every guard.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import mcp.types as types
+from mcp.client.session import ClientSession
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
+
+from proxy.audit import AuditLog, digest_arguments
+from proxy.catalog import Catalog, ToolRule
+from proxy.guards import Refusal
+from proxy.guards.confirm import Accepted, ConfirmGate, Prompter
+from proxy.guards.limits import Limiter, count_recipients
+from proxy.guards.pins import apply_pins
+from proxy.guards.trifecta import Trifecta
+from proxy.guards.visibility import refuse_hidden
+from proxy.policy import LoadedPolicy
+from proxy.untrusted import OutputShield
+from proxy.upstream import Relay, UpstreamConnection, UpstreamPool, UpstreamUnavailable, current_relay
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking, as the transport established it. Never holds a secret except `authorization`,
+    which is only forwarded upstream in passthrough mode and never logged."""
+
+    team: str
+    principal: str
+    session: str
+    authorization: str | None = None
+    group: str | None = None
+
+
+@dataclass
+class ToolCall:
+    caller: Caller
+    name: str
+    arguments: dict[str, Any]
+    prompter: Prompter
+    relay: Relay
+    progress: ProgressFn | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class Pipeline:
+    def __init__(self, loaded: LoadedPolicy, pool: UpstreamPool, audit: AuditLog) -> None:
+        policy = loaded.policy
+        self.team = policy.team
+        self.loaded = loaded
+        self.catalog = Catalog(loaded)
+        self.pool = pool
+        self.audit = audit
+        self.shield = OutputShield(policy.output)
+        self.limiter = Limiter()
+        self.trifecta = Trifecta(policy.trifecta.action, policy.trifecta.idle_seconds)
+        self.gate = ConfirmGate(
+            policy.team,
+            timeout_seconds=policy.confirm.timeout_seconds,
+            without_elicitation=policy.confirm.without_elicitation,
+        )
+
+    # -- tools/call ----------------------------------------------------------------------------
+
+    async def call_tool(self, call: ToolCall) -> types.CallToolResult | types.InputRequiredResult:
+        try:
+            rule = await self.find_rule(call.caller, call.name)
+        except UpstreamUnavailable as exc:
+            return self._finish(call, None, "error", str(exc), _error(f"mcp-guard: {exc}. The tool was not called."))
+        try:
+            outcome = await self.guard(call, rule)
+        except Exception:
+            logger.exception("guard failed on %s; refusing (fail closed)", call.name)
+            outcome = Refusal(
+                "error",
+                "internal guard error",
+                "mcp-guard could not check this call, so it was not made. The error is in the proxy's log.",
+            )
+        if isinstance(outcome, Refusal):
+            return self._finish(call, rule, outcome.decision, outcome.reason, _error(outcome.message))
+        if isinstance(outcome, types.InputRequiredResult):
+            self._audit(call, rule, "pending", "asked the human to confirm")
+            return outcome
+        assert rule is not None
+        arguments, decision = outcome
+        self.limiter.commit(rule)
+        result = await self.forward(call, rule, arguments)
+        if result.is_error and result.meta and result.meta.get("mcp_guard_upstream_failure"):
+            return self._finish(call, rule, "error", "upstream unavailable", result)
+        self.trifecta.record(call.caller.session, rule)
+        return self._finish(call, rule, decision, "forwarded", result)
+
+    async def guard(
+        self, call: ToolCall, rule: ToolRule | None
+    ) -> Refusal | types.InputRequiredResult | tuple[dict[str, Any], str]:
+        """Every check before forwarding; returns the arguments to send and the audit decision."""
+        if refusal := refuse_hidden(self.catalog, rule, call.name, call.caller.group):
+            return refusal
+        assert rule is not None
+        arguments, refusal = apply_pins(rule, call.arguments)
+        if refusal:
+            return refusal
+        refusal, reasons = self.limiter.check(rule, arguments)
+        if refusal:
+            return refusal
+        refusal, trifecta_reason = self.trifecta.check(call.caller.session, rule)
+        if refusal:
+            return refusal
+        reasons = [*rule.gate_reasons, *reasons, *([trifecta_reason] if trifecta_reason else [])]
+        if not reasons:
+            return arguments, "allowed"
+        answer = await self.gate.confirm(call.prompter, rule, reasons, arguments, call.caller.session)
+        if isinstance(answer, Accepted):
+            return arguments, "confirmed"
+        return answer
+
+    async def find_rule(self, caller: Caller, exposed: str) -> ToolRule | None:
+        target = self.catalog.resolve(exposed)
+        if target is None:
+            return None
+        server, name = target
+        tool = await self.pool.get(server, caller.authorization).tool(name)
+        if tool is None:
+            return None
+        return self.catalog.rule(server, name, tool.annotations)
+
+    async def forward(self, call: ToolCall, rule: ToolRule, arguments: dict[str, Any]) -> types.CallToolResult:
+        conn = self.pool.get(rule.server, call.caller.authorization)
+        source = f"{rule.server}:{rule.name}"
+        token = current_relay.set(call.relay)
+        try:
+            result = await conn.request(lambda s: _call_with_input(s, rule, arguments, call))
+        except UpstreamUnavailable as exc:
+            failed = _error(f"mcp-guard: {exc}. The call may or may not have reached it; check before retrying.")
+            return failed.model_copy(update={"meta": {"mcp_guard_upstream_failure": True}})
+        except MCPError as exc:
+            return _error(f"upstream '{rule.server}' refused the call:\n" + self.shield.text(exc.message, source))
+        finally:
+            current_relay.reset(token)
+        return self.shield.tool_result(source, rule.untrusted_fields, result)
+
+    def _finish(
+        self, call: ToolCall, rule: ToolRule | None, decision: str, reason: str, result: types.CallToolResult
+    ) -> types.CallToolResult:
+        self._audit(call, rule, decision, reason)
+        return result
+
+    def _audit(self, call: ToolCall, rule: ToolRule | None, decision: str, reason: str) -> None:
+        fields: dict[str, Any] = {}
+        if rule is not None and rule.recipients is not None:
+            fields["recipients"] = count_recipients(rule, call.arguments)[0]
+        self.audit.write(
+            team=self.team,
+            principal=call.caller.principal,
+            session=call.caller.session,
+            server=rule.server if rule else None,
+            tool=call.name,
+            decision=decision,
+            reason=reason,
+            args_sha256=digest_arguments(call.arguments),
+            duration_ms=round((time.monotonic() - call.started) * 1000, 1),
+            **fields,
+        )
+
+    # -- listings ------------------------------------------------------------------------------
+
+    async def list_tools(self, caller: Caller, cursor: str | None) -> types.ListToolsResult:
+        servers = self.pool.servers
+        if len(servers) == 1:
+            conn = self.pool.get(servers[0], caller.authorization)
+            page = await conn.request(
+                lambda s: s.list_tools(params=types.PaginatedRequestParams(cursor=cursor)), retry=True
+            )
+            conn.tools.update((t.name, t) for t in page.tools)
+            return types.ListToolsResult(
+                tools=self._present(servers[0], page.tools, caller), next_cursor=page.next_cursor
+            )
+        tools: list[types.Tool] = []
+        for server in servers:
+            try:
+                listed = await self.pool.get(server, caller.authorization).list_all_tools()
+            except UpstreamUnavailable as exc:
+                logger.warning("%s; its tools are left out of this listing", exc)
+                continue
+            tools.extend(self._present(server, list(listed.values()), caller))
+        return types.ListToolsResult(tools=tools)
+
+    def _present(self, server: str, tools: list[types.Tool], caller: Caller) -> list[types.Tool]:
+        shown = []
+        for tool in tools:
+            rule = self.catalog.rule(server, tool.name, tool.annotations)
+            if rule.visible and self.catalog.visible_in_group(rule, caller.group):
+                shown.append(self.shield.tool(tool, rule.exposed, effective_annotations(tool.annotations, rule)))
+        return shown
+
+    def tool_schema(self, exposed: str) -> dict[str, Any] | None:
+        target = self.catalog.resolve(exposed)
+        if target is None:
+            return None
+        schema = self.pool.any_tool_schema(*target)
+        return dict(schema) if schema is not None else None
+
+    async def list_resources(self, caller: Caller, cursor: str | None) -> types.ListResourcesResult:
+        _server, conn = self._single(caller, "resources")
+        if conn is None:
+            return types.ListResourcesResult(resources=[])
+        page = await conn.request(
+            lambda s: s.list_resources(params=types.PaginatedRequestParams(cursor=cursor)), retry=True
+        )
+        return types.ListResourcesResult(
+            resources=[self.shield.listed(r) for r in page.resources], next_cursor=page.next_cursor
+        )
+
+    async def list_resource_templates(self, caller: Caller, cursor: str | None) -> types.ListResourceTemplatesResult:
+        _server, conn = self._single(caller, "resources")
+        if conn is None:
+            return types.ListResourceTemplatesResult(resource_templates=[])
+        page = await conn.request(
+            lambda s: s.list_resource_templates(params=types.PaginatedRequestParams(cursor=cursor)), retry=True
+        )
+        return types.ListResourceTemplatesResult(
+            resource_templates=[self.shield.listed(r) for r in page.resource_templates], next_cursor=page.next_cursor
+        )
+
+    async def read_resource(self, caller: Caller, uri: str) -> types.ReadResourceResult:
+        server, conn = self._single(caller, "resources")
+        if conn is None:
+            raise MCPError(code=INVALID_PARAMS, message=f"Unknown resource: {uri}")
+        result = await conn.request(lambda s: s.read_resource(uri), retry=True)
+        return types.ReadResourceResult(contents=self.shield.resource_contents(f"{server}:{uri}", result.contents))
+
+    async def list_prompts(self, caller: Caller, cursor: str | None) -> types.ListPromptsResult:
+        _server, conn = self._single(caller, "prompts")
+        if conn is None:
+            return types.ListPromptsResult(prompts=[])
+        page = await conn.request(
+            lambda s: s.list_prompts(params=types.PaginatedRequestParams(cursor=cursor)), retry=True
+        )
+        return types.ListPromptsResult(
+            prompts=[self.shield.listed(p) for p in page.prompts], next_cursor=page.next_cursor
+        )
+
+    async def get_prompt(self, caller: Caller, name: str, arguments: dict[str, str] | None) -> types.GetPromptResult:
+        server, conn = self._single(caller, "prompts")
+        if conn is None:
+            raise MCPError(code=INVALID_PARAMS, message=f"Unknown prompt: {name}")
+        result = await conn.request(lambda s: s.get_prompt(name, arguments), retry=True)
+        return types.GetPromptResult(
+            description=self.shield.instructions(result.description),
+            messages=self.shield.prompt_messages(f"{server}:{name}", result.messages),
+        )
+
+    async def complete(self, caller: Caller, params: types.CompleteRequestParams) -> types.CompleteResult:
+        _server, conn = self._single(caller, "completions")
+        if conn is None:
+            return types.CompleteResult(completion=types.Completion(values=[]))
+        argument = {"name": params.argument.name, "value": params.argument.value}
+        context = params.context.arguments if params.context is not None else None
+        result = await conn.request(lambda s: s.complete(params.ref, argument, context), retry=True)
+        values = [self.shield.clean(v) for v in result.completion.values]
+        return types.CompleteResult(completion=result.completion.model_copy(update={"values": values}))
+
+    def _single(self, caller: Caller, capability: str) -> tuple[str, UpstreamConnection | None]:
+        """The upstream that serves resources/prompts/completions: the first that offers them.
+
+        Several upstreams with resources are not merged (their URIs could collide); the
+        first one that offers the capability serves them, which the README states.
+        """
+        for server in self.pool.servers:
+            conn = self.pool.get(server, caller.authorization)
+            caps = conn.capabilities()
+            if caps is None or getattr(caps, capability, None) is not None:
+                return server, conn
+        return "", None
+
+    async def instructions(self) -> str | None:
+        parts = []
+        for server in self.pool.servers:
+            text = self.pool.get(server).instructions()
+            if text:
+                parts.append(f"[{server}] {self.shield.instructions(text)}")
+        return "\n".join(parts) or None
+
+
+async def _call_with_input(
+    session: ClientSession, rule: ToolRule, arguments: dict[str, Any], call: ToolCall
+) -> types.CallToolResult:
+    """Call upstream; if a 2026-era upstream needs input, ask through the relay and retry."""
+    responses: dict[str, Any] | None = None
+    state: str | None = None
+    for _ in range(4):
+        result = await session.call_tool(
+            rule.name,
+            arguments,
+            progress_callback=call.progress,
+            input_responses=responses,
+            request_state=state,
+            allow_input_required=True,
+        )
+        if not isinstance(result, types.InputRequiredResult):
+            return result
+        responses = await _answer_inputs(result, call.relay, rule.server)
+        state = result.request_state
+    return _error("mcp-guard: the upstream kept asking for more input; the call was abandoned.")
+
+
+async def _answer_inputs(result: types.InputRequiredResult, relay: Relay, server: str) -> dict[str, Any]:
+    answers: dict[str, Any] = {}
+    for key, request in (result.input_requests or {}).items():
+        if isinstance(request, types.ElicitRequest):
+            answer = await relay.elicit(server, request.params)
+        elif isinstance(request, types.CreateMessageRequest):
+            answer = await relay.sample(server, request.params)
+        else:
+            answer = types.ErrorData(code=INVALID_PARAMS, message="mcp-guard does not relay this request")
+        if isinstance(answer, types.ErrorData):
+            raise MCPError(code=answer.code, message=answer.message)
+        answers[key] = answer
+    return answers
+
+
+def effective_annotations(upstream: types.ToolAnnotations | None, rule: ToolRule) -> types.ToolAnnotations | None:
+    """The upstream's annotations, changed only where the profile overrides them."""
+    read_only = bool(upstream and upstream.read_only_hint is True)
+    destructive = not read_only and not (upstream and upstream.destructive_hint is False)
+    if (read_only, destructive) == (rule.read_only, rule.destructive):
+        return upstream
+    base = upstream or types.ToolAnnotations()
+    return base.model_copy(update={"read_only_hint": rule.read_only, "destructive_hint": rule.destructive})
+
+
+def _error(text: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)

@@ -1,0 +1,549 @@
+"""Sanitise untrusted text before it goes into a <tool_output> envelope (SPEC §5, E1-E3).
+
+HTML stripper: nh3, not bleach. Measured on this 2-core machine (Python 3.11, nh3 0.3.8,
+bleach 6.4.0, no allowed tags, comments stripped, best of 3):
+    1 MB hostile HTML   nh3  50 ms    bleach  987 ms
+    1 MB plain text     nh3 1.7 ms    (skipped anyway: no "<" in it)
+bleach alone is 20x over the 50 ms budget, so it cannot meet the target; nh3 (ammonia/html5ever)
+parses HTML the way browsers do, which is what the E2 "as a renderer sees it" rule needs.
+
+Design. `_step` is one pass of: decode entities once -> turn look-alike <tool_output> brackets
+into ASCII -> strip tags -> flatten markdown -> defang forged "SYSTEM:" lines -> drop controls and
+invisibles -> NFC.  `_settle` repeats it until the text stops changing (at most _MAX_PASSES);
+that fixpoint T is the text a renderer must see.  The output is `_escape(T)`: "<" and ">" become
+&lt;/&gt;, and an "&" that html.unescape would still decode becomes &amp;, so decoding the output
+once gives back exactly T, and sanitising the output again decodes to T and stops: idempotent.
+If the loop does not converge, `_strict` removes every character that could carry markup; its
+result is a fixpoint by construction, so safety and idempotency never depend on convergence.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from html.entities import html5 as _HTML5
+
+import nh3
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
+__all__ = ["sanitize_text", "truncate"]
+
+_MAX_PASSES = 8
+# markdown-it-py is pure Python: about 40 ms per MB of prose, but 2-20 us per character that
+# opens a link, image, emphasis or code span.  A block (text between blank lines) that is both
+# longer and denser than this goes through `_inert` instead, so one hostile result cannot stall
+# the proxy for seconds.
+_MD_BLOCK_LIMIT = 65_536
+_MD_DENSE_LIMIT = 2_000
+_MD_COSTLY = "[!*_`<"
+
+# --- character classes ------------------------------------------------------------------
+
+_EMOJI = (
+    "\u00a9\u00ae\u203c\u2049\u2122\u2139\u2194-\u2199\u21a9\u21aa\u231a\u231b\u2328\u23cf"
+    "\u23e9-\u23f3\u23f8-\u23fa\u24c2\u25aa\u25ab\u25b6\u25c0\u25fb-\u25fe\u2600-\u27bf"
+    "\u2934\u2935\u2b05-\u2b07\u2b1b\u2b1c\u2b50\u2b55\u3030\u303d\u3297\u3299"
+    "\U0001f000-\U0001fffd"
+)
+_VARIATION = "\ufe00-\ufe0f\U000e0100-\U000e01ef"
+# Default-ignorable and format characters that hide or reorder text.  Deliberately kept: the
+# visible Arabic/Syriac number marks (U+0600-0605, 06DD, 070F, 0890-0891, 08E2, 110BD, 110CD)
+# and the Egyptian hieroglyph format controls (U+13430-1343F): they are part of ordinary text.
+_INVISIBLE = (
+    "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b\u200c\u200e\u200f"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\u3164\ufeff\uffa0\ufff9-\ufffb"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e007f\ud800-\udfff"
+)
+_CONTROL = "\x00-\x08\x0b-\x1f\x7f-\x9f"
+_LINE_BREAKS = "\r\x0b\x0c\x85\u2028\u2029"
+_LOOK_OPEN = "\u00ab\u02c2\u1438\u2039\u2329\u276c\u276e\u2770\u27e8\u27ea\u29fc\u3008\ufe64\uff1c"
+_LOOK_CLOSE = "\u00bb\u02c3\u1433\u203a\u232a\u276d\u276f\u2771\u27e9\u27eb\u29fd\u3009\ufe65\uff1e"
+_LOOK_SLASH = "/\u2044\u2215\u29f8\uff0f"
+_MD_CHARS = r"*_`\[\]\\|~"
+_MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f\u2800"
+
+
+def _s_lookalikes() -> str:
+    # Characters whose NFKC+casefold starts with "s" ("ſ", "ｓ", "𝐒", "Ⓢ", ...) can start a forged
+    # "SYSTEM:" line.  They all live in these blocks (tests check every code point).
+    blocks = [(0x80, 0x2FF), (0x1D00, 0x1EFF), (0x2000, 0x33FF), (0xFB00, 0xFFEF), (0x1D400, 0x1D7FF)]
+    blocks.append((0x1F100, 0x1F1FF))
+    found = []
+    for start, end in blocks:
+        for cp in range(start, end + 1):
+            if unicodedata.normalize("NFKC", chr(cp)).casefold().startswith("s"):
+                found.append(chr(cp))
+    return "".join(found)
+
+
+_S_LIKE = _s_lookalikes()
+_LEAD = rf"[^\S\n]|[{_MARKS}]"
+_SYSTEM_HINT = rf"(?:{_LEAD})*(?:[sS](?:[yY]|[^\x00-\x7f])|[{_S_LIKE}])"
+_MD_LINE = r"[ \t]*(?:[#>=+\-]|\d{1,9}[.)])| {4}| {0,3}\t"
+
+# Any of these means the text may need work; text with none of them (and already NFC, with no
+# lone ZWJ and no "&" a renderer would decode) is returned untouched, which keeps ordinary text and
+# the common no-markup case fast.
+_TRIGGER_CHAR = re.compile(f"[{_CONTROL}{_LINE_BREAKS}{_INVISIBLE}{_VARIATION}<>{_MD_CHARS}{_LOOK_OPEN}{_LOOK_CLOSE}]")
+_TRIGGER_LINE_START = re.compile(f"(?:{_MD_LINE}|{_SYSTEM_HINT})")
+_TRIGGER_LINE = re.compile(f"\n(?:{_MD_LINE}|{_SYSTEM_HINT})")
+
+# Patterns that begin with a literal character are scanned for with a fast substring search;
+# the others cost about 10 ms per MB, so each is run only when a cheap test says it can match.
+_ANSI_ESC = re.compile(
+    r"\x1b(?:\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, erase
+    r"|[\]PX^_][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # OSC (incl. OSC-8 hyperlinks), DCS, SOS, PM, APC
+    r"|[ -/]*[0-~]?)"  # any other escape
+)
+_ANSI_C1 = re.compile(r"\x9b[0-?]*[ -/]*[@-~]|[\x90\x98\x9d\x9e\x9f][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?")
+_C1_START = re.compile(r"[\x90\x98\x9b\x9d\x9e\x9f]")
+_HARD = re.compile(f"[{_CONTROL}{_LINE_BREAKS}{_INVISIBLE}]")
+_HARD_OR_VS = re.compile(f"[{_CONTROL}{_LINE_BREAKS}{_INVISIBLE}{_VARIATION}]")
+_BAD_ASCII = re.compile(f"[{_CONTROL}]")
+_LINE_BREAK = re.compile(f"[{_LINE_BREAKS}]")
+_DROP = re.compile(f"[{_CONTROL}{_INVISIBLE}]")
+# ZWJ joins emoji (👩‍👩‍👧); anywhere else it only hides things.  The left neighbour may be VS16
+# or a keycap mark ("🏳️‍🌈").
+_LONE_ZWJ = re.compile(f"\u200d(?:(?<![{_EMOJI}\ufe0f\u20e3]\u200d)|(?![{_EMOJI}]))")
+# Keep a variation selector after an emoji, or before the keycap mark in "1️⃣".
+_LONE_VS = re.compile(f"[{_VARIATION}](?<![{_EMOJI}][{_VARIATION}])(?!\u20e3)")
+
+# Entities are decoded by the HTML attribute rule: always with ";", and a legacy name without ";"
+# ("&copy", "&lt") only when no letter, digit or "=" follows, so "?a=1&copy=2" survives.
+_LEGACY = "|".join(sorted((name for name in _HTML5 if not name.endswith(";")), key=len, reverse=True))
+_DECODABLE = re.compile(
+    rf"&(?:#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[A-Za-z][A-Za-z0-9]{{0,31}};|(?:{_LEGACY})(?![A-Za-z0-9=]))"
+)
+# What html.unescape (a lenient renderer) would decode: any legacy-name prefix, any number.
+_RENDERER_REF = re.compile(rf"&(?:#[0-9]|#[xX][0-9a-fA-F]|{_LEGACY}|[A-Za-z][A-Za-z0-9]{{0,31}};)")
+_TAG_START = re.compile(r"<[A-Za-z!/?]")
+
+_LOOK_START = re.compile(f"[{_LOOK_OPEN}]")
+_LOOK_SPAN = re.compile(f"[{_LOOK_OPEN}][^\n{_LOOK_OPEN}>{_LOOK_CLOSE}]{{0,254}}[>{_LOOK_CLOSE}]?")
+_LOOK_TAG = re.compile(rf"[<{_LOOK_OPEN}][{_LOOK_SLASH}]?tool[_\-\u2010-\u2015\u2017\ufe4d-\ufe4f]?output")
+_LOOK_TO_ASCII = str.maketrans(dict.fromkeys(_LOOK_OPEN, "<") | dict.fromkeys(_LOOK_CLOSE, ">"))
+_WHITESPACE = re.compile(r"\s+")
+
+_SYSTEM_LINE = re.compile(f"^{_SYSTEM_HINT}", re.MULTILINE)
+_SYSTEM_START = re.compile(_SYSTEM_HINT)
+_SYSTEM_NL = re.compile(f"\n{_SYSTEM_HINT}")
+_SYSTEM_WORD = re.compile(r"system\s*:")
+_SYSTEM_LEAD = re.compile(rf"[\s{_MARKS}]*")
+_FORGED_PREFIX = "(untrusted) "
+
+_MD_INLINE = re.compile(f"[{_MD_CHARS}<]")
+_MD_LINE_START = re.compile(f"(?:{_MD_LINE})")
+_MD_LINE_ANY = re.compile(f"\n(?:{_MD_LINE})")
+_BLANK_LINES = re.compile(r"\n[ \t]*\n\s*")
+_LINE_EDGE_SPACE = re.compile(r"^[ \t]+|[ \t]+$", re.MULTILINE)
+
+_INERT_DROP = re.compile(f"[<>{_MD_CHARS}{_LOOK_OPEN}{_LOOK_CLOSE}]")
+_STRICT_DROP = re.compile(f"[<>&{_MD_CHARS}#=+\\-{_LOOK_OPEN}{_LOOK_CLOSE}]")
+_INERT_LINE = re.compile(r"^(?:[ \t]|[#>=+\-])+", re.MULTILINE)
+_LEADING_SPACE = re.compile(r"^[^\S\n]+", re.MULTILINE)
+_LEADING_NUMBER = re.compile(r"^[\d.)]+", re.MULTILINE)
+
+_MARKER = re.compile(r" ?\(\.\.\. truncated by mcp-guard: (\d+) characters omitted\)\Z")
+
+_NH3_KWARGS = {
+    "tags": set(),
+    "clean_content_tags": {"script", "style", "template", "noscript", "xmp", "iframe", "noembed", "noframes"},
+    "attributes": {},
+    "strip_comments": True,
+    "link_rel": None,
+}
+
+
+def _markdown_parser() -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": True, "linkify": False, "typographer": False})
+    md.enable(["table", "strikethrough"])
+    # markdown-it leaves javascript:/data: links and images as literal markdown text; a laxer
+    # renderer downstream would still render them, so every destination is parsed (and then dropped
+    # or spelled out) here.
+    md.validateLink = lambda url: True  # type: ignore[method-assign]
+    md.normalizeLink = lambda url: url  # type: ignore[method-assign]
+    md.normalizeLinkText = lambda url: url  # type: ignore[method-assign]
+    return md
+
+
+_MD = _markdown_parser()
+
+
+# --- public API ---------------------------------------------------------------------------
+
+
+def sanitize_text(
+    text: str, *, strip_html: bool = True, strip_markdown: bool = True, max_chars: int | None = None
+) -> str:
+    """Return `text` safe to place inside a <tool_output> envelope (E1-E3); idempotent."""
+    omitted = 0
+    if max_chars is not None and len(text) > _work_cap(max_chars):
+        omitted = len(text) - _work_cap(max_chars)
+        text = text[: _work_cap(max_chars)]
+    if not omitted and _is_quiet(text):
+        return text if max_chars is None else _limit(text, max_chars, 0, strip_html, strip_markdown)
+    out = _escape(_settle(text, strip_html, strip_markdown))
+    if max_chars is None:
+        return out
+    return _limit(out, max_chars, omitted, strip_html, strip_markdown)
+
+
+def truncate(text: str, max_chars: int) -> str:
+    """Cut `text` to `max_chars` characters and append a visible marker saying how much was cut."""
+    if len(text) <= max_chars:
+        return text
+    keep = _cut(text, max(max_chars, 0))
+    return keep + _marker(len(text) - len(keep))
+
+
+# --- the fixpoint loop ----------------------------------------------------------------------
+
+
+def _settle(text: str, strip_html: bool, strip_markdown: bool) -> str:
+    text = _nfc(_strip_controls(text))
+    # Flattened blocks, remembered across passes: a pass then only parses blocks that changed.
+    memo: dict[str, str] = {}
+    for _ in range(_MAX_PASSES):
+        nxt = _step(text, strip_html, strip_markdown, memo)
+        if nxt == text:
+            return text if _is_settled(text) else _strict(text)
+        # Controls and NFC are redone only after a change: decoding "&#27;" can bring back an ESC,
+        # removing a tag can put a combining mark next to a letter.
+        text = _nfc(_strip_controls(nxt))
+    return _strict(text)
+
+
+def _step(text: str, strip_html: bool, strip_markdown: bool, memo: dict[str, str]) -> str:
+    text = _decode_entities(text)
+    text = _defang_lookalike_tags(text)
+    if strip_html:
+        text = _strip_tags(text)
+    if strip_markdown:
+        text = _flatten_markdown(text, not strip_html, memo)
+    return _defang_system_lines(text)
+
+
+def _is_settled(text: str) -> bool:
+    # The loop already guarantees these; checking them keeps E2 and idempotency true even if some
+    # step interaction were missed (the result then goes through _strict instead).
+    if "&" in text and _decode_entities(text) != text:
+        return False
+    return "<" not in text or not _TAG_START.search(text)
+
+
+def _strict(text: str) -> str:
+    """Remove everything that could form markup; the result is a fixpoint of `_step`."""
+    text = _nfc(_strip_controls(text))
+    text = _STRICT_DROP.sub("", text)
+    text = _LEADING_SPACE.sub("", text)
+    text = _LEADING_NUMBER.sub(_digits_only, text)
+    return _defang_system_lines(_nfc(text))
+
+
+def _digits_only(match: re.Match[str]) -> str:
+    return "".join(ch for ch in match.group() if ch.isdigit())
+
+
+def _is_quiet(text: str) -> bool:
+    """True when no step can change `text`, so it already is its own sanitised form."""
+    if _TRIGGER_CHAR.search(text) or _TRIGGER_LINE_START.match(text) or _TRIGGER_LINE.search(text):
+        return False
+    if "&" in text and _RENDERER_REF.search(text):
+        return False
+    if "\u200d" in text and _LONE_ZWJ.search(text):
+        return False
+    return unicodedata.is_normalized("NFC", text)
+
+
+# --- individual steps ---------------------------------------------------------------------
+
+
+def _strip_controls(text: str) -> str:
+    if text.isascii():
+        return _drop_hard(text) if _BAD_ASCII.search(text) else text
+    found = _HARD_OR_VS.search(text)
+    if found and _HARD.search(text, found.start()):
+        text = _drop_hard(text)
+    if found:
+        text = _LONE_VS.sub("", text)
+    if "\u200d" in text:
+        text = _LONE_ZWJ.sub("", text)
+    return text
+
+
+def _drop_hard(text: str) -> str:
+    if "\x1b" in text:
+        text = _ANSI_ESC.sub("", text)
+    if not text.isascii() and _C1_START.search(text):
+        text = _ANSI_C1.sub("", text)
+    text = _LINE_BREAK.sub("\n", text.replace("\r\n", "\n"))
+    return _DROP.sub("", text)
+
+
+def _nfc(text: str) -> str:
+    if text.isascii() or unicodedata.is_normalized("NFC", text):
+        return text
+    return unicodedata.normalize("NFC", text)
+
+
+def _decode_entities(text: str) -> str:
+    if "&" not in text:
+        return text
+    return _DECODABLE.sub(_decode_ref, text)
+
+
+def _decode_ref(match: re.Match[str]) -> str:
+    ref = match.group()
+    if ref[1] == "#":
+        return html.unescape(ref)
+    return _HTML5.get(ref[1:], ref)
+
+
+def _defang_lookalike_tags(text: str) -> str:
+    """Turn "＜/ｔｏｏｌ＿output＞"-style look-alikes into the ASCII tag, so they meet the same fate."""
+    if not _LOOK_START.search(text):
+        return text
+    return _LOOK_SPAN.sub(_lookalike_span, text)
+
+
+def _lookalike_span(match: re.Match[str]) -> str:
+    span = match.group()
+    folded = unicodedata.normalize("NFKC", span)
+    if not _LOOK_TAG.match(_WHITESPACE.sub("", folded.casefold())):
+        return span
+    return folded.translate(_LOOK_TO_ASCII)
+
+
+def _strip_tags(text: str) -> str:
+    if "<" not in text:
+        return text
+    # Every "&" left here is literal (entities were decoded once already), so html5ever must not
+    # decode a second time: "&copy=2" has to stay "&copy=2".
+    cleaned = nh3.clean(text.replace("&", "&amp;"), **_NH3_KWARGS)
+    return cleaned.replace("&lt;", "<").replace("&gt;", ">").replace("&nbsp;", "\xa0").replace("&amp;", "&")
+
+
+def _defang_system_lines(text: str) -> str:
+    if not (_SYSTEM_START.match(text) or _SYSTEM_NL.search(text)):
+        return text
+    return _SYSTEM_LINE.sub(_mark_forged_system, text)
+
+
+def _mark_forged_system(match: re.Match[str]) -> str:
+    head = match.string[match.start() : match.end() + 48].split("\n", 1)[0]
+    folded = unicodedata.normalize("NFKC", head).casefold()
+    folded = folded[_SYSTEM_LEAD.match(folded).end() :]  # type: ignore[union-attr]
+    if _SYSTEM_WORD.match(folded):
+        return _FORGED_PREFIX + match.group()
+    return match.group()
+
+
+# --- markdown -------------------------------------------------------------------------------
+
+
+def _has_markdown(text: str) -> bool:
+    return bool(_MD_INLINE.search(text) or _MD_LINE_START.match(text) or _MD_LINE_ANY.search(text))
+
+
+def _flatten_markdown(text: str, keep_html: bool, memo: dict[str, str]) -> str:
+    """Render markdown to plain text: images gone, links as "text (url)", all markers removed."""
+    if not _has_markdown(text):
+        return text
+    # Blocks separated by blank lines are flattened one by one: no inline construct spans a blank
+    # line, only plain text is skipped, and one huge block cannot hold up the others.
+    blocks = _BLANK_LINES.split(text)
+    out = []
+    for block in blocks:
+        if block not in memo:
+            memo[block] = _flatten_block(block, keep_html)
+        out.append(memo[block])
+    return "\n\n".join(out)
+
+
+def _flatten_block(block: str, keep_html: bool) -> str:
+    if not _has_markdown(block):
+        return block
+    if len(block) > _MD_BLOCK_LIMIT and sum(map(block.count, _MD_COSTLY)) > _MD_DENSE_LIMIT:
+        return _inert(block)
+    tokens = _MD.parse(block)
+    return "\n\n".join(_render_blocks(tokens, 0, len(tokens), keep_html))
+
+
+def _inert(text: str) -> str:
+    """Flatten without a parser: drop every markdown-significant character."""
+    text = _INERT_DROP.sub("", text)
+    text = _INERT_LINE.sub("", text)
+    return _LEADING_NUMBER.sub(_digits_only, text)
+
+
+def _render_blocks(tokens: list[Token], start: int, stop: int, keep_html: bool) -> list[str]:
+    blocks: list[str] = []
+    i = start
+    while i < stop:
+        token = tokens[i]
+        if token.nesting == 1:
+            end = _closing(tokens, i)
+            blocks.extend(_render_container(tokens, i, end, keep_html))
+            i = end + 1
+            continue
+        text = _render_leaf(token, keep_html)
+        if text:
+            blocks.append(text)
+        i += 1
+    return blocks
+
+
+def _closing(tokens: list[Token], i: int) -> int:
+    level = tokens[i].level
+    for j in range(i + 1, len(tokens)):
+        if tokens[j].nesting == -1 and tokens[j].level == level:
+            return j
+    return len(tokens) - 1
+
+
+def _render_container(tokens: list[Token], i: int, end: int, keep_html: bool) -> list[str]:
+    kind = tokens[i].type
+    if kind in ("bullet_list_open", "ordered_list_open"):
+        return ["\n".join(_render_items(tokens, i + 1, end, keep_html))]
+    if kind == "tr_open":
+        return ["\t".join(_render_cells(tokens, i + 1, end, keep_html))]
+    inner = _render_blocks(tokens, i + 1, end, keep_html)
+    if kind == "table_open":
+        return ["\n".join(inner)]
+    if kind in ("thead_open", "tbody_open"):
+        return inner
+    if kind in ("paragraph_open", "heading_open", "th_open", "td_open"):
+        # A removed image or tag leaves blanks at line edges; markdown ignores them there anyway,
+        # and left in place they take an extra pass to disappear (or start a code block).
+        text = _LINE_EDGE_SPACE.sub("", "".join(inner))
+        return [text] if text else []
+    return inner
+
+
+def _render_items(tokens: list[Token], start: int, stop: int, keep_html: bool) -> list[str]:
+    # List markers stay: "1." carries a number the reader needs, and a marker re-parses to itself.
+    items = []
+    i = start
+    while i < stop:
+        end = _closing(tokens, i)
+        marker = tokens[i].info + tokens[i].markup
+        body = "\n\n".join(_render_blocks(tokens, i + 1, end, keep_html))
+        indent = " " * (len(marker) + 1)
+        items.append(f"{marker} {body.replace(chr(10), chr(10) + indent)}" if body else marker)
+        i = end + 1
+    return items
+
+
+def _render_cells(tokens: list[Token], start: int, stop: int, keep_html: bool) -> list[str]:
+    cells = []
+    i = start
+    while i < stop:
+        end = _closing(tokens, i)
+        cells.append("".join(_render_blocks(tokens, i + 1, end, keep_html)).strip())
+        i = end + 1
+    return cells
+
+
+def _render_leaf(token: Token, keep_html: bool) -> str:
+    if token.type == "inline":
+        return _render_inline(token.children or [], keep_html)
+    if token.type in ("fence", "code_block"):
+        return token.content.rstrip("\n")
+    if token.type == "html_block":
+        return token.content.rstrip("\n") if keep_html else ""
+    if token.type == "hr":
+        return ""
+    return token.content
+
+
+def _render_inline(children: list[Token], keep_html: bool) -> str:
+    parts: list[str] = []
+    links: list[tuple[str, int, bool]] = []
+    for token in children:
+        kind = token.type
+        if kind in ("text", "text_special", "code_inline"):
+            parts.append(token.content)
+        elif kind in ("softbreak", "hardbreak"):
+            parts.append("\n")
+        elif kind == "html_inline" and keep_html:
+            parts.append(token.content)
+        elif kind == "link_open":
+            links.append((str(token.attrGet("href") or ""), len(parts), token.markup == "autolink"))
+        elif kind == "link_close" and links:
+            _close_link(parts, *links.pop())
+        # images are dropped whole (their URL is the exfiltration channel); emphasis and
+        # strikethrough markers simply vanish.
+    return "".join(parts)
+
+
+def _close_link(parts: list[str], href: str, start: int, autolink: bool) -> None:
+    label = "".join(parts[start:])
+    del parts[start:]
+    if autolink or not href or href == label:
+        parts.append(label or href)
+    elif label.strip():
+        parts.append(f"{label} ({href})")
+    else:
+        parts.append(href)
+
+
+# --- output -----------------------------------------------------------------------------------
+
+
+def _escape(text: str) -> str:
+    """Escape so that decoding entities once yields `text` exactly, with no raw "<" or ">"."""
+    if "&" in text:
+        text = _RENDERER_REF.sub(_escape_ref, text)
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _escape_ref(match: re.Match[str]) -> str:
+    ref = match.group()
+    if ref[-1] == ";" and ref[1:] not in _HTML5:
+        return ref  # "&word;" that is no entity: a renderer shows it as written
+    return "&amp;" + ref[1:]
+
+
+# --- truncation -------------------------------------------------------------------------------
+
+
+def _work_cap(max_chars: int) -> int:
+    # Escaping grows text at most 4x, so more input than this can never fit into max_chars.
+    return 4 * max(max_chars, 0) + 4096
+
+
+def _limit(out: str, max_chars: int, omitted: int, strip_html: bool, strip_markdown: bool) -> str:
+    body, earlier = _split_marker(out)
+    if len(body) <= max_chars and not omitted:
+        return out
+    keep = _cut(body, max(max_chars, 0))
+    omitted += earlier + len(body) - len(keep)
+    # Cutting can leave a half construct (a dangling ZWJ, "#" alone on a line); settle it again.
+    keep = _escape(_settle(keep, strip_html, strip_markdown)) if keep else keep
+    while len(keep) > max_chars:
+        keep = _strict(html.unescape(keep))[:max_chars]
+        keep = _escape(_settle(keep, strip_html, strip_markdown))
+    return keep + _marker(omitted)
+
+
+def _split_marker(out: str) -> tuple[str, int]:
+    match = _MARKER.search(out)
+    if not match:
+        return out, 0
+    return out[: match.start()], int(match.group(1))
+
+
+def _cut(text: str, size: int) -> str:
+    keep = text[:size]
+    amp = keep.rfind("&", max(0, size - 8))
+    if amp != -1 and ";" not in keep[amp:]:
+        keep = keep[:amp]  # never split an escape such as "&lt;" or "&amp;copy"
+    return keep.rstrip()
+
+
+def _marker(omitted: int) -> str:
+    # Parentheses, not brackets: the marker must not contain markdown or HTML syntax, or
+    # sanitising the truncated text again would change it.
+    return f" (... truncated by mcp-guard: {omitted} characters omitted)"

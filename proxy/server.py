@@ -1,0 +1,401 @@
+"""The downstream side: one low-level MCP `Server` served over stdio or Streamable HTTP.
+
+This module knows transports and requests; it turns each request into a `Caller` and hands
+it to the team's `Pipeline`. It never decides anything itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.abc
+import mcp.types as types
+from mcp.server import Server, ServerRequestContext
+from mcp.server.auth.middleware.auth_context import auth_context_var
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
+from mcp.server.stdio import stdio_server
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from proxy import __version__
+from proxy.audit import AuditLog
+from proxy.catalog import Catalog
+from proxy.pipeline import Caller, Pipeline, ToolCall
+from proxy.policy import LoadedPolicy
+from proxy.sanitize import sanitize_text
+from proxy.upstream import Relay, UpstreamPool, UpstreamUnavailable, credential_key
+
+logger = logging.getLogger(__name__)
+
+IDENTITY_KEY = "mcp_guard.identity"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MAX_BODY_BYTES = 1 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The principal an HTTP request was authenticated as; `forward` is the credential passed upstream."""
+
+    team: str
+    principal: str
+    forward: str | None = None
+
+
+# -- the teams one process serves ------------------------------------------------------------------
+
+
+class Gateway:
+    """Every team this process serves, each with its own pipeline and upstream connections."""
+
+    def __init__(self, policies: Sequence[LoadedPolicy]) -> None:
+        self.policies = {p.policy.team: p for p in policies}
+        self.pipelines: dict[str, Pipeline] = {}
+        self.default_team = policies[0].policy.team
+        self._audits: list[AuditLog] = []
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Gateway]:
+        async with anyio.create_task_group() as tg:
+            try:
+                for team, loaded in self.policies.items():
+                    self.pipelines[team] = self._pipeline(loaded, tg)
+                yield self
+            finally:
+                for pipeline in self.pipelines.values():
+                    await pipeline.pool.aclose()
+                for audit in self._audits:
+                    audit.close()
+                tg.cancel_scope.cancel()
+
+    def _pipeline(self, loaded: LoadedPolicy, tg: anyio.abc.TaskGroup) -> Pipeline:
+        policy = loaded.policy
+        pool = UpstreamPool(policy.upstreams, tg, allow_sampling=policy.sampling == "allow")
+        audit_path = loaded.audit_path
+        audit = AuditLog(audit_path)
+        self._audits.append(audit)
+        return Pipeline(loaded, pool, audit)
+
+    def pipeline(self, team: str) -> Pipeline:
+        pipeline = self.pipelines.get(team)
+        if pipeline is None:
+            raise MCPError(code=INTERNAL_ERROR, message="mcp-guard: no policy for this caller")
+        return pipeline
+
+    def groups(self) -> list[str]:
+        names: set[str] = set()
+        for loaded in self.policies.values():
+            names.update(Catalog(loaded).groups())
+        return sorted(names)
+
+
+def caller_of(ctx: ServerRequestContext[Any, Any], gateway: Gateway) -> Caller:
+    request = ctx.request
+    if request is None:
+        # stdio: one local user, and the process is the session.
+        return Caller(team=gateway.default_team, principal="stdio", session="stdio")
+    identity = request.scope.get(IDENTITY_KEY)
+    if not isinstance(identity, Identity):
+        raise MCPError(code=INTERNAL_ERROR, message="mcp-guard: request reached MCP without an identity")
+    session_id = request.headers.get("mcp-session-id")
+    # The sessionless 2026-07-28 era shares one state per principal (an idle window ends it):
+    # more taint than a per-connection state, never less, so it fails closed.
+    session = f"{identity.principal}/{session_id or 'stateless'}"
+    group = request.url.path.strip("/") or None
+    return Caller(
+        team=identity.team,
+        principal=identity.principal,
+        session=session,
+        authorization=identity.forward,
+        group=group,
+    )
+
+
+# -- what the gate and the relay need from the downstream request ------------------------------------
+
+
+def _can_elicit_form(ctx: ServerRequestContext[Any, Any]) -> bool:
+    caps = ctx.session.client_capabilities
+    if caps is None or caps.elicitation is None:
+        return False
+    el = caps.elicitation
+    # An empty elicitation object means form mode (the spec's default before modes existed).
+    return el.form is not None or el.url is None
+
+
+class Downstream:
+    """The gate's `Prompter` and the upstream `Relay` for one downstream request."""
+
+    def __init__(self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams | None) -> None:
+        self.ctx = ctx
+        self.modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+        self.can_elicit = _can_elicit_form(ctx)
+        self.request_state = params.request_state if params is not None else None
+        responses = params.input_responses if params is not None else None
+        self.input_responses: dict[str, Any] | None = dict(responses) if responses else None
+        self.allow_sampling = False
+
+    async def elicit(self, message: str, schema: dict[str, Any]) -> types.ElicitResult:
+        return await self.ctx.session.elicit_form(message, schema, related_request_id=self.ctx.request_id)
+
+    def relay(self) -> Relay:
+        return Relay(elicit=self._relay_elicit, sample=self._relay_sample)
+
+    async def _relay_elicit(
+        self, server: str, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData:
+        if not isinstance(params, types.ElicitRequestFormParams):
+            # A URL from an upstream could send the human anywhere; refuse rather than relay.
+            return types.ErrorData(code=INVALID_PARAMS, message="mcp-guard does not relay URL-mode elicitation")
+        if self.modern or not self.can_elicit:
+            return types.ErrorData(
+                code=INVALID_PARAMS, message="mcp-guard: the client cannot be asked during this call"
+            )
+        message = f"The upstream server '{server}' asks (its text, not mcp-guard's):\n{sanitize_text(params.message)}"
+        try:
+            return await self.ctx.session.elicit_form(
+                message, params.requested_schema, related_request_id=self.ctx.request_id
+            )
+        except MCPError as exc:
+            return types.ErrorData(code=exc.code, message=exc.message)
+
+    async def _relay_sample(
+        self, server: str, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult | types.ErrorData:
+        if not self.allow_sampling:
+            return types.ErrorData(code=INVALID_PARAMS, message="mcp-guard: sampling requests are refused by policy")
+        if self.modern or not self.ctx.session.check_client_capability(
+            types.ClientCapabilities(sampling=types.SamplingCapability())
+        ):
+            return types.ErrorData(code=INVALID_PARAMS, message="mcp-guard: the client cannot sample for this call")
+        try:
+            return await self.ctx.session.create_message(  # type: ignore[call-overload]
+                params.messages,
+                max_tokens=params.max_tokens,
+                system_prompt=params.system_prompt,
+                temperature=params.temperature,
+                stop_sequences=params.stop_sequences,
+                related_request_id=self.ctx.request_id,
+            )
+        except MCPError as exc:
+            return types.ErrorData(code=exc.code, message=exc.message)
+
+    async def progress(self, progress: float, total: float | None, message: str | None) -> None:
+        await self.ctx.session.report_progress(progress, total, message)
+
+
+# -- the MCP server ----------------------------------------------------------------------------------
+
+
+def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server[Gateway]:
+    def pipe(ctx: ServerRequestContext[Any, Any]) -> tuple[Caller, Pipeline]:
+        caller = caller_of(ctx, gateway)
+        return caller, gateway.pipeline(caller.team)
+
+    async def on_list_tools(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        caller, pipeline = pipe(ctx)
+        return await _upstream_errors(pipeline.list_tools(caller, params.cursor if params else None))
+
+    async def on_call_tool(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        caller, pipeline = pipe(ctx)
+        downstream = Downstream(ctx, params)
+        downstream.allow_sampling = pipeline.loaded.policy.sampling == "allow"
+        call = ToolCall(
+            caller=caller,
+            name=params.name,
+            arguments=dict(params.arguments or {}),
+            prompter=downstream,
+            relay=downstream.relay(),
+            progress=downstream.progress,
+        )
+        return await pipeline.call_tool(call)
+
+    async def on_list_resources(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        caller, pipeline = pipe(ctx)
+        return await _upstream_errors(pipeline.list_resources(caller, params.cursor if params else None))
+
+    async def on_list_resource_templates(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        caller, pipeline = pipe(ctx)
+        return await _upstream_errors(pipeline.list_resource_templates(caller, params.cursor if params else None))
+
+    async def on_read_resource(
+        ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        caller, pipeline = pipe(ctx)
+        return await _upstream_errors(pipeline.read_resource(caller, str(params.uri)))
+
+    async def on_list_prompts(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        caller, pipeline = pipe(ctx)
+        return await _upstream_errors(pipeline.list_prompts(caller, params.cursor if params else None))
+
+    async def on_get_prompt(
+        ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        caller, pipeline = pipe(ctx)
+        return await _upstream_errors(pipeline.get_prompt(caller, params.name, params.arguments))
+
+    async def on_completion(
+        ctx: ServerRequestContext[Any, Any], params: types.CompleteRequestParams
+    ) -> types.CompleteResult:
+        caller, pipeline = pipe(ctx)
+        return await _upstream_errors(pipeline.complete(caller, params))
+
+    def tool_schema(name: str) -> Mapping[str, Any] | None:
+        # Not scoped to a caller (the SDK calls it before middleware); schemas are not secret.
+        for pipeline in gateway.pipelines.values():
+            if (schema := pipeline.tool_schema(name)) is not None:
+                return schema
+        return None
+
+    @asynccontextmanager
+    async def lifespan(_: Server[Gateway]) -> AsyncIterator[Gateway]:
+        async with gateway.running() as running:
+            yield running
+
+    server: Server[Gateway] = Server(
+        "mcp-guard",
+        version=__version__,
+        instructions=instructions,
+        lifespan=lifespan,
+        get_tool_input_schema=tool_schema,
+        on_list_tools=on_list_tools,
+        on_call_tool=on_call_tool,
+        on_list_resources=on_list_resources,
+        on_list_resource_templates=on_list_resource_templates,
+        on_read_resource=on_read_resource,
+        on_list_prompts=on_list_prompts,
+        on_get_prompt=on_get_prompt,
+        on_completion=on_completion,
+    )
+    timeout = max(p.policy.confirm.timeout_seconds for p in gateway.policies.values())
+    server.middleware.append(
+        RequestStateBoundary(RequestStateSecurity.ephemeral(ttl=timeout + 60), default_audience="mcp-guard")
+    )
+    return server
+
+
+async def _upstream_errors(awaitable: Any) -> Any:
+    """Listings and reads: an unavailable upstream is a JSON-RPC error naming it, never a crash."""
+    try:
+        return await awaitable
+    except UpstreamUnavailable as exc:
+        raise MCPError(code=INTERNAL_ERROR, message=f"mcp-guard: {exc}") from None
+
+
+# -- stdio ---------------------------------------------------------------------------------------------
+
+
+async def serve_stdio(gateway: Gateway, *, instructions: str | None = None) -> None:
+    server = build_server(gateway, instructions=instructions)
+    async with stdio_server() as (read, write):
+        await server.run(read, write, server.create_initialization_options())
+
+
+# -- Streamable HTTP -------------------------------------------------------------------------------------
+
+
+def principal_for_bearer(authorization: str | None) -> str:
+    return "anonymous" if not authorization else f"bearer:{credential_key(authorization)}"
+
+
+class IdentityMiddleware:
+    """Decide who the caller is before any MCP processing; refuse with 401 when policy demands it.
+
+    The identity is bound into the SDK's own session ownership (`scope["user"]`), so a
+    handshake-era session id opened by one principal answers 404 to any other, and into the
+    auth context that seals 2026-era confirmation state to its caller.
+    """
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        identity = self._identify(headers)
+        if identity is None:
+            await _unauthorized(scope, receive, send)
+            return
+        scope[IDENTITY_KEY] = identity
+        user = AuthenticatedUser(AccessToken(token=identity.principal, client_id=identity.principal, scopes=[]))
+        if identity.principal != "anonymous":
+            scope["user"] = user
+        token = auth_context_var.set(user if identity.principal != "anonymous" else None)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            auth_context_var.reset(token)
+
+    def _identify(self, headers: Mapping[str, str]) -> Identity | None:
+        loaded = self.gateway.policies[self.gateway.default_team]
+        authorization = headers.get("authorization") or None
+        if authorization is None and loaded.policy.auth.required:
+            return None
+        return Identity(team=loaded.policy.team, principal=principal_for_bearer(authorization), forward=authorization)
+
+
+async def _unauthorized(scope: Scope, receive: Receive, send: Send) -> None:
+    body = {"error": "unauthorized", "error_description": "mcp-guard: this endpoint needs an Authorization header"}
+    await JSONResponse(body, status_code=401, headers={"WWW-Authenticate": 'Bearer realm="mcp-guard"'})(
+        scope, receive, send
+    )
+
+
+def transport_security(host: str, allowed_hosts: Sequence[str]) -> TransportSecuritySettings:
+    hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", *allowed_hosts]
+    hosts += [f"{h}:*" for h in allowed_hosts if ":" not in h]
+    origins = [f"http://{h}" for h in hosts] + [f"https://{h}" for h in hosts]
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+
+
+def build_http_app(
+    gateway: Gateway,
+    *,
+    host: str = "127.0.0.1",
+    allowed_hosts: Sequence[str] = (),
+    instructions: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> Starlette:
+    server = build_server(gateway, instructions=instructions)
+    manager = StreamableHTTPSessionManager(
+        app=server,
+        security_settings=transport_security(host, allowed_hosts),
+        max_request_body_size=max_body_bytes,
+    )
+    mcp_app = IdentityMiddleware(StreamableHTTPASGIApp(manager), gateway)
+
+    async def healthz(request: Request) -> Response:
+        body = {"status": "ok", "version": __version__, "teams": sorted(gateway.policies)}
+        return Response(json.dumps(body), media_type="application/json")
+
+    routes = [Route("/healthz", healthz, methods=["GET"]), Route("/", mcp_app)]
+    routes += [Route(f"/{group}", mcp_app) for group in gateway.groups()]
+    return Starlette(routes=routes, lifespan=lambda app: manager.run())

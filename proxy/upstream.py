@@ -1,0 +1,386 @@
+"""Connections to upstream MCP servers.
+
+Each `UpstreamConnection` is one live client session to one upstream for one credential.
+A task in the pool's task group owns each `mcp.Client` (entering and leaving it in the
+same task, which anyio requires); handlers only borrow its session. A connection that
+breaks is dropped and the next request opens a fresh one, so the proxy never goes down
+with its upstream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+import anyio.abc
+import httpx2
+import mcp.types as types
+from mcp import Client, StdioServerParameters
+from mcp.client.session import ClientRequestContext, ClientSession
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, METHOD_NOT_FOUND, REQUEST_TIMEOUT
+
+from proxy.policy import Upstream
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Errors a live upstream sends about one request; anything else means the connection itself is suspect.
+_REQUEST_LEVEL_ERRORS = frozenset({INVALID_PARAMS, METHOD_NOT_FOUND})
+
+MAX_CONNECTIONS = 256
+IDLE_SECONDS = 600.0
+
+
+class UpstreamUnavailable(Exception):
+    """The upstream could not be reached or broke mid-request. The message names it and carries no secret."""
+
+    def __init__(self, server: str, detail: str) -> None:
+        super().__init__(f"upstream '{server}' is unavailable: {detail}")
+        self.server = server
+        self.detail = detail
+
+
+@dataclass
+class Relay:
+    """Where an upstream's own requests (elicitation, sampling) go while a downstream request waits on it.
+
+    Set per downstream request through `current_relay`; upstream callbacks run in the
+    caller's context on HTTP upstreams, so they find the request that caused them.
+    """
+
+    elicit: Callable[[str, types.ElicitRequestParams], Awaitable[types.ElicitResult | types.ErrorData]]
+    sample: Callable[[str, types.CreateMessageRequestParams], Awaitable[types.CreateMessageResult | types.ErrorData]]
+
+
+current_relay: ContextVar[Relay | None] = ContextVar("mcp_guard_relay", default=None)
+
+
+def credential_key(value: str | None) -> str:
+    """A digest naming a credential in maps and logs; the credential itself is never kept as a key."""
+    if value is None:
+        return "-"
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, secret-free description of a connection failure."""
+    if isinstance(exc, MCPError):
+        return exc.message
+    if isinstance(exc, httpx2.ConnectError):
+        return "connection refused or host unreachable"
+    if isinstance(exc, httpx2.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx2.HTTPStatusError):
+        return f"HTTP {exc.response.status_code}"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError):
+        return f"could not start or reach it ({exc.strerror or type(exc).__name__})"
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions[:3])
+    return type(exc).__name__
+
+
+class UpstreamConnection:
+    """One client session to one upstream, opened lazily and reopened after a failure."""
+
+    def __init__(
+        self,
+        name: str,
+        config: Upstream,
+        headers: Mapping[str, str],
+        task_group: anyio.abc.TaskGroup,
+        *,
+        allow_sampling: bool,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self._headers = dict(headers)
+        self._tg = task_group
+        self._allow_sampling = allow_sampling
+        self._client: Client | None = None
+        self._stop: anyio.Event | None = None
+        self._lock = anyio.Lock()
+        self.last_used = time.monotonic()
+        self.in_flight = 0
+        self.tools: dict[str, types.Tool] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def session(self) -> ClientSession:
+        """The live session, connecting first if there is none."""
+        self.last_used = time.monotonic()
+        client = self._client
+        if client is not None:
+            return client.session
+        async with self._lock:
+            if self._client is None:
+                await self._connect()
+            assert self._client is not None
+            return self._client.session
+
+    async def _connect(self) -> None:
+        stop = anyio.Event()
+        self._stop = stop
+        try:
+            with anyio.fail_after(self.config.timeout_seconds):
+                self._client = await self._tg.start(self._own, stop)
+        except BaseException as exc:
+            stop.set()
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                raise
+            raise UpstreamUnavailable(self.name, _describe(exc)) from None
+
+    async def _own(self, stop: anyio.Event, *, task_status: anyio.abc.TaskStatus[Client]) -> None:
+        """Enter the client, hand it out, and leave it in this same task when told to stop."""
+        started = False
+        try:
+            async with self._client_cm() as client:
+                task_status.started(client)
+                started = True
+                await stop.wait()
+        except Exception as exc:
+            if not started:
+                raise
+            logger.warning("upstream '%s' connection ended: %s", self.name, _describe(exc))
+        finally:
+            if started and self._stop is stop:
+                self._client = None
+
+    def _client_cm(self) -> AbstractAsyncContextManager[Client]:
+        cfg = self.config
+        common: dict[str, Any] = {
+            "read_timeout_seconds": cfg.timeout_seconds,
+            "cache": None,  # shared between callers: never serve one caller's listing to another
+            "elicitation_callback": self._on_elicit,
+            "client_info": types.Implementation(name="mcp-guard", version="0.1.0"),
+        }
+        if self._allow_sampling:
+            common["sampling_callback"] = self._on_sample
+        if cfg.command is not None or cfg.builtin is not None:
+            return Client(self._stdio_params(), **common)
+        assert cfg.url is not None
+        http = httpx2.AsyncClient(
+            headers=self._headers,
+            timeout=httpx2.Timeout(cfg.timeout_seconds, read=max(cfg.timeout_seconds, 300.0)),
+            follow_redirects=False,
+        )
+        if cfg.transport == "sse":
+            transport: Any = sse_client(cfg.url, headers=self._headers, timeout=cfg.timeout_seconds)
+        else:
+            transport = streamable_http_client(cfg.url, http_client=http)
+        return _ClosingHttp(Client(transport, **common), http)
+
+    def _stdio_params(self) -> StdioServerParameters:
+        cfg = self.config
+        if cfg.builtin is not None:
+            # The built-in sandbox runs as a child process like any stdio server, so it is
+            # exercised through the same real transport and can never share our memory.
+            return StdioServerParameters(
+                command=sys.executable, args=["-m", "proxy.backends.sandbox", "--stdio"], env=dict(cfg.env)
+            )
+        assert cfg.command is not None
+        return StdioServerParameters(
+            command=cfg.command[0], args=list(cfg.command[1:]), env=dict(cfg.env) or None, cwd=cfg.cwd
+        )
+
+    async def close(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+        self._client = None
+
+    def _mark_broken(self, stop: anyio.Event | None) -> None:
+        # Only the connection that failed is dropped; a newer one opened meanwhile stays.
+        if stop is not None and stop is self._stop:
+            stop.set()
+            self._client = None
+
+    # -- requests --------------------------------------------------------------------------------
+
+    async def request(self, fn: Callable[[ClientSession], Awaitable[T]], *, retry: bool = False) -> T:
+        """Run `fn` on the session; map connection failures to `UpstreamUnavailable`.
+
+        `retry` reopens and repeats once after a connection failure: only for requests that
+        are safe to repeat (listings, reads). A tool call is never repeated by the proxy.
+        """
+        attempts = 2 if retry else 1
+        for attempt in range(attempts):
+            session = await self.session()
+            stop = self._stop
+            self.in_flight += 1
+            try:
+                return await fn(session)
+            except MCPError as exc:
+                if exc.code in _REQUEST_LEVEL_ERRORS:
+                    raise
+                self._mark_broken(stop)
+                if attempt + 1 == attempts:
+                    raise UpstreamUnavailable(self.name, _upstream_error_text(exc)) from None
+            except (httpx2.HTTPError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+                self._mark_broken(stop)
+                if attempt + 1 == attempts:
+                    raise UpstreamUnavailable(self.name, _describe(exc)) from None
+            finally:
+                self.in_flight -= 1
+                self.last_used = time.monotonic()
+        raise AssertionError("unreachable")
+
+    async def list_all_tools(self) -> dict[str, types.Tool]:
+        """Every tool over every page; refreshes the cache the pipeline classifies calls with."""
+
+        async def walk(session: ClientSession) -> dict[str, types.Tool]:
+            tools: dict[str, types.Tool] = {}
+            cursor: str | None = None
+            for _ in range(1000):
+                page = await session.list_tools(params=types.PaginatedRequestParams(cursor=cursor))
+                tools.update((t.name, t) for t in page.tools)
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            return tools
+
+        self.tools = await self.request(walk, retry=True)
+        return self.tools
+
+    async def tool(self, name: str) -> types.Tool | None:
+        """The upstream's definition of `name`, listing again when it is not known yet."""
+        tool = self.tools.get(name)
+        if tool is None:
+            tool = (await self.list_all_tools()).get(name)
+        return tool
+
+    def instructions(self) -> str | None:
+        client = self._client
+        return client.session.instructions if client is not None else None
+
+    def capabilities(self) -> types.ServerCapabilities | None:
+        client = self._client
+        return client.session.server_capabilities if client is not None else None
+
+    # -- upstream-initiated requests -----------------------------------------------------------------
+
+    async def _on_elicit(
+        self, context: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData:
+        relay = current_relay.get()
+        if relay is None:
+            return types.ErrorData(code=INVALID_PARAMS, message="mcp-guard: no client request to relay this to")
+        return await relay.elicit(self.name, params)
+
+    async def _on_sample(
+        self, context: ClientRequestContext, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult | types.ErrorData:
+        relay = current_relay.get()
+        if relay is None:
+            return types.ErrorData(code=INVALID_PARAMS, message="mcp-guard: no client request to relay this to")
+        return await relay.sample(self.name, params)
+
+
+def _upstream_error_text(exc: MCPError) -> str:
+    if exc.code == CONNECTION_CLOSED:
+        return "connection closed"
+    if exc.code == REQUEST_TIMEOUT:
+        return "timed out"
+    return exc.message
+
+
+class _ClosingHttp:
+    """Enter a `Client` and close the httpx2 client we made for it afterwards."""
+
+    def __init__(self, client: Client, http: httpx2.AsyncClient) -> None:
+        self._client = client
+        self._http = http
+
+    async def __aenter__(self) -> Client:
+        await self._http.__aenter__()
+        try:
+            return await self._client.__aenter__()
+        except BaseException:
+            await self._http.__aexit__(None, None, None)
+            raise
+
+    async def __aexit__(self, *exc: Any) -> None:
+        try:
+            await self._client.__aexit__(*exc)
+        finally:
+            await self._http.__aexit__(None, None, None)
+
+
+class UpstreamPool:
+    """Upstream connections keyed by (server, credential digest).
+
+    With the policy's own credentials every caller shares one connection per server; in
+    passthrough mode each distinct client credential gets its own, because a handshake-era
+    upstream binds its session to the credential that opened it.
+    """
+
+    def __init__(
+        self,
+        upstreams: Mapping[str, Upstream],
+        task_group: anyio.abc.TaskGroup,
+        *,
+        allow_sampling: bool,
+    ) -> None:
+        self._upstreams = dict(upstreams)
+        self._tg = task_group
+        self._allow_sampling = allow_sampling
+        self._conns: dict[tuple[str, str], UpstreamConnection] = {}
+
+    @property
+    def servers(self) -> list[str]:
+        return list(self._upstreams)
+
+    def get(self, server: str, client_authorization: str | None = None) -> UpstreamConnection:
+        config = self._upstreams[server]
+        headers = dict(config.headers)
+        forwarded: str | None = None
+        if config.url is not None and client_authorization and not _has_header(headers, "authorization"):
+            headers["Authorization"] = client_authorization
+            forwarded = client_authorization
+        key = (server, credential_key(forwarded))
+        conn = self._conns.get(key)
+        if conn is None:
+            self._evict_idle()
+            conn = UpstreamConnection(server, config, headers, self._tg, allow_sampling=self._allow_sampling)
+            self._conns[key] = conn
+        return conn
+
+    def any_tool_schema(self, server: str, name: str) -> Mapping[str, Any] | None:
+        for (srv, _), conn in self._conns.items():
+            if srv == server and (tool := conn.tools.get(name)) is not None:
+                return tool.input_schema
+        return None
+
+    def _evict_idle(self) -> None:
+        now = time.monotonic()
+        stale = [
+            k for k, c in self._conns.items() if k[1] != "-" and c.in_flight == 0 and now - c.last_used > IDLE_SECONDS
+        ]
+        if len(self._conns) - len(stale) >= MAX_CONNECTIONS:
+            idle = sorted((c.last_used, k) for k, c in self._conns.items() if c.in_flight == 0 and k[1] != "-")
+            stale.extend(k for _, k in idle[: len(self._conns) - MAX_CONNECTIONS + 1])
+        for key in stale:
+            conn = self._conns.pop(key, None)
+            if conn is not None:
+                conn._mark_broken(conn._stop)
+
+    async def aclose(self) -> None:
+        for conn in self._conns.values():
+            await conn.close()
+        self._conns.clear()
+
+
+def _has_header(headers: Mapping[str, str], name: str) -> bool:
+    return any(k.lower() == name for k in headers)
