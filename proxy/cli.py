@@ -139,8 +139,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _serve_http(loaded: list[LoadedPolicy], args: argparse.Namespace, *, demo: bool = False) -> int:
+    from proxy.http import LOOPBACK, build_http_app
     from proxy.netutil import bind, serve_asgi
-    from proxy.server import LOOPBACK, Gateway, build_http_app
+    from proxy.server import Gateway
 
     instructions = anyio.run(_probe, loaded)
     if args.host not in LOOPBACK and not args.allowed_host:

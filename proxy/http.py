@@ -1,0 +1,110 @@
+"""Streamable HTTP serving: endpoints, identity before any MCP processing, transport security.
+
+The MCP endpoint is served at `/` and at `/<group>` for every profile group, mirroring
+mcp.smsapi.io, so a client config changes only its host.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+from mcp.server.auth.middleware.auth_context import auth_context_var
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from proxy import __version__
+from proxy.server import IDENTITY_KEY, Gateway, Identity, build_server
+from proxy.upstream import credential_key
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MAX_BODY_BYTES = 1 * 1024 * 1024
+
+
+def principal_for_bearer(authorization: str | None) -> str:
+    return "anonymous" if not authorization else f"bearer:{credential_key(authorization)}"
+
+
+class IdentityMiddleware:
+    """Decide who the caller is before any MCP processing; refuse with 401 when policy demands it.
+
+    The identity is bound into the SDK's own session ownership (`scope["user"]`), so a
+    handshake-era session id opened by one principal answers 404 to any other, and into the
+    auth context that seals 2026-era confirmation state to its caller.
+    """
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        identity = self._identify(headers)
+        if identity is None:
+            await _unauthorized(scope, receive, send)
+            return
+        scope[IDENTITY_KEY] = identity
+        user = AuthenticatedUser(AccessToken(token=identity.principal, client_id=identity.principal, scopes=[]))
+        if identity.principal != "anonymous":
+            scope["user"] = user
+        token = auth_context_var.set(user if identity.principal != "anonymous" else None)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            auth_context_var.reset(token)
+
+    def _identify(self, headers: Mapping[str, str]) -> Identity | None:
+        loaded = self.gateway.policies[self.gateway.default_team]
+        authorization = headers.get("authorization") or None
+        if authorization is None and loaded.policy.auth.required:
+            return None
+        return Identity(team=loaded.policy.team, principal=principal_for_bearer(authorization), forward=authorization)
+
+
+async def _unauthorized(scope: Scope, receive: Receive, send: Send) -> None:
+    body = {"error": "unauthorized", "error_description": "mcp-guard: this endpoint needs an Authorization header"}
+    await JSONResponse(body, status_code=401, headers={"WWW-Authenticate": 'Bearer realm="mcp-guard"'})(
+        scope, receive, send
+    )
+
+
+def transport_security(host: str, allowed_hosts: Sequence[str]) -> TransportSecuritySettings:
+    hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", *allowed_hosts]
+    hosts += [f"{h}:*" for h in allowed_hosts if ":" not in h]
+    origins = [f"http://{h}" for h in hosts] + [f"https://{h}" for h in hosts]
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+
+
+def build_http_app(
+    gateway: Gateway,
+    *,
+    host: str = "127.0.0.1",
+    allowed_hosts: Sequence[str] = (),
+    instructions: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> Starlette:
+    server = build_server(gateway, instructions=instructions)
+    manager = StreamableHTTPSessionManager(
+        app=server,
+        security_settings=transport_security(host, allowed_hosts),
+        max_request_body_size=max_body_bytes,
+    )
+    mcp_app = IdentityMiddleware(StreamableHTTPASGIApp(manager), gateway)
+
+    async def healthz(request: Request) -> Response:
+        body = {"status": "ok", "version": __version__, "teams": sorted(gateway.policies)}
+        return Response(json.dumps(body), media_type="application/json")
+
+    routes = [Route("/healthz", healthz, methods=["GET"]), Route("/", mcp_app)]
+    routes += [Route(f"/{group}", mcp_app) for group in gateway.groups()]
+    return Starlette(routes=routes, lifespan=lambda app: manager.run())
