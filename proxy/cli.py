@@ -140,7 +140,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _serve_http(loaded: list[LoadedPolicy], args: argparse.Namespace, *, demo: bool = False) -> int:
     from proxy.http import LOOPBACK, build_http_app
-    from proxy.netutil import bind, serve_asgi
+    from proxy.netutil import bind, run_until_signalled, serve_asgi
     from proxy.server import Gateway
 
     instructions = anyio.run(_probe, loaded)
@@ -170,8 +170,7 @@ def _serve_http(loaded: list[LoadedPolicy], args: argparse.Namespace, *, demo: b
             return banner(url, loaded[0], gateway.groups())
         return f"mcp-guard {__version__}: serving team '{loaded[0].policy.team}' at {url}/ (health: {url}/healthz)"
 
-    anyio.run(lambda: serve_asgi(app, sock, announce=announce))
-    return 0
+    return run_until_signalled(lambda: serve_asgi(app, sock, announce=announce), "mcp-guard")
 
 
 async def _probe(loaded: list[LoadedPolicy]) -> str | None:

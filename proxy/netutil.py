@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+import anyio
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -42,3 +44,29 @@ async def serve_asgi(
     if announce is not None:
         print(announce(base_url(sock)), file=sys.stderr, flush=True)
     await server.serve(sockets=[sock])
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_until_signalled(serve: Callable[[], Awaitable[None]], label: str) -> int:
+    """Run `serve` until it ends, Ctrl-C or SIGTERM; a clean exit either way, never a traceback.
+
+    Both signals raise KeyboardInterrupt, caught here. uvicorn shuts down gracefully on either
+    and then re-raises the signal, which lands in this handler. A handler that is not
+    `signal.default_int_handler` also keeps asyncio's runner from installing its own SIGINT
+    handler, which cancels the main task and made uvicorn log a traceback when Ctrl-C arrived
+    during startup.
+    """
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job keeps ignoring Ctrl-C
+        signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        anyio.run(serve)
+    except KeyboardInterrupt:
+        return 0
+    except OSError as exc:
+        print(f"{label}: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -188,8 +189,13 @@ class UpstreamConnection:
         if cfg.builtin is not None:
             # The built-in sandbox runs as a child process like any stdio server, so it is
             # exercised through the same real transport and can never share our memory.
+            # The SDK hands children only a safe default environment; the child must still find
+            # this package when it runs from a source checkout rather than an install.
+            package_root = str(Path(__file__).resolve().parent.parent)
             return StdioServerParameters(
-                command=sys.executable, args=["-m", "proxy.backends.sandbox", "--stdio"], env=dict(cfg.env)
+                command=sys.executable,
+                args=["-m", "proxy.backends.sandbox", "--stdio"],
+                env={"PYTHONPATH": package_root},
             )
         assert cfg.command is not None
         return StdioServerParameters(

@@ -24,16 +24,13 @@ import json
 import math
 import os
 import re
-import signal
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import anyio
 import jsonschema
 import mcp_types as types
 from mcp.server import Server, ServerRequestContext
@@ -42,7 +39,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.jsonrpc import INVALID_PARAMS
 
 from proxy.backends import sandbox_data
-from proxy.netutil import bind, serve_asgi
+from proxy.netutil import bind, run_until_signalled, serve_asgi
 
 Json = dict[str, Any]
 
@@ -888,31 +885,6 @@ async def serve_sandbox_http(host: str = "127.0.0.1", port: int = 0,
 
 async def serve_sandbox_stdio(record_path: str | os.PathLike[str] | None = None) -> None:
     await serve_stdio(build_sandbox(record_path))
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def run_until_signalled(serve: Callable[[], Awaitable[None]], label: str) -> int:
-    """Run `serve` until it ends, Ctrl-C or SIGTERM; a clean exit either way, never a traceback.
-
-    Both signals raise KeyboardInterrupt, caught here. uvicorn shuts down gracefully on either
-    and then re-raises the signal, which lands in this handler. A handler that is not
-    `signal.default_int_handler` also keeps asyncio's runner from installing its own SIGINT
-    handler, which cancels the main task and made uvicorn log a traceback when Ctrl-C arrived
-    during startup.
-    """
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        anyio.run(serve)
-    except KeyboardInterrupt:
-        return 0
-    except OSError as exc:
-        print(f"{label}: {exc}", file=sys.stderr)
-        return 2
-    return 0
 
 
 def server_arg_parser(prog: str, description: str) -> argparse.ArgumentParser:
