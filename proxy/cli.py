@@ -11,11 +11,16 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
 from proxy import __version__
 from proxy.policy import LoadedPolicy, PolicyError, load_policy, policies_dir
+
+if TYPE_CHECKING:
+    from proxy.auth import KeyRing
 
 EXIT_INVALID = 2
 
@@ -49,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve Streamable HTTP in front of the policy's upstreams")
     serve.add_argument("--policy", action="append", required=True, help="team policy YAML (repeat with --keys)")
+    serve.add_argument("--keys", help="proxy keys file (auth: keys): sha256 digests of keys mapped to teams")
     _http_args(serve)
     serve.set_defaults(func=_cmd_serve)
 
@@ -75,6 +81,14 @@ def _parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="print the policy file's JSON Schema")
     schema.set_defaults(func=_cmd_schema)
+
+    keys = sub.add_parser("keys", help="manage proxy keys (auth: keys)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    new = keys_sub.add_parser("new", help="make a key for a team, print it once and append its digest")
+    new.add_argument("--team", required=True)
+    new.add_argument("--label", required=True, help="who holds the key, for the audit log (e.g. ops-laptop)")
+    new.add_argument("--keys", default="keys.yaml", help="keys file to append to (default keys.yaml)")
+    new.set_defaults(func=_cmd_keys_new)
     return parser
 
 
@@ -127,9 +141,43 @@ def _cmd_stdio(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     loaded = [load_policy(path) for path in args.policy]
-    if len(loaded) > 1:
-        raise StartupError("mcp-guard: several --policy files need --keys (proxy keys per team)")
-    return _serve_http(loaded, args)
+    keyring = _keyring(args.keys, loaded) if args.keys else None
+    if keyring is None:
+        if len(loaded) > 1:
+            raise StartupError("mcp-guard: several --policy files need --keys (proxy keys per team)")
+        if loaded[0].policy.auth.mode == "keys":
+            raise StartupError(f"mcp-guard: {loaded[0].path} sets auth.mode keys; pass --keys FILE")
+    return _serve_http(loaded, args, keyring=keyring)
+
+
+def _keyring(path: str, loaded: list[LoadedPolicy]) -> KeyRing:
+    from proxy.auth import KeyRing, load_keys
+
+    teams = [p.policy.team for p in loaded]
+    if len(set(teams)) != len(teams):
+        raise StartupError("mcp-guard: two --policy files name the same team")
+    for p in loaded:
+        if p.policy.auth.mode != "keys":
+            raise StartupError(
+                f"mcp-guard: {p.path} sets auth.mode {p.policy.auth.mode}; with --keys set auth: {{mode: keys}}"
+            )
+    ring = KeyRing(load_keys(Path(path)))
+    for team in sorted(set(teams) - ring.teams()):
+        print(f"mcp-guard: WARNING no key in {path} opens team '{team}'", file=sys.stderr)
+    return ring
+
+
+def _cmd_keys_new(args: argparse.Namespace) -> int:
+    from proxy.auth import new_key
+
+    key = new_key(Path(args.keys), args.team, args.label)
+    print(key)
+    print(
+        f"mcp-guard: key for team '{args.team}' ({args.label}) added to {args.keys} as a sha256 digest; "
+        "this is the only time the key is shown.",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -138,7 +186,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _serve_http(loaded, args, demo=True)
 
 
-def _serve_http(loaded: list[LoadedPolicy], args: argparse.Namespace, *, demo: bool = False) -> int:
+def _serve_http(
+    loaded: list[LoadedPolicy], args: argparse.Namespace, *, demo: bool = False, keyring: KeyRing | None = None
+) -> int:
     from proxy.http import LOOPBACK, build_http_app
     from proxy.netutil import bind, run_until_signalled, serve_asgi
     from proxy.server import Gateway
@@ -157,7 +207,9 @@ def _serve_http(loaded: list[LoadedPolicy], args: argparse.Namespace, *, demo: b
             file=sys.stderr,
         )
     gateway = Gateway(loaded)
-    app = build_http_app(gateway, host=args.host, allowed_hosts=args.allowed_host, instructions=instructions)
+    app = build_http_app(
+        gateway, host=args.host, allowed_hosts=args.allowed_host, instructions=instructions, keyring=keyring
+    )
     try:
         sock = bind(args.host, args.port)
     except OSError as exc:
@@ -168,7 +220,8 @@ def _serve_http(loaded: list[LoadedPolicy], args: argparse.Namespace, *, demo: b
             from proxy.demo import banner
 
             return banner(url, loaded[0], gateway.groups())
-        return f"mcp-guard {__version__}: serving team '{loaded[0].policy.team}' at {url}/ (health: {url}/healthz)"
+        teams = ", ".join(f"'{p.policy.team}'" for p in loaded)
+        return f"mcp-guard {__version__}: serving team {teams} at {url}/ (health: {url}/healthz)"
 
     return run_until_signalled(lambda: serve_asgi(app, sock, announce=announce), "mcp-guard")
 

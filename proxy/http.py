@@ -7,7 +7,7 @@ mcp.smsapi.io, so a client config changes only its host.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -21,6 +21,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy import __version__
+from proxy.auth import KeyRing
 from proxy.server import IDENTITY_KEY, Gateway, Identity, build_server
 from proxy.upstream import credential_key
 
@@ -33,46 +34,67 @@ def principal_for_bearer(authorization: str | None) -> str:
 
 
 class IdentityMiddleware:
-    """Decide who the caller is before any MCP processing; refuse with 401 when policy demands it.
+    """Decide who the caller is before any MCP processing; refuse with 401 when that is not possible.
+
+    passthrough: the client's Authorization header names the principal (by digest) and is
+    forwarded upstream unless the policy sets its own. keys: the header must carry a proxy key
+    from the keys file; it picks the team, and it is never forwarded.
 
     The identity is bound into the SDK's own session ownership (`scope["user"]`), so a
     handshake-era session id opened by one principal answers 404 to any other, and into the
     auth context that seals 2026-era confirmation state to its caller.
     """
 
-    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+    def __init__(self, app: ASGIApp, gateway: Gateway, keyring: KeyRing | None = None) -> None:
         self.app = app
         self.gateway = gateway
+        self.keyring = keyring
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        identity = self._identify(headers)
+        identity = self._identify(headers.get("authorization") or None)
         if identity is None:
-            await _unauthorized(scope, receive, send)
+            await _unauthorized(scope, receive, send, keys=self.keyring is not None)
             return
         scope[IDENTITY_KEY] = identity
-        user = AuthenticatedUser(AccessToken(token=identity.principal, client_id=identity.principal, scopes=[]))
+        user = None
         if identity.principal != "anonymous":
+            user = AuthenticatedUser(AccessToken(token=identity.principal, client_id=identity.principal, scopes=[]))
             scope["user"] = user
-        token = auth_context_var.set(user if identity.principal != "anonymous" else None)
+        token = auth_context_var.set(user)
         try:
             await self.app(scope, receive, send)
         finally:
             auth_context_var.reset(token)
 
-    def _identify(self, headers: Mapping[str, str]) -> Identity | None:
+    def _identify(self, authorization: str | None) -> Identity | None:
+        if self.keyring is not None:
+            key = _bearer(authorization)
+            match = self.keyring.match(key) if key else None
+            if match is None or match.team not in self.gateway.policies:
+                return None
+            return Identity(team=match.team, principal=match.principal, forward=None)
         loaded = self.gateway.policies[self.gateway.default_team]
-        authorization = headers.get("authorization") or None
         if authorization is None and loaded.policy.auth.required:
             return None
         return Identity(team=loaded.policy.team, principal=principal_for_bearer(authorization), forward=authorization)
 
 
-async def _unauthorized(scope: Scope, receive: Receive, send: Send) -> None:
-    body = {"error": "unauthorized", "error_description": "mcp-guard: this endpoint needs an Authorization header"}
+def _bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or None
+
+
+async def _unauthorized(scope: Scope, receive: Receive, send: Send, *, keys: bool) -> None:
+    needs = "a valid mcp-guard proxy key (Authorization: Bearer mcpg_...)" if keys else "an Authorization header"
+    body = {"error": "unauthorized", "error_description": f"mcp-guard: this endpoint needs {needs}"}
     await JSONResponse(body, status_code=401, headers={"WWW-Authenticate": 'Bearer realm="mcp-guard"'})(
         scope, receive, send
     )
@@ -92,6 +114,7 @@ def build_http_app(
     allowed_hosts: Sequence[str] = (),
     instructions: str | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    keyring: KeyRing | None = None,
 ) -> Starlette:
     server = build_server(gateway, instructions=instructions)
     manager = StreamableHTTPSessionManager(
@@ -99,7 +122,7 @@ def build_http_app(
         security_settings=transport_security(host, allowed_hosts),
         max_request_body_size=max_body_bytes,
     )
-    mcp_app = IdentityMiddleware(StreamableHTTPASGIApp(manager), gateway)
+    mcp_app = IdentityMiddleware(StreamableHTTPASGIApp(manager), gateway, keyring)
 
     async def healthz(request: Request) -> Response:
         body = {"status": "ok", "version": __version__, "teams": sorted(gateway.policies)}
