@@ -11,13 +11,14 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 
 from proxy import __version__
-from proxy.policy import LoadedPolicy, PolicyError, load_policy, policies_dir
+from proxy.policy import AuditPolicy, LoadedPolicy, PolicyError, load_policy, policies_dir
 
 if TYPE_CHECKING:
     from proxy.auth import KeyRing
@@ -181,9 +182,11 @@ def _cmd_keys_new(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    path = policies_dir() / "demo.yaml"
-    loaded = [load_policy(path)]
-    return _serve_http(loaded, args, demo=True)
+    loaded = load_policy(policies_dir() / "demo.yaml")
+    # The shipped policy lives inside the installed package; its audit file belongs where the user is.
+    audit = AuditPolicy(path=str(Path.cwd() / "mcp-guard-demo-audit.jsonl"))
+    loaded = replace(loaded, policy=loaded.policy.model_copy(update={"audit": audit}))
+    return _serve_http([loaded], args, demo=True)
 
 
 def _serve_http(
