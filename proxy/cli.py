@@ -132,7 +132,8 @@ def _cmd_stdio(args: argparse.Namespace) -> int:
     instructions = anyio.run(_probe, loaded)
 
     async def run() -> None:
-        from proxy.server import Gateway, serve_stdio
+        from proxy.server import Gateway
+        from proxy.stdio import serve_stdio
 
         await serve_stdio(Gateway(loaded), instructions=instructions)
 
