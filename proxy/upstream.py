@@ -51,6 +51,7 @@ class UpstreamUnavailable(Exception):
         super().__init__(f"upstream '{server}' is unavailable: {detail}")
         self.server = server
         self.detail = detail
+        self.answered = False  # the server sent an MCP/HTTP error: it is there, just not usable as asked
 
 
 @dataclass
@@ -133,22 +134,39 @@ class UpstreamConnection:
             return self._client.session
 
     async def _connect(self) -> None:
+        cfg = self.config
+        try:
+            await self._start(sse=cfg.transport == "sse")
+        except UpstreamUnavailable as exc:
+            # The server answered, but not as Streamable HTTP (404/405 on the POST): an older
+            # server may speak the deprecated HTTP+SSE transport at the same URL.
+            if not exc.answered or cfg.url is None or cfg.transport != "auto":
+                raise
+            try:
+                await self._start(sse=True)
+            except UpstreamUnavailable:
+                raise exc from None
+            logger.warning("upstream '%s' does not speak Streamable HTTP; using the SSE transport", self.name)
+
+    async def _start(self, *, sse: bool) -> None:
         stop = anyio.Event()
         self._stop = stop
         try:
             with anyio.fail_after(self.config.timeout_seconds):
-                self._client = await self._tg.start(self._own, stop)
+                self._client = await self._tg.start(self._own, stop, sse)
         except BaseException as exc:
             stop.set()
             if isinstance(exc, anyio.get_cancelled_exc_class()):
                 raise
-            raise UpstreamUnavailable(self.name, _describe(exc)) from None
+            failure = UpstreamUnavailable(self.name, _describe(exc))
+            failure.answered = _server_answered(exc)
+            raise failure from None
 
-    async def _own(self, stop: anyio.Event, *, task_status: anyio.abc.TaskStatus[Client]) -> None:
+    async def _own(self, stop: anyio.Event, sse: bool, *, task_status: anyio.abc.TaskStatus[Client]) -> None:
         """Enter the client, hand it out, and leave it in this same task when told to stop."""
         started = False
         try:
-            async with self._client_cm() as client:
+            async with self._client_cm(sse=sse) as client:
                 task_status.started(client)
                 started = True
                 await stop.wait()
@@ -160,7 +178,7 @@ class UpstreamConnection:
             if started and self._stop is stop:
                 self._client = None
 
-    def _client_cm(self) -> AbstractAsyncContextManager[Client]:
+    def _client_cm(self, *, sse: bool = False) -> AbstractAsyncContextManager[Client]:
         cfg = self.config
         common: dict[str, Any] = {
             "read_timeout_seconds": cfg.timeout_seconds,
@@ -178,7 +196,7 @@ class UpstreamConnection:
             timeout=httpx2.Timeout(cfg.timeout_seconds, read=max(cfg.timeout_seconds, 300.0)),
             follow_redirects=False,
         )
-        if cfg.transport == "sse":
+        if sse:
             transport: Any = sse_client(cfg.url, headers=self._headers, timeout=cfg.timeout_seconds)
         else:
             transport = streamable_http_client(cfg.url, http_client=http)
@@ -292,6 +310,14 @@ class UpstreamConnection:
         if relay is None:
             return types.ErrorData(code=INVALID_PARAMS, message="mcp-guard: no client request to relay this to")
         return await relay.sample(self.name, params)
+
+
+def _server_answered(exc: BaseException) -> bool:
+    if isinstance(exc, MCPError):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_server_answered(e) for e in exc.exceptions)
+    return False
 
 
 def _upstream_error_text(exc: MCPError) -> str:

@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 import pytest
 from mcp import Client
 
-from tests.harness import MODES, PY, SANDBOX, proxy_http, proxy_stdio, run, spawn, write_policy
+from tests.harness import MODES, PY, SANDBOX, calls, proxy_http, proxy_stdio, run, spawn, write_policy
 
 pytestmark = pytest.mark.anyio
 
@@ -80,3 +80,15 @@ def test_unreachable_upstream_exits_2(command: str, tmp_path: Path) -> None:
     done = run([PY, "-m", "proxy", command, "--policy", str(policy)])
     assert done.returncode == 2
     assert "upstream 'down' is unavailable" in _one_line(done.stderr)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_sse_only_upstream_is_reached_through_the_fallback(mode: str, tmp_path: Path) -> None:
+    record = tmp_path / "record.jsonl"
+    with spawn([PY, "tests/servers/sse_sandbox.py", "--record", str(record)]) as sse:
+        policy = write_policy(tmp_path / "p.yaml", {"old": {"url": sse.url, "profile": "smsapi"}}, scopes=["profile"])
+        with proxy_http(policy) as proxy:
+            async with Client(proxy.url, mode=mode) as client:
+                result = await client.call_tool("get_profile", {})
+    assert not result.is_error
+    assert len(calls(record, "get_profile")) == 1
