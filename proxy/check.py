@@ -174,7 +174,10 @@ def _row(rule: ToolRule) -> tuple[str, ...]:
 
 
 def _limit(limit: LimitRule) -> str:
-    parts = [f"{limit.per_minute}/min"] if limit.per_minute is not None else []
+    parts = []
+    if limit.per_minute is not None:
+        window = "/min" if limit.window_seconds == 60 else f" per {limit.window_seconds:g} s"
+        parts.append(f"{limit.per_minute}{window}")
     if limit.max_recipients is not None:
         parts.append(f"max {limit.max_recipients} recipient{'s' if limit.max_recipients != 1 else ''}")
     return ", ".join(parts)

@@ -15,8 +15,11 @@ from starlette.types import ASGIApp
 def bind(host: str, port: int) -> socket.socket:
     """Bind a listening TCP socket; port 0 asks the kernel for a free one."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: with protocol 0 asyncio skips TCP_NODELAY on accepted connections, and a
+    # response written as headers then body waits ~40 ms for the peer's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.listen(128)
     sock.setblocking(False)

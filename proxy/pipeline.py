@@ -18,7 +18,7 @@ from mcp.client.session import ClientSession
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 
-from proxy.audit import AuditLog, digest_arguments
+from proxy.audit import AuditLog, digest_arguments, digest_session
 from proxy.catalog import Catalog, ToolRule
 from proxy.guards import Refusal
 from proxy.guards.confirm import Accepted, ConfirmGate, Prompter
@@ -46,6 +46,16 @@ class Caller:
     session: str
     authorization: str | None = None
     group: str | None = None
+    # True for the sessionless 2026-07-28 era over HTTP, whose trifecta record ends after an
+    # idle window. None: inferred from the session key the server layer builds
+    # ("<principal>/stateless"); anything else never expires, which fails closed.
+    sessionless: bool | None = None
+
+    @property
+    def expires(self) -> bool:
+        if self.sessionless is not None:
+            return self.sessionless
+        return self.session.endswith("/stateless")
 
 
 @dataclass
@@ -79,12 +89,16 @@ class Pipeline:
     # -- tools/call ----------------------------------------------------------------------------
 
     async def call_tool(self, call: ToolCall) -> types.CallToolResult | types.InputRequiredResult:
+        rule: ToolRule | None = None
         try:
             rule = await self.find_rule(call.caller, call.name)
-        except UpstreamUnavailable as exc:
-            return self._finish(call, None, "error", str(exc), _error(f"mcp-guard: {exc}. The tool was not called."))
-        try:
             outcome = await self.guard(call, rule)
+            # Counted in the same step that admits the call: calls that waited on a human
+            # cannot all take the one slot that was free when they were checked.
+            if isinstance(outcome, tuple) and rule is not None and (late := self.limiter.take(rule)):
+                outcome = late
+        except UpstreamUnavailable as exc:
+            return self._finish(call, rule, "error", str(exc), _error(f"mcp-guard: {exc}. The tool was not called."))
         except Exception:
             logger.exception("guard failed on %s; refusing (fail closed)", call.name)
             outcome = Refusal(
@@ -98,18 +112,22 @@ class Pipeline:
             self._audit(call, rule, "pending", "asked the human to confirm")
             return outcome
         assert rule is not None
-        arguments, decision = outcome
-        self.limiter.commit(rule)
-        result = await self.forward(call, rule, arguments)
+        arguments, decision, why = outcome
+        try:
+            result = await self.forward(call, rule, arguments)
+        except BaseException as exc:
+            # Cancelled or broken mid-forward: the upstream may have acted, so it is still audited.
+            self._audit(call, rule, "error", f"forward ended: {type(exc).__name__}")
+            raise
         if result.is_error and result.meta and result.meta.get("mcp_guard_upstream_failure"):
             return self._finish(call, rule, "error", "upstream unavailable", result)
-        self.trifecta.record(call.caller.session, rule)
-        return self._finish(call, rule, decision, "forwarded", result)
+        self.trifecta.record(call.caller.session, rule, expires=call.caller.expires)
+        return self._finish(call, rule, decision, why, result)
 
     async def guard(
         self, call: ToolCall, rule: ToolRule | None
-    ) -> Refusal | types.InputRequiredResult | tuple[dict[str, Any], str]:
-        """Every check before forwarding; returns the arguments to send and the audit decision."""
+    ) -> Refusal | types.InputRequiredResult | tuple[dict[str, Any], str, str]:
+        """Every check before forwarding; returns the arguments to send and the audit decision and reason."""
         if refusal := refuse_hidden(self.catalog, rule, call.name, call.caller.group):
             return refusal
         assert rule is not None
@@ -119,15 +137,19 @@ class Pipeline:
         refusal, reasons = self.limiter.check(rule, arguments)
         if refusal:
             return refusal
-        refusal, trifecta_reason = self.trifecta.check(call.caller.session, rule)
+        refusal, trifecta_reason = self.trifecta.check(call.caller.session, rule, expires=call.caller.expires)
         if refusal:
             return refusal
-        reasons = [*rule.gate_reasons, *reasons, *([trifecta_reason] if trifecta_reason else [])]
+        if trifecta_reason:
+            reasons.append(trifecta_reason)
+        if rule.gate_reasons:
+            reasons[:0] = rule.gate_reasons
         if not reasons:
-            return arguments, "allowed"
+            return arguments, "allowed", "forwarded"
         answer = await self.gate.confirm(call.prompter, rule, reasons, arguments, call.caller.session)
         if isinstance(answer, Accepted):
-            return arguments, "confirmed"
+            # "confirmed" by a human, or "allowed" ungated where the policy lets a client that cannot ask pass.
+            return arguments, answer.decision, f"forwarded: {answer.reason}"
         return answer
 
     async def find_rule(self, caller: Caller, exposed: str) -> ToolRule | None:
@@ -149,6 +171,8 @@ class Pipeline:
         except UpstreamUnavailable as exc:
             failed = _error(f"mcp-guard: {exc}. The call may or may not have reached it; check before retrying.")
             return failed.model_copy(update={"meta": {"mcp_guard_upstream_failure": True}})
+        except RelayRefused as exc:
+            return _error(f"{exc} '{rule.exposed}' did not complete; the upstream saw the call but got no answer.")
         except MCPError as exc:
             return _error(f"upstream '{rule.server}' refused the call:\n" + self.shield.text(exc.message, source))
         finally:
@@ -165,11 +189,15 @@ class Pipeline:
         fields: dict[str, Any] = {}
         if rule is not None and rule.recipients is not None:
             fields["recipients"] = count_recipients(rule, call.arguments)[0]
+        if rule is not None:
+            server: str | None = rule.server
+        else:  # an unknown tool: name the upstream it would have gone to, when the name says
+            server = target[0] if (target := self.catalog.resolve(call.name)) else None
         self.audit.write(
             team=self.team,
             principal=call.caller.principal,
-            session=call.caller.session,
-            server=rule.server if rule else None,
+            session=digest_session(call.caller.session),
+            server=server,
             tool=call.name,
             decision=decision,
             reason=reason,
@@ -320,6 +348,10 @@ async def _call_with_input(
     return _error("mcp-guard: the upstream kept asking for more input; the call was abandoned.")
 
 
+class RelayRefused(Exception):
+    """The proxy (not the upstream) refused to relay an upstream's question; the message is ours, trusted."""
+
+
 async def _answer_inputs(result: types.InputRequiredResult, relay: Relay, server: str) -> dict[str, Any]:
     answers: dict[str, Any] = {}
     for key, request in (result.input_requests or {}).items():
@@ -330,7 +362,7 @@ async def _answer_inputs(result: types.InputRequiredResult, relay: Relay, server
         else:
             answer = types.ErrorData(code=INVALID_PARAMS, message="mcp-guard does not relay this request")
         if isinstance(answer, types.ErrorData):
-            raise MCPError(code=answer.code, message=answer.message)
+            raise RelayRefused(answer.message)
         answers[key] = answer
     return answers
 

@@ -181,14 +181,28 @@ class TrifectaPolicy(_Model):
 
 
 class LimitRule(_Model):
+    """Limits for the tools matching `tools`, counted per team across all of them together.
+
+    per_minute: at most N calls in any sliding window of `window_seconds` (default 60, so
+      literally per minute; a shorter window suits tests, a longer one daily quotas).
+      Only forwarded calls count; a refused one names the wait until the oldest call leaves
+      the window.
+    max_recipients: at most N recipients in one call, counted from the profile's
+      `recipients.args` (comma-separated lists); a send to a group (`recipients.group_args`)
+      has an unknown size, so it is gated for a human yes instead.
+    """
+
     tools: Annotated[Globs, Field(min_length=1)]
     per_minute: Annotated[int, Field(ge=1)] | None = None
+    window_seconds: Annotated[float, Field(ge=1)] = 60.0
     max_recipients: Annotated[int, Field(ge=1)] | None = None
 
     @model_validator(mode="after")
     def _some_limit(self) -> LimitRule:
         if self.per_minute is None and self.max_recipients is None:
             raise ValueError("a limit needs per_minute or max_recipients")
+        if "window_seconds" in self.model_fields_set and self.per_minute is None:
+            raise ValueError("window_seconds applies only to per_minute")
         return self
 
 

@@ -16,14 +16,16 @@ import anyio
 import anyio.abc
 import mcp.types as types
 from mcp.server import Server, ServerRequestContext
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware
 from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
+from mcp.shared.message import ServerMessageMetadata
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from proxy import __version__
-from proxy.audit import AuditLog
+from proxy.audit import AuditLog, digest_arguments, digest_session
 from proxy.catalog import Catalog
 from proxy.pipeline import Caller, Pipeline, ToolCall
 from proxy.policy import LoadedPolicy
@@ -99,17 +101,20 @@ def caller_of(ctx: ServerRequestContext[Any, Any], gateway: Gateway) -> Caller:
     identity = request.scope.get(IDENTITY_KEY)
     if not isinstance(identity, Identity):
         raise MCPError(code=INTERNAL_ERROR, message="mcp-guard: request reached MCP without an identity")
-    session_id = request.headers.get("mcp-session-id")
     # The sessionless 2026-07-28 era shares one state per principal (an idle window ends it):
-    # more taint than a per-connection state, never less, so it fails closed.
+    # more taint than a per-connection state, never less, so it fails closed. A session header sent
+    # anyway is ignored, so a caller cannot pick a fresh trifecta record or gate binding per request.
+    modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+    session_id = None if modern else request.headers.get("mcp-session-id")
     session = f"{identity.principal}/{session_id or 'stateless'}"
-    group = request.url.path.strip("/") or None
+    group = request.scope["path"].strip("/") or None  # not request.url: it builds a URL object per call
     return Caller(
         team=identity.team,
         principal=identity.principal,
         session=session,
         authorization=identity.forward,
         group=group,
+        sessionless=modern,
     )
 
 
@@ -136,6 +141,8 @@ class Downstream:
         responses = params.input_responses if params is not None else None
         self.input_responses: dict[str, Any] | None = dict(responses) if responses else None
         self.allow_sampling = False
+        # How long a relayed upstream question may wait for the human (the policy's confirm timeout).
+        self.timeout = 300.0
 
     async def elicit(self, message: str, schema: dict[str, Any]) -> types.ElicitResult:
         return await self.ctx.session.elicit_form(message, schema, related_request_id=self.ctx.request_id)
@@ -148,16 +155,23 @@ class Downstream:
     ) -> types.ElicitResult | types.ErrorData:
         if not isinstance(params, types.ElicitRequestFormParams):
             # A URL from an upstream could send the human anywhere; refuse rather than relay.
-            return types.ErrorData(code=INVALID_PARAMS, message="mcp-guard does not relay URL-mode elicitation")
-        if self.modern or not self.can_elicit:
-            return types.ErrorData(
-                code=INVALID_PARAMS, message="mcp-guard: the client cannot be asked during this call"
+            return _relay_refusal(f"upstream '{server}' asked for URL-mode elicitation, which mcp-guard never relays")
+        if self.modern:
+            return _mid_call_refusal(server, "asked the user a question")
+        if not self.can_elicit:
+            return _relay_refusal(
+                f"upstream '{server}' asked the user a question, but this client does not support elicitation"
             )
-        message = f"The upstream server '{server}' asks (its text, not mcp-guard's):\n{sanitize_text(params.message)}"
+        message = (
+            f"The upstream server '{server}' asks (its words, not mcp-guard's):\n{sanitize_text(params.message)}"
+        )
         try:
-            return await self.ctx.session.elicit_form(
-                message, params.requested_schema, related_request_id=self.ctx.request_id
-            )
+            with anyio.fail_after(self.timeout):
+                return await self.ctx.session.elicit_form(
+                    message, _clean_schema(params.requested_schema), related_request_id=self.ctx.request_id
+                )
+        except TimeoutError:
+            return _relay_refusal(f"the user did not answer upstream '{server}' within {self.timeout:g} s")
         except MCPError as exc:
             return types.ErrorData(code=exc.code, message=exc.message)
 
@@ -165,25 +179,98 @@ class Downstream:
         self, server: str, params: types.CreateMessageRequestParams
     ) -> types.CreateMessageResult | types.ErrorData:
         if not self.allow_sampling:
-            return types.ErrorData(code=INVALID_PARAMS, message="mcp-guard: sampling requests are refused by policy")
-        if self.modern or not self.ctx.session.check_client_capability(
-            types.ClientCapabilities(sampling=types.SamplingCapability())
-        ):
-            return types.ErrorData(code=INVALID_PARAMS, message="mcp-guard: the client cannot sample for this call")
+            return _relay_refusal(f"upstream '{server}' asked for sampling, which this team's policy refuses")
+        if self.modern:
+            return _mid_call_refusal(server, "asked for sampling")
+        if not self.ctx.session.check_client_capability(types.ClientCapabilities(sampling=types.SamplingCapability())):
+            return _relay_refusal(f"upstream '{server}' asked for sampling, but this client does not support it")
+        # An upstream may not pull the client's other conversations or servers into its prompt.
+        request = types.CreateMessageRequest(params=params.model_copy(update={"include_context": None}))
         try:
-            return await self.ctx.session.create_message(  # type: ignore[call-overload]
-                params.messages,
-                max_tokens=params.max_tokens,
-                system_prompt=params.system_prompt,
-                temperature=params.temperature,
-                stop_sequences=params.stop_sequences,
-                related_request_id=self.ctx.request_id,
-            )
+            with anyio.fail_after(self.timeout):
+                return await self.ctx.session.send_request(
+                    request,
+                    types.CreateMessageResult,
+                    metadata=ServerMessageMetadata(related_request_id=self.ctx.request_id),
+                )
+        except TimeoutError:
+            return _relay_refusal(f"the client did not answer upstream '{server}' within {self.timeout:g} s")
         except MCPError as exc:
             return types.ErrorData(code=exc.code, message=exc.message)
 
     async def progress(self, progress: float, total: float | None, message: str | None) -> None:
         await self.ctx.session.report_progress(progress, total, message)
+
+
+def _relay_refusal(why: str) -> types.ErrorData:
+    return types.ErrorData(code=INVALID_PARAMS, message=f"mcp-guard: {why}; the request was refused.")
+
+
+def _mid_call_refusal(server: str, asked: str) -> types.ErrorData:
+    # 2026-07-28 has no back-channel mid-call. Relaying would mean answering this call with our own
+    # InputRequiredResult and resuming the upstream call on the client's retry; the pipeline does not do that.
+    return _relay_refusal(
+        f"upstream '{server}' {asked} during the call, but this client uses MCP 2026-07-28, "
+        "where mcp-guard cannot relay that mid-call"
+    )
+
+
+_SCHEMA_TEXT = frozenset({"title", "description"})
+
+
+def _clean_schema(schema: Any) -> Any:
+    """The upstream's form schema with its human-readable labels sanitised; names, types and values kept."""
+    if isinstance(schema, dict):
+        cleaned: dict[str, Any] = {}
+        for key, value in schema.items():
+            if key in _SCHEMA_TEXT and isinstance(value, str):
+                cleaned[key] = sanitize_text(value)
+            elif key == "enumNames" and isinstance(value, list):
+                cleaned[key] = [sanitize_text(v) if isinstance(v, str) else v for v in value]
+            else:
+                cleaned[key] = _clean_schema(value)
+        return cleaned
+    if isinstance(schema, list):
+        return [_clean_schema(v) for v in schema]
+    return schema
+
+
+def _audit_refused_state(gateway: Gateway) -> ServerMiddleware[Any]:
+    """Middleware outside `RequestStateBoundary`: a confirmation state it rejects is an audited refusal too."""
+
+    async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        try:
+            return await call_next(ctx)
+        except MCPError as exc:
+            data = exc.data if isinstance(exc.data, dict) else {}
+            if ctx.method == "tools/call" and data.get("reason") == "invalid_request_state":
+                _audit_state_refusal(ctx, gateway)
+            raise
+
+    return middleware
+
+
+def _audit_state_refusal(ctx: ServerRequestContext[Any, Any], gateway: Gateway) -> None:
+    try:
+        caller = caller_of(ctx, gateway)
+        pipeline = gateway.pipeline(caller.team)
+    except MCPError:
+        return
+    params = ctx.params or {}
+    name = params.get("name")
+    arguments = params.get("arguments")
+    target = pipeline.catalog.resolve(name) if isinstance(name, str) else None
+    pipeline.audit.write(
+        team=caller.team,
+        principal=caller.principal,
+        session=digest_session(caller.session),
+        server=target[0] if target else None,
+        tool=name if isinstance(name, str) else None,
+        decision="denied",
+        reason="confirmation state forged, altered, expired or of another caller",
+        args_sha256=digest_arguments(arguments if isinstance(arguments, dict) else {}),
+        duration_ms=0.0,
+    )
 
 
 # -- the MCP server ----------------------------------------------------------------------------------
@@ -206,6 +293,7 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
         caller, pipeline = pipe(ctx)
         downstream = Downstream(ctx, params)
         downstream.allow_sampling = pipeline.loaded.policy.sampling == "allow"
+        downstream.timeout = pipeline.loaded.policy.confirm.timeout_seconds
         call = ToolCall(
             caller=caller,
             name=params.name,
@@ -280,6 +368,7 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
         on_completion=on_completion,
     )
     timeout = max(p.policy.confirm.timeout_seconds for p in gateway.policies.values())
+    server.middleware.append(_audit_refused_state(gateway))
     server.middleware.append(
         RequestStateBoundary(RequestStateSecurity.ephemeral(ttl=timeout + 60), default_audience="mcp-guard")
     )

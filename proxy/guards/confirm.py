@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
 import mcp.types as types
+from mcp.shared.exceptions import MCPError
 
 from proxy.catalog import ToolRule
 from proxy.guards import Refusal
@@ -62,16 +63,20 @@ class Prompter(Protocol):
 
 @dataclass(frozen=True)
 class Accepted:
-    pass
+    """The call may go on; `decision` is what the audit line says about why."""
+
+    decision: str = "confirmed"
+    reason: str = "the human confirmed"
 
 
 def render_message(team: str, rule: ToolRule, reasons: list[str], arguments: dict[str, Any]) -> str:
     """The prompt a person judges in two seconds; model-written values can't fake its structure."""
-    why = "; ".join(_WHY.get(r, r) for r in reasons)
+    # Tool names and limit/trifecta reasons can carry upstream-chosen text: one line each, like arguments.
+    why = "; ".join(_one_line(_WHY.get(r, r)) for r in reasons)
     lines = [
         f"mcp-guard asks you to confirm an action for team '{team}'.",
         f"Server: {rule.server}",
-        f"Tool: {rule.name}",
+        f"Tool: {_one_line(rule.name)}",
         f"Why: {why}",
         "Arguments:",
     ]
@@ -124,7 +129,7 @@ class ConfirmGate:
     ) -> Accepted | Refusal | types.InputRequiredResult:
         if not prompter.can_elicit:
             if self.without_elicitation == "allow":
-                return Accepted()
+                return Accepted("allowed", "client cannot elicit; policy allows without confirmation")
             return Refusal(
                 "denied",
                 "client cannot ask the human (no elicitation capability)",
@@ -143,6 +148,13 @@ class ConfirmGate:
                 answer = await prompter.elicit(message, CONFIRM_SCHEMA)
         except TimeoutError:
             return self._timed_out(rule)
+        except MCPError as exc:
+            # The client answered the prompt with an error (or the back-channel failed): no yes, no call.
+            return Refusal(
+                "error",
+                f"confirmation prompt failed: {_one_line(exc.message)[:200]}",
+                f"The confirmation prompt for '{rule.exposed}' failed in the client, so it was not called.",
+            )
         return self._judge(rule, answer)
 
     def _modern(
@@ -211,5 +223,3 @@ class ConfirmGate:
             f"No confirmation for '{rule.exposed}' within {self.timeout:g} seconds. It was not called.",
         )
 
-
-ElicitFn = Callable[[str, dict[str, Any]], Awaitable[types.ElicitResult]]

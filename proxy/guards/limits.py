@@ -1,9 +1,14 @@
-"""Rate and recipient limits, per team and per limit rule, in a sliding one-minute window."""
+"""Rate and recipient limits, per team and per limit rule, in a sliding window.
+
+A limit rule's window is shared by every tool its globs match (`send_*` counts sends of any
+kind together). Only forwarded calls are counted, and the count is taken in the same
+synchronous step that admits the call (`take`), so calls waiting on a human confirmation
+cannot all slip past one free slot.
+"""
 
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -11,25 +16,46 @@ from typing import Any
 
 from proxy.catalog import ToolRule
 from proxy.guards import Refusal
+from proxy.policy import LimitRule
 
-WINDOW = 60.0
-_SPLIT = re.compile(r"[,;\s]+")
+# Recipient lists are comma-separated (SMSAPI's `to`); semicolons are accepted too so a
+# list written the other common way is never undercounted. Whitespace is not a separator:
+# "+48 600 100 200" is one number.
+_SEPARATORS = str.maketrans({";": ","})
+
+
+def _count_value(value: Any) -> tuple[int, bool]:
+    """(recipients, unknown) named by one argument value."""
+    if value is None or value == "" or value == []:
+        return 0, False
+    if isinstance(value, str):
+        return sum(1 for part in value.translate(_SEPARATORS).split(",") if part.strip()), False
+    if isinstance(value, list | tuple):
+        counts = [_count_value(item) for item in value]
+        return sum(c for c, _ in counts), any(u for _, u in counts)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return 1, False  # a number passed as a number: one recipient
+    return 0, True  # a shape we cannot count: never assume it is small
 
 
 def count_recipients(rule: ToolRule, arguments: dict[str, Any]) -> tuple[int, bool]:
-    """How many recipients a send names, and whether a group makes the count unknown."""
+    """How many recipients a send names, and whether the count is unknown (a group, an odd shape)."""
     spec = rule.recipients
     if spec is None:
         return 0, False
-    count = 0
+    count, unknown = 0, False
     for name in spec.args:
-        value = arguments.get(name)
-        if isinstance(value, str):
-            count += len([p for p in _SPLIT.split(value) if p])
-        elif isinstance(value, list):
-            count += len(value)
-    unknown = any(arguments.get(name) not in (None, "", []) for name in spec.group_args)
+        n, odd = _count_value(arguments.get(name))
+        count, unknown = count + n, unknown or odd
+    if any(arguments.get(name) not in (None, "", []) for name in spec.group_args):
+        unknown = True
     return count, unknown
+
+
+def _per(limit: LimitRule) -> str:
+    if limit.window_seconds == 60:
+        return "per minute"
+    return f"per {limit.window_seconds:g} s"
 
 
 class Limiter:
@@ -40,18 +66,12 @@ class Limiter:
     def check(self, rule: ToolRule, arguments: dict[str, Any]) -> tuple[Refusal | None, list[str]]:
         """A refusal when a limit is exceeded; otherwise extra reasons to ask the human."""
         gate: list[str] = []
+        if not rule.limits:
+            return None, gate
         now = self._clock()
         for limit in rule.limits:
-            if limit.per_minute is not None:
-                hits = self._window(limit, now)
-                if len(hits) >= limit.per_minute:
-                    wait = math.ceil(hits[0] + WINDOW - now)
-                    return Refusal(
-                        "denied",
-                        f"rate limit {limit.per_minute}/min",
-                        f"Rate limit reached for '{rule.exposed}': {limit.per_minute} calls per minute. "
-                        f"Try again in {wait} s. It was not called.",
-                    ), gate
+            if limit.per_minute is not None and (refusal := self._rate(rule, limit, now)):
+                return refusal, gate
             if limit.max_recipients is not None:
                 count, unknown = count_recipients(rule, arguments)
                 if count > limit.max_recipients:
@@ -62,18 +82,48 @@ class Limiter:
                         f"{limit.max_recipients} at once. It was not called.",
                     ), gate
                 if unknown:
-                    gate.append(f"group send: recipient count unknown (limit {limit.max_recipients})")
+                    gate.append(f"recipient count unknown (a group send; the limit is {limit.max_recipients})")
         return None, gate
 
-    def commit(self, rule: ToolRule) -> None:
-        """Count a call against its windows; called only for calls that are forwarded."""
+    def take(self, rule: ToolRule) -> Refusal | None:
+        """Admit a call against its rate windows and count it, in one step; a refusal if a window filled meanwhile."""
+        if not rule.limits:
+            return None
         now = self._clock()
+        for limit in rule.limits:
+            if limit.per_minute is not None and (refusal := self._rate(rule, limit, now)):
+                return refusal
+        self._count(rule, now)
+        return None
+
+    def commit(self, rule: ToolRule) -> None:
+        """Count a call against its windows without checking them."""
+        self._count(rule, self._clock())
+
+    def _count(self, rule: ToolRule, now: float) -> None:
         for limit in rule.limits:
             if limit.per_minute is not None:
                 self._window(limit, now).append(now)
 
-    def _window(self, limit: object, now: float) -> deque[float]:
-        hits = self._hits.setdefault(id(limit), deque())
-        while hits and hits[0] <= now - WINDOW:
+    def _rate(self, rule: ToolRule, limit: LimitRule, now: float) -> Refusal | None:
+        assert limit.per_minute is not None
+        hits = self._window(limit, now)
+        if len(hits) < limit.per_minute:
+            return None
+        wait = max(1, math.ceil(hits[0] + limit.window_seconds - now))
+        per = _per(limit)
+        return Refusal(
+            "denied",
+            f"rate limit {limit.per_minute} {per}; retry in {wait} s",
+            f"Rate limit reached for '{rule.exposed}': {limit.per_minute} calls {per} for this team. "
+            f"Try again in {wait} s. It was not called.",
+        )
+
+    def _window(self, limit: LimitRule, now: float) -> deque[float]:
+        hits = self._hits.get(id(limit))
+        if hits is None:
+            hits = self._hits[id(limit)] = deque()
+        horizon = now - limit.window_seconds
+        while hits and hits[0] <= horizon:
             hits.popleft()
         return hits

@@ -6,13 +6,22 @@ never silently overwritten, so the model learns the call it asked for was not al
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from proxy.catalog import ToolRule
 from proxy.guards import Refusal
 
 
+def _shown(value: Any) -> str:
+    """A value as the model wrote it (JSON), cut short: it is echoed back in the refusal."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def apply_pins(rule: ToolRule, arguments: dict[str, Any]) -> tuple[dict[str, Any], Refusal | None]:
+    if not rule.pins:
+        return arguments, None
     args = dict(arguments)
     for pin in rule.pins:
         for name in pin.forbid:
@@ -23,12 +32,13 @@ def apply_pins(rule: ToolRule, arguments: dict[str, Any]) -> tuple[dict[str, Any
                     f"Argument '{name}' is not allowed for '{rule.exposed}' by this team's policy. It was not called.",
                 )
         for name, value in pin.values.items():
-            if name in args and args[name] != value:
+            # `==` with the type: 1 is not a stand-in for true, nor "true" for true.
+            if name in args and (type(args[name]) is not type(value) or args[name] != value):
                 return args, Refusal(
                     "denied",
                     f"argument '{name}' is pinned",
-                    f"Argument '{name}' of '{rule.exposed}' is pinned to {value!r} by this team's policy; "
-                    f"the call asked for {args[name]!r}. It was not called.",
+                    f"Argument '{name}' of '{rule.exposed}' is pinned to {_shown(value)} by this team's policy; "
+                    f"the call asked for {_shown(args[name])}. It was not called.",
                 )
             args[name] = value
     return args, None

@@ -1,0 +1,239 @@
+"""The guards as pure functions: limits with a fake clock, the trifecta, pins, recipient counting, masking."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from proxy.audit import AuditLog, digest_arguments, mask_phone
+from proxy.catalog import ToolRule
+from proxy.guards.limits import Limiter, count_recipients
+from proxy.guards.pins import apply_pins
+from proxy.guards.trifecta import MAX_SESSIONS, Trifecta
+from proxy.policy import LimitRule, PinRule, RecipientSpec
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def tool(name: str, **changes: Any) -> ToolRule:
+    base = ToolRule(
+        server="smsapi", name=name, exposed=name, listed=True, scope=None, visible=True, hidden_reason=None,
+        gated=False, gate_reasons=(), skip_warning=False, legs=frozenset(), untrusted_fields=None,
+        read_only=False, destructive=False, limits=(), pins=(), recipients=None, groups=frozenset(),
+    )
+    return replace(base, **changes)
+
+
+SEND = tool("send_sms", legs=frozenset({"external"}), recipients=RecipientSpec(args=("to",), group_args=("group",)))
+READ = tool("get_sms", legs=frozenset({"untrusted", "sensitive"}))
+CONTACTS = tool("get_contacts", legs=frozenset({"untrusted", "sensitive"}))
+UNTRUSTED_ONLY = tool("get_groups", legs=frozenset({"untrusted"}))
+
+
+# ---- limits: sliding window
+
+
+def test_per_minute_refuses_with_the_wait_and_slides() -> None:
+    clock = Clock()
+    limiter = Limiter(clock)
+    rule = replace(SEND, limits=(LimitRule(tools=("send_*",), per_minute=2),))
+    for step in (0.0, 10.0):
+        clock.now += step
+        assert limiter.take(rule) is None
+    clock.now += 5  # calls at t=0 and t=10; now t=15
+    refusal, _ = limiter.check(rule, {})
+    assert refusal is not None and refusal.decision == "denied"
+    assert "Try again in 45 s" in refusal.message and "2 calls per minute" in refusal.message
+    assert limiter.take(rule) is not None
+    clock.now += 45  # t=60: the first call leaves the window (a window is (now-60, now])
+    assert limiter.check(rule, {})[0] is None
+    assert limiter.take(rule) is None
+    assert limiter.take(rule) is not None  # t=10 and t=60 are in the window
+
+
+def test_window_seconds_and_shared_pattern_window() -> None:
+    clock = Clock()
+    limiter = Limiter(clock)
+    limit = LimitRule(tools=("send_*",), per_minute=1, window_seconds=2)
+    sms = replace(SEND, limits=(limit,))
+    group = replace(SEND, name="send_group_sms", exposed="send_group_sms", limits=(limit,))
+    assert limiter.take(sms) is None
+    refusal = limiter.take(group)  # one window for every tool the pattern matches
+    assert refusal is not None and "per 2 s" in refusal.message and "Try again in 2 s" in refusal.message
+    clock.now += 2.01
+    assert limiter.take(group) is None
+
+
+def test_refused_calls_do_not_count() -> None:
+    clock = Clock()
+    limiter = Limiter(clock)
+    rule = replace(SEND, limits=(LimitRule(tools=("send_*",), per_minute=1),))
+    for _ in range(5):
+        assert limiter.check(rule, {})[0] is None  # a check alone never counts
+    assert limiter.take(rule) is None
+    assert limiter.take(rule) is not None
+
+
+def test_limits_are_per_limiter_that_is_per_team() -> None:
+    clock = Clock()
+    rule = replace(SEND, limits=(LimitRule(tools=("send_*",), per_minute=1),))
+    first, second = Limiter(clock), Limiter(clock)
+    assert first.take(rule) is None
+    assert second.take(rule) is None
+
+
+def test_window_seconds_needs_per_minute_and_is_at_least_one() -> None:
+    with pytest.raises(ValueError, match="window_seconds applies only to per_minute"):
+        LimitRule(tools=("x",), max_recipients=1, window_seconds=5)
+    with pytest.raises(ValueError):
+        LimitRule(tools=("x",), per_minute=1, window_seconds=0.5)
+    assert LimitRule(tools=("x",), per_minute=1).window_seconds == 60
+
+
+# ---- limits: recipients
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ({"to": "48600100200"}, (1, False)),
+        ({"to": "+48 600 100 200"}, (1, False)),  # spaces inside one number
+        ({"to": "48600100200,48600100201, 48600100202"}, (3, False)),
+        ({"to": "48600100200;48600100201"}, (2, False)),
+        ({"to": "48600100200,,"}, (1, False)),
+        ({"to": ["48600100200", "48600100201,48600100202"]}, (3, False)),
+        ({"to": 48600100200}, (1, False)),
+        ({"to": {"a": 1}}, (0, True)),
+        ({"group": "Klienci"}, (0, True)),
+        ({"to": "48600100200", "group": ""}, (1, False)),
+        ({}, (0, False)),
+    ],
+)
+def test_count_recipients(arguments: dict[str, Any], expected: tuple[int, bool]) -> None:
+    assert count_recipients(SEND, arguments) == expected
+
+
+def test_max_recipients_refuses_and_group_sends_are_gated() -> None:
+    limiter = Limiter(Clock())
+    rule = replace(SEND, limits=(LimitRule(tools=("send_*",), max_recipients=2),))
+    assert limiter.check(rule, {"to": "1111111,2222222"}) == (None, [])
+    refusal, _ = limiter.check(rule, {"to": "1111111,2222222,3333333"})
+    assert refusal is not None and refusal.reason == "3 recipients > max 2"
+    refusal, reasons = limiter.check(rule, {"group": "VIP"})
+    assert refusal is None and len(reasons) == 1 and reasons[0].startswith("recipient count unknown")
+
+
+# ---- trifecta
+
+
+def test_trifecta_blocks_naming_the_tainting_tools() -> None:
+    tri = Trifecta("block", 1800, Clock())
+    assert tri.check("s", SEND) == (None, None)
+    tri.record("s", UNTRUSTED_ONLY)
+    assert tri.check("s", SEND) == (None, None)  # two legs are fine (Rule of Two)
+    tri.record("s", READ)
+    refusal, reason = tri.check("s", SEND)
+    assert reason is None and refusal is not None and refusal.decision == "blocked"
+    assert "tainted by: get_groups, get_sms" in refusal.message
+    assert tri.check("other", SEND) == (None, None)  # another session is not tainted
+    assert tri.check("s", READ) == (None, None)  # only external calls are judged
+
+
+def test_trifecta_confirm_and_off() -> None:
+    confirm = Trifecta("confirm", 1800, Clock())
+    off = Trifecta("off", 1800, Clock())
+    for tri in (confirm, off):
+        tri.record("s", UNTRUSTED_ONLY)
+        tri.record("s", tool("get_blacklist", legs=frozenset({"sensitive"})))
+    refusal, reason = confirm.check("s", SEND)
+    assert refusal is None and reason is not None and "get_blacklist, get_groups" in reason
+    assert off.check("s", SEND) == (None, None)
+
+
+def test_trifecta_idle_window_only_for_sessionless_keys() -> None:
+    clock = Clock()
+    tri = Trifecta("block", 30, clock)
+    tri.record("p/stateless", READ, expires=True)
+    tri.record("p/abc", READ)
+    clock.now += 29
+    assert tri.check("p/stateless", SEND, expires=True)[0] is not None  # still within the window
+    clock.now += 29  # activity (the check) restarted the window
+    assert tri.check("p/stateless", SEND, expires=True)[0] is not None
+    clock.now += 31
+    assert tri.check("p/stateless", SEND, expires=True) == (None, None)
+    assert tri.check("p/abc", SEND)[0] is not None  # a real session never forgets
+
+
+def test_trifecta_memory_is_bounded() -> None:
+    clock = Clock()
+    tri = Trifecta("block", 30, clock)
+    for i in range(MAX_SESSIONS + 10):
+        tri.record(f"s{i}", READ)
+    assert len(tri._sessions) <= MAX_SESSIONS
+    assert tri.legs(f"s{MAX_SESSIONS + 9}")  # the newest survive
+
+
+# ---- pins
+
+
+PINNED = replace(SEND, pins=(PinRule(tools=("send_*",), set={"test": True}, forbid=("date",)),))
+
+
+def test_pin_fills_in_a_missing_value_without_touching_the_input() -> None:
+    arguments = {"to": "48600100200", "message": "hi"}
+    sent, refusal = apply_pins(PINNED, arguments)
+    assert refusal is None and sent == {**arguments, "test": True} and "test" not in arguments
+
+
+@pytest.mark.parametrize("value", [False, "true", 1, None])
+def test_pin_refuses_an_override(value: Any) -> None:
+    _, refusal = apply_pins(PINNED, {"to": "1", "test": value})
+    assert refusal is not None and refusal.decision == "denied" and refusal.reason == "argument 'test' is pinned"
+    assert "pinned to true" in refusal.message
+
+
+def test_pin_accepts_the_same_value_and_forbid_refuses() -> None:
+    assert apply_pins(PINNED, {"test": True}) == ({"test": True}, None)
+    _, refusal = apply_pins(PINNED, {"date": "2030-01-01"})
+    assert refusal is not None and refusal.reason == "argument 'date' is forbidden by policy"
+    assert apply_pins(READ, {"a": 1}) == ({"a": 1}, None)
+
+
+# ---- audit
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("+48600100200", "48******200"),
+        ("to 48 600 100 200, ok", "to 48******200, ok"),
+        ("(+46) 70-111-22-33", "(46******233"),
+        ("order 123456", "order 123456"),  # six digits: not a phone number
+    ],
+)
+def test_mask_phone(text: str, masked: str) -> None:
+    assert mask_phone(text) == masked
+    assert mask_phone(mask_phone(text)) == mask_phone(text)
+
+
+def test_audit_line_masks_free_text_but_not_digests(tmp_path: Any) -> None:
+    path = tmp_path / "a.jsonl"
+    log = AuditLog(path)
+    digest = digest_arguments({"to": "48600100200"})
+    log.write(team="t", principal="bearer:1234567890abcdef", session="0123456789abcdef", tool="x\u2028+48600100200",
+              decision="denied", reason="to 48600100200", args_sha256=digest)
+    (line,) = path.read_text().splitlines()  # flushed before close, one line even with U+2028
+    record = json.loads(line)
+    assert record["principal"] == "bearer:1234567890abcdef" and record["session"] == "0123456789abcdef"
+    assert record["args_sha256"] == digest and "48600100200" not in line
+    assert record["reason"] == "to 48******200" and record["time"].endswith("Z")
+    log.close()
