@@ -118,6 +118,9 @@ class UpstreamConnection:
         self.last_used = time.monotonic()
         self.in_flight = 0
         self.tools: dict[str, types.Tool] = {}
+        # The SDK turns an upstream's HTTP error into "Server returned an error response"; the status
+        # (401 bad token, 403 missing scope) is what a person needs to fix it, so we note it here.
+        self.http_status: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -154,11 +157,12 @@ class UpstreamConnection:
         try:
             with anyio.fail_after(self.config.timeout_seconds):
                 self._client = await self._tg.start(self._own, stop, sse)
+            self.http_status = None
         except BaseException as exc:
             stop.set()
             if isinstance(exc, anyio.get_cancelled_exc_class()):
                 raise
-            failure = UpstreamUnavailable(self.name, _describe(exc))
+            failure = UpstreamUnavailable(self.name, self._with_status(_describe(exc)))
             failure.answered = _server_answered(exc)
             raise failure from None
 
@@ -195,12 +199,23 @@ class UpstreamConnection:
             headers=self._headers,
             timeout=httpx2.Timeout(cfg.timeout_seconds, read=max(cfg.timeout_seconds, 300.0)),
             follow_redirects=False,
+            event_hooks={"response": [self._note_status]},
         )
         if sse:
             transport: Any = sse_client(cfg.url, headers=self._headers, timeout=cfg.timeout_seconds)
         else:
             transport = streamable_http_client(cfg.url, http_client=http)
         return _ClosingHttp(Client(transport, **common), http)
+
+    async def _note_status(self, response: httpx2.Response) -> None:
+        self.http_status = response.status_code if response.status_code >= 400 else None
+
+    def _with_status(self, detail: str) -> str:
+        status = self.http_status
+        if status is None or f"HTTP {status}" in detail:
+            return detail
+        hint = {401: " (token missing, invalid or expired)", 403: " (token lacks a scope)"}.get(status, "")
+        return f"{detail}: HTTP {status}{hint}"
 
     def _stdio_params(self) -> StdioServerParameters:
         cfg = self.config
@@ -251,7 +266,7 @@ class UpstreamConnection:
                     raise
                 self._mark_broken(stop)
                 if attempt + 1 == attempts:
-                    raise UpstreamUnavailable(self.name, _upstream_error_text(exc)) from None
+                    raise UpstreamUnavailable(self.name, self._with_status(_upstream_error_text(exc))) from None
             except (httpx2.HTTPError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
                 self._mark_broken(stop)
                 if attempt + 1 == attempts:

@@ -92,3 +92,18 @@ async def test_sse_only_upstream_is_reached_through_the_fallback(mode: str, tmp_
                 result = await client.call_tool("get_profile", {})
     assert not result.is_error
     assert len(calls(record, "get_profile")) == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_upstream_401_is_named_with_its_status(mode: str, tmp_path: Path) -> None:
+    """An upstream refusing the token must say so (HTTP 401), not just 'an error response'."""
+    locked = write_policy(
+        tmp_path / "locked.yaml", {"s": {"builtin": "sandbox"}}, auth={"mode": "passthrough", "required": True}
+    )
+    with proxy_http(locked) as upstream:
+        outer = write_policy(tmp_path / "outer.yaml", {"smsapi": {"url": upstream.url}})
+        with proxy_http(outer) as proxy:
+            assert any("HTTP 401" in line for line in proxy.lines), proxy.lines
+            async with Client(proxy.url, mode=mode) as client:
+                with pytest.raises(Exception, match="HTTP 401"):
+                    await client.list_tools()
