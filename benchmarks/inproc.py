@@ -138,9 +138,7 @@ def guard_cost(policy_path: Path, reps: int) -> list[dict[str, Any]]:
             async with anyio.create_task_group() as tg:
                 pool = UpstreamPool(loaded.policy.upstreams, tg, allow_sampling=False)  # never connected here
                 pipeline = Pipeline(loaded, pool, audit)
-                rows = [
-                    await _time_tool(pipeline, tool, benign, reps) for benign in (True, False) for tool in ROWS_KEY
-                ]
+                rows = [await _time_tool(pipeline, tool, benign, reps) for benign in (True, False) for tool in ROWS_KEY]
                 tg.cancel_scope.cancel()
             audit.close()
         return rows
@@ -149,6 +147,7 @@ def guard_cost(policy_path: Path, reps: int) -> list[dict[str, Any]]:
 
 
 # -- sanitise + envelope -----------------------------------------------------------------------------
+
 
 def sanitize_cost(reps: int, sizes: tuple[str, ...]) -> list[dict[str, Any]]:
     """bench_sanitize's cases (the pure functions, no size cap) at `sizes`: median ms of `reps` runs."""
@@ -173,9 +172,16 @@ def shield_cost(reps: int, sizes: tuple[str, ...]) -> list[dict[str, Any]]:
     for label in sizes:
         size = bench_sanitize.SIZES[label]
         for kind, unit in (("plain", bench_sanitize.PROSE), ("hostile-md", bench_sanitize.HOSTILE_MARKDOWN)):
-            for shape, text in (("text", bench_sanitize.fill(unit, size)),
-                                ("json", bench_sanitize.smsapi_result(unit, size))):
+            for shape, text in (
+                ("text", bench_sanitize.fill(unit, size)),
+                ("json", bench_sanitize.smsapi_result(unit, size)),
+            ):
                 times = bench_sanitize.measure(partial(shield.text, text, "smsapi:get_sms", fields), reps)
-                rows.append({"case": f"shield {shape} {kind} {label}", "chars": len(text),
-                             "median_ms": round(statistics.median(times), 3)})
+                rows.append(
+                    {
+                        "case": f"shield {shape} {kind} {label}",
+                        "chars": len(text),
+                        "median_ms": round(statistics.median(times), 3),
+                    }
+                )
     return rows

@@ -277,8 +277,13 @@ async def memory(url: str, pid: int, sessions: int) -> dict[str, Any]:
         one = rss_mb(pid)
     async with open_sessions(url, sessions):
         many = rss_mb(pid)
-    return {"idle_mb": idle, "sessions_1_mb": one, f"sessions_{sessions}_mb": many, "sessions": sessions,
-            "per_session_kb": round((many - one) * 1024 / max(sessions - 1, 1), 1)}
+    return {
+        "idle_mb": idle,
+        "sessions_1_mb": one,
+        f"sessions_{sessions}_mb": many,
+        "sessions": sessions,
+        "per_session_kb": round((many - one) * 1024 / max(sessions - 1, 1), 1),
+    }
 
 
 def memory_fresh(workdir: Path, sessions: int) -> dict[str, Any]:
@@ -344,8 +349,13 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         (f"RSS with {mem['sessions']} sessions (MB)", mem[f"sessions_{mem['sessions']}_mb"], "<=", 150),
     ]
     return [
-        {"target": name, "measured": None if value is None else round(value, 3), "op": op, "limit": limit,
-         "met": None if value is None else (value <= limit if op == "<=" else value >= limit)}
+        {
+            "target": name,
+            "measured": None if value is None else round(value, 3),
+            "op": op,
+            "limit": limit,
+            "met": None if value is None else (value <= limit if op == "<=" else value >= limit),
+        }
         for name, value, op, limit in rows
     ]
 
@@ -430,8 +440,12 @@ def _inprocess_lines(report: dict[str, Any]) -> list[str]:
             f"(then record+audit {row['record_and_audit_us']:.1f})"
         )
     sizes = [s for s in ("1KB", "100KB", "1MB") if any(r["case"].endswith(" " + s) for r in report["sanitize"])]
-    lines += ["", "Sanitise + envelope, median ms (bench_sanitize: pure functions, no cap; shield: OutputShield.text,"
-              " policy defaults)", "  " + f"{'case':<30}" + "".join(f"{s:>10}" for s in sizes)]
+    lines += [
+        "",
+        "Sanitise + envelope, median ms (bench_sanitize: pure functions, no cap; shield: OutputShield.text,"
+        " policy defaults)",
+        "  " + f"{'case':<30}" + "".join(f"{s:>10}" for s in sizes),
+    ]
     table: dict[str, dict[str, float]] = {}
     for row in report["sanitize"] + report["shield"]:
         kind, size = row["case"].rsplit(" ", 1)

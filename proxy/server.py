@@ -18,7 +18,6 @@ import mcp.types as types
 from mcp.server import Server, ServerRequestContext
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware
 from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
-from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
@@ -162,9 +161,7 @@ class Downstream:
             return _relay_refusal(
                 f"upstream '{server}' asked the user a question, but this client does not support elicitation"
             )
-        message = (
-            f"The upstream server '{server}' asks (its words, not mcp-guard's):\n{sanitize_text(params.message)}"
-        )
+        message = f"The upstream server '{server}' asks (its words, not mcp-guard's):\n{sanitize_text(params.message)}"
         try:
             with anyio.fail_after(self.timeout):
                 return await self.ctx.session.elicit_form(
@@ -381,12 +378,3 @@ async def _upstream_errors(awaitable: Any) -> Any:
         return await awaitable
     except UpstreamUnavailable as exc:
         raise MCPError(code=INTERNAL_ERROR, message=f"mcp-guard: {exc}") from None
-
-
-# -- stdio ---------------------------------------------------------------------------------------------
-
-
-async def serve_stdio(gateway: Gateway, *, instructions: str | None = None) -> None:
-    server = build_server(gateway, instructions=instructions)
-    async with stdio_server() as (read, write):
-        await server.run(read, write, server.create_initialization_options())

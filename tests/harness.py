@@ -61,8 +61,13 @@ def env_with(extra: dict[str, str] | None = None) -> dict[str, str]:
 def spawn(argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 30) -> Iterator[Proc]:
     """Start a process that announces an http URL on stderr; yield once it is listening."""
     popen = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        env=env_with(env), cwd=REPO,
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_with(env),
+        cwd=REPO,
     )
     proc = Proc(popen, "")
     found = threading.Event()

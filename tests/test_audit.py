@@ -25,8 +25,7 @@ pytestmark = pytest.mark.anyio
 
 TOKEN = "fake-audit-token-7c2f9e01d4"
 OTHER_TOKEN = "fake-audit-token-other-93ab"
-FIELDS = {"time", "team", "principal", "session", "server", "tool", "decision", "reason", "args_sha256",
-          "duration_ms"}
+FIELDS = {"time", "team", "principal", "session", "server", "tool", "decision", "reason", "args_sha256", "duration_ms"}
 PHONE = "48600100200"
 
 
@@ -44,7 +43,7 @@ class Audit:
 
     def new(self) -> list[dict[str, Any]]:
         lines = records(self.path)
-        fresh, self.seen = lines[self.seen:], len(lines)
+        fresh, self.seen = lines[self.seen :], len(lines)
         return fresh
 
     def one(self) -> dict[str, Any]:

@@ -150,9 +150,7 @@ def _gateway(tmp: pytest.TempPathFactory, url: str, name: str, **confirm: Any) -
 @pytest.fixture(scope="module")
 def main(sandbox: tuple[Proc, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     """Defaults, plus a read-only tool gated by name and a destructive one un-gated by name."""
-    yield from _gateway(
-        tmp_path_factory, sandbox[0].url, "main", tools=["get_profile"], skip=["delete_short_url"]
-    )
+    yield from _gateway(tmp_path_factory, sandbox[0].url, "main", tools=["get_profile"], skip=["delete_short_url"])
 
 
 @pytest.fixture(scope="module")
@@ -199,13 +197,15 @@ HOSTILE = (
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_only_an_explicit_yes_reaches_the_upstream(
-    transport: str, mode: str, main: Setup, record: Path
-) -> None:
+async def test_only_an_explicit_yes_reaches_the_upstream(transport: str, mode: str, main: Setup, record: Path) -> None:
     human = Human()
     cases: list[tuple[str, str, dict[str, Any], str | None]] = []  # (behaviour, tool, arguments, refusal word)
-    for behaviour, why in [("accept", None), ("untick", "did not confirm"), ("decline", "declined"),
-                           ("cancel", "cancelled")]:
+    for behaviour, why in [
+        ("accept", None),
+        ("untick", "did not confirm"),
+        ("decline", "declined"),
+        ("cancel", "cancelled"),
+    ]:
         mark = marker()
         cases.append((behaviour, "send_sms", sms(mark), why))
         mark = marker()
@@ -431,9 +431,7 @@ async def ask(client: Client, arguments: dict[str, Any]) -> str:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_request_state_is_single_use_and_bound_to_the_call(
-    transport: str, main: Setup, record: Path
-) -> None:
+async def test_request_state_is_single_use_and_bound_to_the_call(transport: str, main: Setup, record: Path) -> None:
     mark = marker()
     arguments = sms(mark)
     async with connect(main, transport, "auto", Human()) as client:
@@ -465,7 +463,14 @@ async def test_request_state_is_single_use_and_bound_to_the_call(
     assert reached(record, mark) == 1
     # Every attempt is a line: the SDK-level rejections of forged or garbled states are audited as denied too.
     assert decisions(main.audit, arguments) == [
-        "pending", *["denied"] * 4, "declined", "denied", "pending", "confirmed", "denied", "denied"
+        "pending",
+        *["denied"] * 4,
+        "declined",
+        "denied",
+        "pending",
+        "confirmed",
+        "denied",
+        "denied",
     ]
 
 

@@ -33,6 +33,7 @@ from tests.harness import (
 
 pytestmark = pytest.mark.anyio
 
+
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Path]]:
     record = tmp_path_factory.mktemp("sandbox") / "record.jsonl"
@@ -87,8 +88,10 @@ def shape(tools: list[types.Tool]) -> list[dict[str, Any]]:
 def described(value: Any) -> Any:
     """What the proxy promises for descriptive text (SPEC §5: descriptions get E2), applied to a direct listing."""
     if isinstance(value, dict):
-        return {k: sanitize_text(v) if k in ("description", "title") and isinstance(v, str) else described(v)
-                for k, v in value.items()}
+        return {
+            k: sanitize_text(v) if k in ("description", "title") and isinstance(v, str) else described(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [described(v) for v in value]
     return value
@@ -180,9 +183,7 @@ async def test_paginated_tools_resources_prompts_and_completions(
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("transport", ["stdio", "http"])
-async def test_progress_is_forwarded(
-    transport: str, mode: str, features_policy: Path, features_proxy: Proc
-) -> None:
+async def test_progress_is_forwarded(transport: str, mode: str, features_policy: Path, features_proxy: Proc) -> None:
     seen: list[float] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:

@@ -26,9 +26,24 @@ class Clock:
 
 def tool(name: str, **changes: Any) -> ToolRule:
     base = ToolRule(
-        server="smsapi", name=name, exposed=name, listed=True, scope=None, visible=True, hidden_reason=None,
-        gated=False, gate_reasons=(), skip_warning=False, legs=frozenset(), untrusted_fields=None,
-        read_only=False, destructive=False, limits=(), pins=(), recipients=None, groups=frozenset(),
+        server="smsapi",
+        name=name,
+        exposed=name,
+        listed=True,
+        scope=None,
+        visible=True,
+        hidden_reason=None,
+        gated=False,
+        gate_reasons=(),
+        skip_warning=False,
+        legs=frozenset(),
+        untrusted_fields=None,
+        read_only=False,
+        destructive=False,
+        limits=(),
+        pins=(),
+        recipients=None,
+        groups=frozenset(),
     )
     return replace(base, **changes)
 
@@ -229,8 +244,15 @@ def test_audit_line_masks_free_text_but_not_digests(tmp_path: Any) -> None:
     path = tmp_path / "a.jsonl"
     log = AuditLog(path)
     digest = digest_arguments({"to": "48600100200"})
-    log.write(team="t", principal="bearer:1234567890abcdef", session="0123456789abcdef", tool="x\u2028+48600100200",
-              decision="denied", reason="to 48600100200", args_sha256=digest)
+    log.write(
+        team="t",
+        principal="bearer:1234567890abcdef",
+        session="0123456789abcdef",
+        tool="x\u2028+48600100200",
+        decision="denied",
+        reason="to 48600100200",
+        args_sha256=digest,
+    )
     (line,) = path.read_text().splitlines()  # flushed before close, one line even with U+2028
     record = json.loads(line)
     assert record["principal"] == "bearer:1234567890abcdef" and record["session"] == "0123456789abcdef"

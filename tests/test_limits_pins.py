@@ -25,8 +25,14 @@ from tests.test_policies_e2e import Human, bearer, names, team_policy, text
 pytestmark = pytest.mark.anyio
 
 ELKS_ENV = {"ELKS_API_USERNAME": "u-test", "ELKS_API_PASSWORD": "p-test", "ELKS_PHONE_NUMBER": "+46766861647"}
-ELKS_TOOLS = {"send_sms", "get_sms_messages", "check_sms_status", "check_account_balance", "estimate_sms_cost",
-              "get_delivery_statistics"}
+ELKS_TOOLS = {
+    "send_sms",
+    "get_sms_messages",
+    "check_sms_status",
+    "check_account_balance",
+    "estimate_sms_cost",
+    "get_delivery_statistics",
+}
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +126,9 @@ async def test_smsapi_test_pin_and_forbidden_argument(
             "send_sms", {"to": "48600100200", "message": f"{tag} dated", "date": "2030-01-01T10:00:00+01:00"}
         )
     assert not sent.is_error and not group.is_error
-    assert with_message(record, "send_sms", f"{tag} plain") == [{"to": "48600100200", "message": f"{tag} plain",
-                                                                  "test": True}]
+    assert with_message(record, "send_sms", f"{tag} plain") == [
+        {"to": "48600100200", "message": f"{tag} plain", "test": True}
+    ]
     assert [a["test"] for a in with_message(record, "send_group_sms", f"{tag} group")] == [True]
     assert override.is_error and "pinned to true" in text(override) and "false" in text(override)
     assert dated.is_error and "'date' is not allowed" in text(dated)
@@ -158,13 +165,16 @@ async def test_rate_limit_is_shared_by_the_team_and_resets_after_its_window(
             await anyio.sleep(wait + 0.2)
             again = await ben.call_tool("send_sms", args(4))
     assert not again.is_error
-    assert [c["arguments"]["message"] for c in calls(record, "send_sms") if c["arguments"]["message"].startswith(tag)] \
-        == [f"{tag} 1", f"{tag} 2", f"{tag} 4"]
+    assert [
+        c["arguments"]["message"] for c in calls(record, "send_sms") if c["arguments"]["message"].startswith(tag)
+    ] == [f"{tag} 1", f"{tag} 2", f"{tag} 4"]
 
 
 def test_check_prints_the_window(sandbox: tuple[Proc, Path], tmp_path: Path) -> None:
-    limits = [{"tools": ["send_sms"], "per_minute": 2, "window_seconds": 3, "max_recipients": 5},
-              {"tools": ["send_group_sms"], "per_minute": 4}]
+    limits = [
+        {"tools": ["send_sms"], "per_minute": 2, "window_seconds": 3, "max_recipients": 5},
+        {"tools": ["send_group_sms"], "per_minute": 4},
+    ]
     policy = sandbox_policy(tmp_path, sandbox[0].url, limits=limits)
     done = run([PY, "-m", "proxy", "check", "--policy", str(policy)])
     assert done.returncode == 0, done.stderr

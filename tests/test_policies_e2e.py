@@ -128,8 +128,15 @@ def scoped_proxy(scoped: Path) -> Iterator[Proc]:
 
 # The effective view of `scoped`: what each endpoint lists, and why the rest is refused.
 VISIBLE = {
-    None: {"send_sms", "send_group_sms", "get_sms", "get_contacts", "create_contact", "get_groups",
-           "get_contact_groups"},
+    None: {
+        "send_sms",
+        "send_group_sms",
+        "get_sms",
+        "get_contacts",
+        "create_contact",
+        "get_groups",
+        "get_contact_groups",
+    },
     "sms": {"send_sms", "send_group_sms", "get_sms"},
     "contacts": {"get_contacts", "create_contact", "get_groups", "get_contact_groups"},
 }
@@ -141,9 +148,13 @@ HIDDEN = {  # tool -> (its group endpoint, the reason the refusal names)
     "get_custom_fields": ("contacts", "not listed in profile 'smsapi' (tools.unlisted: hide)"),
 }
 SAFE_ARGS: dict[str, dict[str, Any]] = {
-    "get_profile": {}, "check_hlr": {"number": "48600100200"}, "delete_contact": {"id": "nope"},
-    "update_contact": {"id": "nope", "first_name": "X"}, "get_custom_fields": {},
-    "get_contacts": {}, "get_sms": {},
+    "get_profile": {},
+    "check_hlr": {"number": "48600100200"},
+    "delete_contact": {"id": "nope"},
+    "update_contact": {"id": "nope", "first_name": "X"},
+    "get_custom_fields": {},
+    "get_contacts": {},
+    "get_sms": {},
 }
 
 
@@ -206,9 +217,7 @@ async def test_groups_narrow_the_endpoint(mode: str, sandbox: tuple[Proc, Path],
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_unlisted_allow_exposes_the_unlisted_tool(
-    mode: str, sandbox: tuple[Proc, Path], tmp_path: Path
-) -> None:
+async def test_unlisted_allow_exposes_the_unlisted_tool(mode: str, sandbox: tuple[Proc, Path], tmp_path: Path) -> None:
     policy = scoped_policy(tmp_path, sandbox[0].url, "allow")
     record = sandbox[1]
     before = len(calls(record, "get_custom_fields"))
@@ -251,8 +260,14 @@ async def test_support_reads_sends_with_a_yes_and_never_deletes(
         read = await client.call_tool("get_contacts", {})
         unconfirmed = await client.call_tool("send_sms", {"to": "48600100200", "message": "hi", "test": True})
     assert {"get_sms", "get_contacts", "send_sms"} <= listed
-    assert not listed & {"send_group_sms", "create_group", "add_contact_to_group", "delete_contact", "delete_group",
-                         "remove_contact_from_group"}
+    assert not listed & {
+        "send_group_sms",
+        "create_group",
+        "add_contact_to_group",
+        "delete_contact",
+        "delete_group",
+        "remove_contact_from_group",
+    }
     assert not read.is_error
     assert unconfirmed.is_error and "It was not called" in text(unconfirmed)  # no way to ask a human
 
@@ -277,8 +292,12 @@ async def test_support_reads_sends_with_a_yes_and_never_deletes(
 @pytest.mark.parametrize("mode", MODES)
 async def test_analytics_is_read_only(mode: str, sandbox: tuple[Proc, Path], teams: dict[str, Proc]) -> None:
     record = sandbox[1]
-    writes = {"send_sms": {"to": "48600100200", "message": "x"}, "create_contact": {"phone_number": "48600100299"},
-              "create_short_url": {"url": "https://example.com"}, "delete_short_url": {"id": "1"}}
+    writes = {
+        "send_sms": {"to": "48600100200", "message": "x"},
+        "create_contact": {"phone_number": "48600100299"},
+        "create_short_url": {"url": "https://example.com"},
+        "delete_short_url": {"id": "1"},
+    }
     before = {tool: len(calls(record, tool)) for tool in writes}
     human = Human()
     async with Client(teams["analytics"].url, mode=mode, elicitation_callback=human) as client:
@@ -305,8 +324,10 @@ async def test_marketing_sends_to_groups_within_limits_and_never_deletes(
     params = proxy_stdio(policy, env={"SMSAPI_TOKEN": FAKE_TOKEN})
     async with Client(params, mode=mode, elicitation_callback=human) as client:
         listed = await names(client)
-        sent = [await client.call_tool("send_group_sms", {"group": "Klienci VIP", "message": "Promocja!",
-                                                          "test": True}) for _ in range(3)]
+        sent = [
+            await client.call_tool("send_group_sms", {"group": "Klienci VIP", "message": "Promocja!", "test": True})
+            for _ in range(3)
+        ]
         crowd = ",".join(f"48600{n:06d}" for n in range(101))
         too_many = await client.call_tool("send_sms", {"to": crowd, "message": "x", "test": True})
         deleted = await client.call_tool("delete_group", {"id": "5f3e2d1c0b0a090807060501"})

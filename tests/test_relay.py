@@ -69,8 +69,11 @@ def features(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, P
 
 def _gateway(tmp: pytest.TempPathFactory, url: str, name: str, **sections: Any) -> Iterator[Setup]:
     policy = write_policy(
-        tmp.mktemp(name) / "policy.yaml", {"features": {"url": url}}, trifecta={"action": "off"},
-        confirm={"timeout_seconds": 60}, **sections,
+        tmp.mktemp(name) / "policy.yaml",
+        {"features": {"url": url}},
+        trifecta={"action": "off"},
+        confirm={"timeout_seconds": 60},
+        **sections,
     )
     with proxy_http(policy) as proc:
         yield Setup(policy, proc)

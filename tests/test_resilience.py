@@ -25,7 +25,8 @@ async def test_upstream_killed_mid_session_then_recovered(transport: str, mode: 
     with spawn([*SANDBOX, "--port", "0"]) as first:
         port = _port(first.url)
         policy = write_policy(
-            tmp_path / "p.yaml", {"smsapi": {"url": first.url, "profile": "smsapi", "timeout_seconds": 5}},
+            tmp_path / "p.yaml",
+            {"smsapi": {"url": first.url, "profile": "smsapi", "timeout_seconds": 5}},
             scopes=["profile"],
         )
         with proxy_http(policy) as proxy:

@@ -33,19 +33,54 @@ pytestmark = pytest.mark.anyio
 
 ERA = {"legacy": "2025-11-25", "auto": "2026-07-28"}
 CATALOGUE = {
-    "send_sms", "send_group_sms", "get_sms", "delete_scheduled_sms",
-    "get_sendernames", "add_sendername", "set_default_sendername", "delete_sendername",
-    "get_contacts", "create_contact", "update_contact", "delete_contact", "get_groups", "create_group",
-    "delete_group", "get_contact_groups", "add_contact_to_group", "remove_contact_from_group", "get_custom_fields",
+    "send_sms",
+    "send_group_sms",
+    "get_sms",
+    "delete_scheduled_sms",
+    "get_sendernames",
+    "add_sendername",
+    "set_default_sendername",
+    "delete_sendername",
+    "get_contacts",
+    "create_contact",
+    "update_contact",
+    "delete_contact",
+    "get_groups",
+    "create_group",
+    "delete_group",
+    "get_contact_groups",
+    "add_contact_to_group",
+    "remove_contact_from_group",
+    "get_custom_fields",
     "get_profile",
-    "get_subusers", "create_subuser", "update_subuser", "delete_subuser",
-    "get_short_urls", "create_short_url", "delete_short_url", "get_short_url_clicks",
+    "get_subusers",
+    "create_subuser",
+    "update_subuser",
+    "delete_subuser",
+    "get_short_urls",
+    "create_short_url",
+    "delete_short_url",
+    "get_short_url_clicks",
     "check_hlr",
-    "get_blacklist", "add_to_blacklist", "remove_from_blacklist", "clear_blacklist", "import_blacklist",
+    "get_blacklist",
+    "add_to_blacklist",
+    "remove_from_blacklist",
+    "clear_blacklist",
+    "import_blacklist",
 }
-DESTRUCTIVE = {"send_sms", "send_group_sms", "delete_scheduled_sms", "delete_sendername", "delete_contact",
-               "delete_group", "remove_contact_from_group", "delete_subuser", "delete_short_url",
-               "remove_from_blacklist", "clear_blacklist"}
+DESTRUCTIVE = {
+    "send_sms",
+    "send_group_sms",
+    "delete_scheduled_sms",
+    "delete_sendername",
+    "delete_contact",
+    "delete_group",
+    "remove_contact_from_group",
+    "delete_subuser",
+    "delete_short_url",
+    "remove_from_blacklist",
+    "clear_blacklist",
+}
 STRUCTURED = {"get_sms", "get_contacts", "get_groups"}
 VIP_GROUP = "5f3e2d1c0b0a090807060501"
 LUKASZ = "65a1f0c2e4b0a1b2c3d4e501"
@@ -248,7 +283,10 @@ async def test_every_other_tool_works(mode: str) -> None:
         assert (await call_ok(client, "set_default_sendername", {"sender": "Kwiaty24"}))["is_default"] is True
         assert (await call_ok(client, "delete_sendername", {"sender": "Nowy"}))["deleted"] is True
         assert [s["sender"] for s in (await call_ok(client, "get_sendernames"))["collection"]] == [
-            "Rozana", "Kwiaty24", "Promocja"]
+            "Rozana",
+            "Kwiaty24",
+            "Promocja",
+        ]
 
         contact = await call_ok(client, "create_contact", {"phone_number": "+48 511 000 111", "first_name": "Ola"})
         assert contact["phone_number"] == "48511000111"
@@ -291,8 +329,9 @@ async def test_every_other_tool_works(mode: str) -> None:
 # --------------------------------------------------------------------------- call record
 
 
-async def test_record_is_written_before_the_call_runs(mode: str, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_record_is_written_before_the_call_runs(
+    mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     record = tmp_path / "calls.jsonl"
     seen_during_call: list[list[dict[str, Any]]] = []
 
@@ -338,8 +377,10 @@ async def test_http_subprocess_both_eras_with_auth_digest(tmp_path: Path) -> Non
     async with http_server(argv) as server:
         assert server.url.endswith("/mcp") and "mcp-guard sandbox: MCP endpoint" in server.stderr_text()
         for mode in ("legacy", "auto"):
-            async with (httpx2.AsyncClient(headers={"Authorization": token}, timeout=30) as http,
-                        Client(streamable_http_client(server.url, http_client=http), mode=mode) as client):
+            async with (
+                httpx2.AsyncClient(headers={"Authorization": token}, timeout=30) as http,
+                Client(streamable_http_client(server.url, http_client=http), mode=mode) as client,
+            ):
                 assert client.protocol_version == ERA[mode]
                 await call_ok(client, "send_sms", {"to": "48600100200", "message": f"via {mode}"})
                 # One account per process: the legacy send is visible to the modern connection.
@@ -350,8 +391,10 @@ async def test_http_subprocess_both_eras_with_auth_digest(tmp_path: Path) -> Non
     digest = hashlib.sha256(token.encode()).hexdigest()
     lines = read_record(record)
     assert [(e["tool"], e["era"], e["auth_sha256"]) for e in lines] == [
-        ("send_sms", ERA["legacy"], digest), ("get_sms", ERA["legacy"], digest),
-        ("send_sms", ERA["auto"], digest), ("get_sms", ERA["auto"], digest),
+        ("send_sms", ERA["legacy"], digest),
+        ("get_sms", ERA["legacy"], digest),
+        ("send_sms", ERA["auto"], digest),
+        ("get_sms", ERA["auto"], digest),
     ]
     assert "sandbox-token-123" not in record.read_text()
 
@@ -376,8 +419,15 @@ async def test_busy_port_is_one_line_and_exit_2() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        done = await anyio.to_thread.run_sync(lambda: subprocess.run(
-            [sys.executable, "-m", "proxy.backends.sandbox", "--port", str(port)],
-            capture_output=True, text=True, timeout=20, env=python_env(), cwd=REPO_ROOT))
+        done = await anyio.to_thread.run_sync(
+            lambda: subprocess.run(
+                [sys.executable, "-m", "proxy.backends.sandbox", "--port", str(port)],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                env=python_env(),
+                cwd=REPO_ROOT,
+            )
+        )
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "mcp-guard sandbox:" in done.stderr

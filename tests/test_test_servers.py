@@ -167,8 +167,9 @@ async def test_features_modern_retry_is_recorded_and_state_is_checked(tmp_path: 
         assert isinstance(first, types.InputRequiredResult) and first.request_state
         answer = {"answer": types.ElicitResult(action="accept", content={"answer": "x"})}
         with pytest.raises(MCPError, match="request_state"):
-            await client.session.call_tool("ask_user", {"question": "Q"}, input_responses=answer,
-                                           request_state="forged", allow_input_required=True)
+            await client.session.call_tool(
+                "ask_user", {"question": "Q"}, input_responses=answer, request_state="forged", allow_input_required=True
+            )
     assert [e.get("input_responses") for e in tool_calls(record, "ask_user")] == [None, ["answer"], None, ["answer"]]
 
 
@@ -231,7 +232,8 @@ async def test_features_stdio_subprocess(mode: str, tmp_path: Path) -> None:
     assert user.elicited == ["stdio?"]
     calls = tool_calls(record)
     assert {(e["method"], e["tool"], e["era"], e["auth_sha256"]) for e in calls} == {
-        ("tools/call", tool, ERA[mode], None) for tool in ("ask_user", "progress", "slow")}
+        ("tools/call", tool, ERA[mode], None) for tool in ("ask_user", "progress", "slow")
+    }
 
 
 async def test_features_http_subprocess_both_eras(tmp_path: Path) -> None:
@@ -256,8 +258,14 @@ async def test_features_http_subprocess_both_eras(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- 46elks stand-in
 
-ELKS_TOOLS = {"send_sms": {"to", "message"}, "get_sms_messages": set(), "check_sms_status": {"message_id"},
-              "check_account_balance": set(), "estimate_sms_cost": {"to", "message"}, "get_delivery_statistics": set()}
+ELKS_TOOLS = {
+    "send_sms": {"to", "message"},
+    "get_sms_messages": set(),
+    "check_sms_status": {"message_id"},
+    "check_account_balance": set(),
+    "estimate_sms_cost": {"to", "message"},
+    "get_delivery_statistics": set(),
+}
 
 
 async def test_elks_catalogue_has_no_annotations(mode: str) -> None:
@@ -302,13 +310,19 @@ async def test_elks_sends_for_real_unless_dry_run_is_exactly_true(monkeypatch: p
 
 async def test_elks_errors_are_plain_text(mode: str) -> None:
     cases = [
-        ({"to": "0701112233", "message": "Hej"}, "Error (VALIDATION_ERROR): Invalid phone number: Phone number must "
-                                                 "include country code"),
+        (
+            {"to": "0701112233", "message": "Hej"},
+            "Error (VALIDATION_ERROR): Invalid phone number: Phone number must include country code",
+        ),
         ({"to": "+46701234567", "message": "Hej"}, "Error (VALIDATION_ERROR): Invalid phone number: Please provide"),
-        ({"to": "+46701112233", "message": "Hej", "from": "MyBank"}, "Error (VALIDATION_ERROR): Invalid sender ID: "
-                                                                     "Sender ID appears to impersonate"),
-        ({"to": "+46701112233", "message": "Hej", "from": "1abc"}, "Error (VALIDATION_ERROR): Invalid sender ID: "
-                                                                   "Alphanumeric sender ID must start with a letter"),
+        (
+            {"to": "+46701112233", "message": "Hej", "from": "MyBank"},
+            "Error (VALIDATION_ERROR): Invalid sender ID: Sender ID appears to impersonate",
+        ),
+        (
+            {"to": "+46701112233", "message": "Hej", "from": "1abc"},
+            "Error (VALIDATION_ERROR): Invalid sender ID: Alphanumeric sender ID must start with a letter",
+        ),
         ({"to": "+46701112233", "message": "  "}, "Error (VALIDATION_ERROR): Invalid message: Message content is"),
         ({"message": "Hej"}, "Error: Cannot read properties of undefined"),
     ]
@@ -348,4 +362,7 @@ async def test_elks_stdio_subprocess(mode: str, tmp_path: Path) -> None:
         assert "Status: created" in text(await client.call_tool("check_sms_status", {"message_id": message_id}))
     calls = tool_calls(record)
     assert [(e["tool"], e["arguments"].get("dry_run"), e["era"]) for e in calls] == [
-        ("send_sms", None, ERA[mode]), ("send_sms", False, ERA[mode]), ("check_sms_status", None, ERA[mode])]
+        ("send_sms", None, ERA[mode]),
+        ("send_sms", False, ERA[mode]),
+        ("check_sms_status", None, ERA[mode]),
+    ]

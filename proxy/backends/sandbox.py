@@ -227,7 +227,7 @@ def _collection(rows: list[Json], total: int | None = None) -> Json:
 
 def _page(rows: list[Json], args: Json, default_limit: int = 50) -> list[Json]:
     offset = args.get("offset", 0)
-    return rows[offset:offset + args.get("limit", default_limit)]
+    return rows[offset : offset + args.get("limit", default_limit)]
 
 
 def _matches(row: Json, needle: str, fields: Iterable[str]) -> bool:
@@ -255,22 +255,40 @@ _IDEMPOTENT_PREFIXES = ("delete_", "remove_", "clear_", "update_", "set_")
 def _annotations(name: str, title: str, open_world: bool) -> types.ToolAnnotations:
     """Hints as the hosted server sets them: outbound and deleting tools are destructive."""
     if name.startswith("get_"):
-        return types.ToolAnnotations(title=title, read_only_hint=True, idempotent_hint=True,
-                                     open_world_hint=open_world)
+        return types.ToolAnnotations(title=title, read_only_hint=True, idempotent_hint=True, open_world_hint=open_world)
     destructive = name in _DESTRUCTIVE_NAMES or name.startswith(_DESTRUCTIVE_PREFIXES)
-    return types.ToolAnnotations(title=title, read_only_hint=False, destructive_hint=destructive,
-                                 idempotent_hint=name.startswith(_IDEMPOTENT_PREFIXES), open_world_hint=open_world)
+    return types.ToolAnnotations(
+        title=title,
+        read_only_hint=False,
+        destructive_hint=destructive,
+        idempotent_hint=name.startswith(_IDEMPOTENT_PREFIXES),
+        open_world_hint=open_world,
+    )
 
 
-def _tool(name: str, title: str, description: str, properties: Json | None = None, required: tuple[str, ...] = (),
-          *, open_world: bool = False, output_schema: Json | None = None) -> Callable[[Handler], Handler]:
+def _tool(
+    name: str,
+    title: str,
+    description: str,
+    properties: Json | None = None,
+    required: tuple[str, ...] = (),
+    *,
+    open_world: bool = False,
+    output_schema: Json | None = None,
+) -> Callable[[Handler], Handler]:
     schema: Json = {"type": "object", "properties": properties or {}, "additionalProperties": False}
     if required:
         schema["required"] = list(required)
 
     def register(fn: Handler) -> Handler:
-        tool = types.Tool(name=name, title=title, description=description, input_schema=schema,
-                          output_schema=output_schema, annotations=_annotations(name, title, open_world))
+        tool = types.Tool(
+            name=name,
+            title=title,
+            description=description,
+            input_schema=schema,
+            output_schema=output_schema,
+            annotations=_annotations(name, title, open_world),
+        )
         TOOLS[name] = ToolDef(tool, fn)
         return fn
 
@@ -301,10 +319,17 @@ _STR_OR_NULL: Json = {"type": ["string", "null"]}
 _SMS_ITEM: Json = {
     "type": "object",
     "properties": {
-        "id": {"type": "string"}, "direction": {"type": "string", "enum": ["incoming", "outgoing"]},
-        "number": {"type": "string"}, "submitted_number": {"type": "string"}, "sender": {"type": "string"},
-        "message": {"type": "string"}, "status": {"type": "string"}, "date_sent": {"type": "integer"},
-        "points": {"type": "number"}, "parts": {"type": "integer"}, "error": {"type": ["integer", "null"]},
+        "id": {"type": "string"},
+        "direction": {"type": "string", "enum": ["incoming", "outgoing"]},
+        "number": {"type": "string"},
+        "submitted_number": {"type": "string"},
+        "sender": {"type": "string"},
+        "message": {"type": "string"},
+        "status": {"type": "string"},
+        "date_sent": {"type": "integer"},
+        "points": {"type": "number"},
+        "parts": {"type": "integer"},
+        "error": {"type": ["integer", "null"]},
         "idx": _STR_OR_NULL,
     },
     "required": ["id", "direction", "number", "sender", "message", "status", "date_sent"],
@@ -317,10 +342,19 @@ SMS_OUTPUT_SCHEMA: Json = {
 _CONTACT_ITEM: Json = {
     "type": "object",
     "properties": {
-        "id": {"type": "string"}, "idx": _STR_OR_NULL, "first_name": _STR_OR_NULL, "last_name": _STR_OR_NULL,
-        "birthday_date": _STR_OR_NULL, "phone_number": _STR_OR_NULL, "gender": _STR_OR_NULL, "city": _STR_OR_NULL,
-        "email": _STR_OR_NULL, "source": _STR_OR_NULL, "date_created": {"type": "string"},
-        "date_updated": {"type": "string"}, "description": _STR_OR_NULL,
+        "id": {"type": "string"},
+        "idx": _STR_OR_NULL,
+        "first_name": _STR_OR_NULL,
+        "last_name": _STR_OR_NULL,
+        "birthday_date": _STR_OR_NULL,
+        "phone_number": _STR_OR_NULL,
+        "gender": _STR_OR_NULL,
+        "city": _STR_OR_NULL,
+        "email": _STR_OR_NULL,
+        "source": _STR_OR_NULL,
+        "date_created": {"type": "string"},
+        "date_updated": {"type": "string"},
+        "description": _STR_OR_NULL,
     },
     "required": ["id", "phone_number"],
 }
@@ -332,8 +366,12 @@ CONTACTS_OUTPUT_SCHEMA: Json = {
 _GROUP_ITEM: Json = {
     "type": "object",
     "properties": {
-        "id": {"type": "string"}, "name": {"type": "string"}, "contacts_count": {"type": "integer"},
-        "description": _STR_OR_NULL, "created_by": {"type": "string"}, "idx": _STR_OR_NULL,
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "contacts_count": {"type": "integer"},
+        "description": _STR_OR_NULL,
+        "created_by": {"type": "string"},
+        "idx": _STR_OR_NULL,
         "permissions": {"type": "array"},
     },
     "required": ["id", "name", "contacts_count"],
@@ -390,30 +428,58 @@ def _send(sb: Sandbox, recipients: list[str], args: Json) -> Json:
             raise _sms_error(103, "Not enough points")
     else:
         sb.charge(points * len(valid))
-    sent = [{"id": sb.new_id(), "points": points, "number": number, "date_sent": date_sent,
-             "submitted_number": raw, "status": "QUEUE", "error": None, "idx": None, "parts": parts}
-            for raw, number in valid]
+    sent = [
+        {
+            "id": sb.new_id(),
+            "points": points,
+            "number": number,
+            "date_sent": date_sent,
+            "submitted_number": raw,
+            "status": "QUEUE",
+            "error": None,
+            "idx": None,
+            "parts": parts,
+        }
+        for raw, number in valid
+    ]
     if not test:
-        sb.sms.extend({**row, "direction": "outgoing", "sender": sender, "message": message,
-                       "status": "QUEUE" if scheduled else "SENT"} for row in sent)
+        sb.sms.extend(
+            {
+                **row,
+                "direction": "outgoing",
+                "sender": sender,
+                "message": message,
+                "status": "QUEUE" if scheduled else "SENT",
+            }
+            for row in sent
+        )
     body: Json = {"count": len(sent), "list": sent}
     if invalid:
         body["invalid_numbers"] = invalid
     return body
 
 
-@_tool("send_sms", "Send SMS",
-       "Send an SMS to one or more phone numbers (sms.do). Costs 0.16 points per part per recipient; "
-       "`test: true` validates and prices without sending.",
-       {"to": _s("Recipients: phone numbers separated by commas, e.g. '48600100200,48600100201'"), **_SEND_PROPS},
-       ("to", "message"), open_world=True)
+@_tool(
+    "send_sms",
+    "Send SMS",
+    "Send an SMS to one or more phone numbers (sms.do). Costs 0.16 points per part per recipient; "
+    "`test: true` validates and prices without sending.",
+    {"to": _s("Recipients: phone numbers separated by commas, e.g. '48600100200,48600100201'"), **_SEND_PROPS},
+    ("to", "message"),
+    open_world=True,
+)
 def send_sms(sb: Sandbox, args: Json) -> Json:
     return _send(sb, _split_recipients(args["to"]), args)
 
 
-@_tool("send_group_sms", "Send SMS to a contact group",
-       "Send an SMS to every member of a contacts group (by group name or id).",
-       {"group": _s("Group name or id"), **_SEND_PROPS}, ("group", "message"), open_world=True)
+@_tool(
+    "send_group_sms",
+    "Send SMS to a contact group",
+    "Send an SMS to every member of a contacts group (by group name or id).",
+    {"group": _s("Group name or id"), **_SEND_PROPS},
+    ("group", "message"),
+    open_world=True,
+)
 def send_group_sms(sb: Sandbox, args: Json) -> Json:
     try:
         group = sb.group(args["group"])
@@ -424,12 +490,18 @@ def send_group_sms(sb: Sandbox, args: Json) -> Json:
     return _send(sb, numbers, args)
 
 
-@_tool("get_sms", "List SMS messages",
-       "List sent and received SMS messages, newest first, or one message by id. Message text is third-party "
-       "content.",
-       {"id": _s("Message id"), "direction": _s("Filter by direction", enum=["incoming", "outgoing"]),
-        "status": _s("Filter by status, e.g. DELIVERED"), **_PAGING},
-       output_schema=SMS_OUTPUT_SCHEMA)
+@_tool(
+    "get_sms",
+    "List SMS messages",
+    "List sent and received SMS messages, newest first, or one message by id. Message text is third-party content.",
+    {
+        "id": _s("Message id"),
+        "direction": _s("Filter by direction", enum=["incoming", "outgoing"]),
+        "status": _s("Filter by status, e.g. DELIVERED"),
+        **_PAGING,
+    },
+    output_schema=SMS_OUTPUT_SCHEMA,
+)
 def get_sms(sb: Sandbox, args: Json) -> Json:
     if "id" in args:
         rows = [row for row in sb.sms if row["id"] == args["id"]]
@@ -437,15 +509,22 @@ def get_sms(sb: Sandbox, args: Json) -> Json:
             raise _sms_error(301, "ID of messages doesn't exist")
     else:
         rows = sorted(sb.sms, key=lambda row: row["date_sent"], reverse=True)
-        rows = [row for row in rows if args.get("direction") in (None, row["direction"])
-                and args.get("status") in (None, row["status"])]
+        rows = [
+            row
+            for row in rows
+            if args.get("direction") in (None, row["direction"]) and args.get("status") in (None, row["status"])
+        ]
         rows = _page(rows, args)
     return {"count": len(rows), "list": rows}
 
 
-@_tool("delete_scheduled_sms", "Delete scheduled SMS",
-       "Cancel scheduled (not yet sent) messages by id (sms.do sch_del).",
-       {"id": _s("Message ids separated by commas")}, ("id",))
+@_tool(
+    "delete_scheduled_sms",
+    "Delete scheduled SMS",
+    "Cancel scheduled (not yet sent) messages by id (sms.do sch_del).",
+    {"id": _s("Message ids separated by commas")},
+    ("id",),
+)
 def delete_scheduled_sms(sb: Sandbox, args: Json) -> Json:
     now = time.time()
     ids = _split_recipients(args["id"])
@@ -466,23 +545,36 @@ def get_sendernames(sb: Sandbox, args: Json) -> Json:
     return _collection(sb.sendernames)
 
 
-@_tool("add_sendername", "Add sender name",
-       "Register a new sender name (up to 11 letters and digits); it stays INACTIVE until approved.",
-       {"sender": _s("Sender name")}, ("sender",))
+@_tool(
+    "add_sendername",
+    "Add sender name",
+    "Register a new sender name (up to 11 letters and digits); it stays INACTIVE until approved.",
+    {"sender": _s("Sender name")},
+    ("sender",),
+)
 def add_sendername(sb: Sandbox, args: Json) -> Json:
     sender = args["sender"]
     if not _SENDER_NAME.fullmatch(sender):
         raise _rest_error(400, "invalid_sender", "Sender name must be 1-11 letters or digits")
     if any(s["sender"] == sender for s in sb.sendernames):
         raise _rest_error(409, "sender_exists", f"Sender name {sender} already exists")
-    row = {"sender": sender, "status": "INACTIVE", "is_default": False,
-           "created_at": datetime.now().astimezone().isoformat(timespec="seconds")}
+    row = {
+        "sender": sender,
+        "status": "INACTIVE",
+        "is_default": False,
+        "created_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
     sb.sendernames.append(row)
     return row
 
 
-@_tool("set_default_sendername", "Set default sender name", "Make an active sender name the default.",
-       {"sender": _s("Sender name")}, ("sender",))
+@_tool(
+    "set_default_sendername",
+    "Set default sender name",
+    "Make an active sender name the default.",
+    {"sender": _s("Sender name")},
+    ("sender",),
+)
 def set_default_sendername(sb: Sandbox, args: Json) -> Json:
     row = sb.find(sb.sendernames, args["sender"], "Sender name", key="sender")
     if row["status"] != "ACTIVE":
@@ -492,8 +584,13 @@ def set_default_sendername(sb: Sandbox, args: Json) -> Json:
     return row
 
 
-@_tool("delete_sendername", "Delete sender name", "Delete a sender name; the default one cannot be deleted.",
-       {"sender": _s("Sender name")}, ("sender",))
+@_tool(
+    "delete_sendername",
+    "Delete sender name",
+    "Delete a sender name; the default one cannot be deleted.",
+    {"sender": _s("Sender name")},
+    ("sender",),
+)
 def delete_sendername(sb: Sandbox, args: Json) -> Json:
     row = sb.find(sb.sendernames, args["sender"], "Sender name", key="sender")
     if row["is_default"]:
@@ -505,9 +602,14 @@ def delete_sendername(sb: Sandbox, args: Json) -> Json:
 # --------------------------------------------------------------------------- contacts and groups
 
 _CONTACT_FIELDS: Json = {
-    "first_name": _s("First name"), "last_name": _s("Last name"), "email": _s("E-mail address"),
-    "phone_number": _s("Phone number"), "gender": _s("Gender", enum=["male", "female", "undefined"]),
-    "birthday_date": _s("Birthday, YYYY-MM-DD"), "city": _s("City"), "description": _s("Free-text description"),
+    "first_name": _s("First name"),
+    "last_name": _s("Last name"),
+    "email": _s("E-mail address"),
+    "phone_number": _s("Phone number"),
+    "gender": _s("Gender", enum=["male", "female", "undefined"]),
+    "birthday_date": _s("Birthday, YYYY-MM-DD"),
+    "city": _s("City"),
+    "description": _s("Free-text description"),
     "source": _s("Where the contact came from"),
 }
 _CONTACT_SEARCH = ("first_name", "last_name", "phone_number", "email", "city", "description")
@@ -526,11 +628,18 @@ def _checked_phone(sb: Sandbox, raw: str, exclude_id: str | None = None) -> str:
     return number
 
 
-@_tool("get_contacts", "List contacts",
-       "Search the contact database. Names and descriptions are third-party content.",
-       {"q": _s("Free-text search"), "phone_number": _s("Exact phone number"),
-        "group_id": _s("Only members of this group"), **_PAGING},
-       output_schema=CONTACTS_OUTPUT_SCHEMA)
+@_tool(
+    "get_contacts",
+    "List contacts",
+    "Search the contact database. Names and descriptions are third-party content.",
+    {
+        "q": _s("Free-text search"),
+        "phone_number": _s("Exact phone number"),
+        "group_id": _s("Only members of this group"),
+        **_PAGING,
+    },
+    output_schema=CONTACTS_OUTPUT_SCHEMA,
+)
 def get_contacts(sb: Sandbox, args: Json) -> Json:
     rows = sb.contacts
     if "q" in args:
@@ -547,17 +656,34 @@ def get_contacts(sb: Sandbox, args: Json) -> Json:
 @_tool("create_contact", "Create contact", "Add a contact to the database.", _CONTACT_FIELDS, ("phone_number",))
 def create_contact(sb: Sandbox, args: Json) -> Json:
     now = _now_iso()
-    row: Json = {"id": sb.new_id(), "idx": None, "first_name": "", "last_name": "", "birthday_date": None,
-                 "phone_number": None, "gender": "undefined", "city": None, "email": None, "source": None,
-                 "date_created": now, "date_updated": now, "description": None}
+    row: Json = {
+        "id": sb.new_id(),
+        "idx": None,
+        "first_name": "",
+        "last_name": "",
+        "birthday_date": None,
+        "phone_number": None,
+        "gender": "undefined",
+        "city": None,
+        "email": None,
+        "source": None,
+        "date_created": now,
+        "date_updated": now,
+        "description": None,
+    }
     row.update(args)
     row["phone_number"] = _checked_phone(sb, args["phone_number"])
     sb.contacts.append(row)
     return row
 
 
-@_tool("update_contact", "Update contact", "Change fields of an existing contact.",
-       {"id": _s("Contact id"), **_CONTACT_FIELDS}, ("id",))
+@_tool(
+    "update_contact",
+    "Update contact",
+    "Change fields of an existing contact.",
+    {"id": _s("Contact id"), **_CONTACT_FIELDS},
+    ("id",),
+)
 def update_contact(sb: Sandbox, args: Json) -> Json:
     row = sb.find(sb.contacts, args["id"], "Contact")
     changes = {k: v for k, v in args.items() if k != "id"}
@@ -567,8 +693,13 @@ def update_contact(sb: Sandbox, args: Json) -> Json:
     return row
 
 
-@_tool("delete_contact", "Delete contact", "Delete a contact permanently (also from all groups).",
-       {"id": _s("Contact id")}, ("id",))
+@_tool(
+    "delete_contact",
+    "Delete contact",
+    "Delete a contact permanently (also from all groups).",
+    {"id": _s("Contact id")},
+    ("id",),
+)
 def delete_contact(sb: Sandbox, args: Json) -> Json:
     row = sb.find(sb.contacts, args["id"], "Contact")
     sb.contacts.remove(row)
@@ -578,28 +709,44 @@ def delete_contact(sb: Sandbox, args: Json) -> Json:
     return {"deleted": True, "id": row["id"]}
 
 
-@_tool("get_groups", "List contact groups",
-       "List contact groups with member counts. Group names and descriptions are third-party content.",
-       {"name": _s("Filter by name (substring)")}, output_schema=GROUPS_OUTPUT_SCHEMA)
+@_tool(
+    "get_groups",
+    "List contact groups",
+    "List contact groups with member counts. Group names and descriptions are third-party content.",
+    {"name": _s("Filter by name (substring)")},
+    output_schema=GROUPS_OUTPUT_SCHEMA,
+)
 def get_groups(sb: Sandbox, args: Json) -> Json:
     rows = [sb.group(g["id"]) for g in sb.groups if _matches(g, args.get("name", ""), ("name",))]
     return _collection(rows)
 
 
-@_tool("create_group", "Create contact group", "Create an empty contact group.",
-       {"name": _s("Group name"), "description": _s("Description"), "idx": _s("Your own reference")}, ("name",))
+@_tool(
+    "create_group",
+    "Create contact group",
+    "Create an empty contact group.",
+    {"name": _s("Group name"), "description": _s("Description"), "idx": _s("Your own reference")},
+    ("name",),
+)
 def create_group(sb: Sandbox, args: Json) -> Json:
     if any(g["name"] == args["name"] for g in sb.groups):
         raise _rest_error(409, "group_conflict", f"Group {args['name']} already exists")
-    row = {"id": sb.new_id(), "name": args["name"], "description": args.get("description"),
-           "created_by": sb.profile["username"], "idx": args.get("idx"), "permissions": []}
+    row = {
+        "id": sb.new_id(),
+        "name": args["name"],
+        "description": args.get("description"),
+        "created_by": sb.profile["username"],
+        "idx": args.get("idx"),
+        "permissions": [],
+    }
     sb.groups.append(row)
     sb.memberships[row["id"]] = []
     return sb.group(row["id"])
 
 
-@_tool("delete_group", "Delete contact group", "Delete a group; its contacts are kept.",
-       {"id": _s("Group id")}, ("id",))
+@_tool(
+    "delete_group", "Delete contact group", "Delete a group; its contacts are kept.", {"id": _s("Group id")}, ("id",)
+)
 def delete_group(sb: Sandbox, args: Json) -> Json:
     row = sb.find(sb.groups, args["id"], "Group")
     sb.groups.remove(row)
@@ -607,15 +754,25 @@ def delete_group(sb: Sandbox, args: Json) -> Json:
     return {"deleted": True, "id": row["id"]}
 
 
-@_tool("get_contact_groups", "List a contact's groups", "List the groups a contact belongs to.",
-       {"contact_id": _s("Contact id")}, ("contact_id",))
+@_tool(
+    "get_contact_groups",
+    "List a contact's groups",
+    "List the groups a contact belongs to.",
+    {"contact_id": _s("Contact id")},
+    ("contact_id",),
+)
 def get_contact_groups(sb: Sandbox, args: Json) -> Json:
     contact = sb.find(sb.contacts, args["contact_id"], "Contact")
     return _collection([sb.group(gid) for gid, members in sb.memberships.items() if contact["id"] in members])
 
 
-@_tool("add_contact_to_group", "Add contact to group", "Make a contact a member of a group.",
-       {"group_id": _s("Group id"), "contact_id": _s("Contact id")}, ("group_id", "contact_id"))
+@_tool(
+    "add_contact_to_group",
+    "Add contact to group",
+    "Make a contact a member of a group.",
+    {"group_id": _s("Group id"), "contact_id": _s("Contact id")},
+    ("group_id", "contact_id"),
+)
 def add_contact_to_group(sb: Sandbox, args: Json) -> Json:
     group = sb.find(sb.groups, args["group_id"], "Group")
     contact = sb.find(sb.contacts, args["contact_id"], "Contact")
@@ -625,8 +782,13 @@ def add_contact_to_group(sb: Sandbox, args: Json) -> Json:
     return contact
 
 
-@_tool("remove_contact_from_group", "Remove contact from group", "Remove a contact from a group.",
-       {"group_id": _s("Group id"), "contact_id": _s("Contact id")}, ("group_id", "contact_id"))
+@_tool(
+    "remove_contact_from_group",
+    "Remove contact from group",
+    "Remove a contact from a group.",
+    {"group_id": _s("Group id"), "contact_id": _s("Contact id")},
+    ("group_id", "contact_id"),
+)
 def remove_contact_from_group(sb: Sandbox, args: Json) -> Json:
     group = sb.find(sb.groups, args["group_id"], "Group")
     members = sb.memberships.get(group["id"], [])
@@ -649,7 +811,8 @@ def get_profile(sb: Sandbox, args: Json) -> Json:
 # --------------------------------------------------------------------------- subusers
 
 _SUBUSER_FIELDS: Json = {
-    "description": _s("Description"), "active": _b("Whether the subuser may log in and send"),
+    "description": _s("Description"),
+    "active": _b("Whether the subuser may log in and send"),
     "points_from_account": _n("Points moved from the main account"),
     "points_per_month": _n("Points granted every month"),
 }
@@ -668,20 +831,34 @@ def get_subusers(sb: Sandbox, args: Json) -> Json:
     return _collection(sb.subusers)
 
 
-@_tool("create_subuser", "Create subuser", "Create a subuser account with its own point limits.",
-       {"username": _s("Login"), "password": _s("Password (write-only)"), **_SUBUSER_FIELDS},
-       ("username", "password"))
+@_tool(
+    "create_subuser",
+    "Create subuser",
+    "Create a subuser account with its own point limits.",
+    {"username": _s("Login"), "password": _s("Password (write-only)"), **_SUBUSER_FIELDS},
+    ("username", "password"),
+)
 def create_subuser(sb: Sandbox, args: Json) -> Json:
     if any(u["username"] == args["username"] for u in sb.subusers):
         raise _rest_error(409, "username_conflict", f"Username {args['username']} is taken")
-    row = {"id": sb.new_id(16), "username": args["username"], "active": False, "description": None,
-           "points": {"from_account": 0, "per_month": 0}}
+    row = {
+        "id": sb.new_id(16),
+        "username": args["username"],
+        "active": False,
+        "description": None,
+        "points": {"from_account": 0, "per_month": 0},
+    }
     sb.subusers.append(_apply_subuser(row, args))
     return row
 
 
-@_tool("update_subuser", "Update subuser", "Change a subuser's description, activation or point limits.",
-       {"id": _s("Subuser id"), "password": _s("New password (write-only)"), **_SUBUSER_FIELDS}, ("id",))
+@_tool(
+    "update_subuser",
+    "Update subuser",
+    "Change a subuser's description, activation or point limits.",
+    {"id": _s("Subuser id"), "password": _s("New password (write-only)"), **_SUBUSER_FIELDS},
+    ("id",),
+)
 def update_subuser(sb: Sandbox, args: Json) -> Json:
     return _apply_subuser(sb.find(sb.subusers, args["id"], "Subuser"), args)
 
@@ -700,16 +877,35 @@ def get_short_urls(sb: Sandbox, args: Json) -> Json:
     return _collection(sb.short_urls)
 
 
-@_tool("create_short_url", "Create short URL", "Create a public short link (idz.do) to a URL.",
-       {"url": _s("Target URL"), "name": _s("Link name, used as the path"), "description": _s("Description"),
-        "expire": _s("Expiry, ISO 8601")}, ("url",), open_world=True)
+@_tool(
+    "create_short_url",
+    "Create short URL",
+    "Create a public short link (idz.do) to a URL.",
+    {
+        "url": _s("Target URL"),
+        "name": _s("Link name, used as the path"),
+        "description": _s("Description"),
+        "expire": _s("Expiry, ISO 8601"),
+    },
+    ("url",),
+    open_world=True,
+)
 def create_short_url(sb: Sandbox, args: Json) -> Json:
     if not re.match(r"https?://", args["url"]):
         raise _rest_error(400, "invalid_url", f"Invalid URL: {args['url']}")
     link_id = str(max((int(u["id"]) for u in sb.short_urls), default=0) + 1)
     name = args.get("name") or f"l{link_id}"
-    row = {"id": link_id, "name": name, "url": args["url"], "short_url": f"http://idz.do/{name}", "type": "URL",
-           "expire": args.get("expire"), "hits": 0, "hits_unique": 0, "description": args.get("description")}
+    row = {
+        "id": link_id,
+        "name": name,
+        "url": args["url"],
+        "short_url": f"http://idz.do/{name}",
+        "type": "URL",
+        "expire": args.get("expire"),
+        "hits": 0,
+        "hits_unique": 0,
+        "description": args.get("description"),
+    }
     sb.short_urls.append(row)
     return row
 
@@ -720,8 +916,12 @@ def delete_short_url(sb: Sandbox, args: Json) -> Json:
     return {"deleted": True, "id": args["id"]}
 
 
-@_tool("get_short_url_clicks", "Short URL clicks", "Click statistics for short links.",
-       {"ids": _s("Link ids separated by commas; all links when omitted")})
+@_tool(
+    "get_short_url_clicks",
+    "Short URL clicks",
+    "Click statistics for short links.",
+    {"ids": _s("Link ids separated by commas; all links when omitted")},
+)
 def get_short_url_clicks(sb: Sandbox, args: Json) -> Json:
     ids = _split_recipients(args.get("ids", ""))
     return _collection([c for c in sb.short_url_clicks if not ids or c["idz_id"] in ids])
@@ -730,17 +930,26 @@ def get_short_url_clicks(sb: Sandbox, args: Json) -> Json:
 # --------------------------------------------------------------------------- HLR
 
 
-@_tool("check_hlr", "HLR lookup",
-       "Check whether numbers are live on a mobile network (hlr.do). Costs 0.1 points per number.",
-       {"number": _s("Phone numbers separated by commas")}, ("number",), open_world=True)
+@_tool(
+    "check_hlr",
+    "HLR lookup",
+    "Check whether numbers are live on a mobile network (hlr.do). Costs 0.1 points per number.",
+    {"number": _s("Phone numbers separated by commas")},
+    ("number",),
+    open_world=True,
+)
 def check_hlr(sb: Sandbox, args: Json) -> Json | list[Json]:
     recipients = _split_recipients(args["number"])
     valid = [(raw, normalise_number(raw)) for raw in recipients]
     if not any(number for _, number in valid):
         raise _sms_error(13, "No correct phone numbers", invalid_numbers=[_invalid(r) for r in recipients])
     sb.charge(HLR_PRICE * sum(1 for _, number in valid if number))
-    rows = [{"status": "OK", "number": number, "id": sb.new_id(12), "price": HLR_PRICE} if number
-            else {"status": "ERROR", "number": raw, "error": 13} for raw, number in valid]
+    rows = [
+        {"status": "OK", "number": number, "id": sb.new_id(12), "price": HLR_PRICE}
+        if number
+        else {"status": "ERROR", "number": raw, "error": 13}
+        for raw, number in valid
+    ]
     return rows[0] if len(rows) == 1 else rows
 
 
@@ -753,28 +962,45 @@ def _blacklist_add(sb: Sandbox, raw: str, expire_at: str | None) -> Json:
         raise _rest_error(400, "invalid_phone_number", f"Invalid phone number: {raw}")
     if any(b["phone_number"] == number for b in sb.blacklist):
         raise _rest_error(409, "phone_number_conflict", f"{number} is already blacklisted")
-    row = {"id": str(max((int(b["id"]) for b in sb.blacklist), default=0) + 1), "phone_number": number,
-           "expire_at": expire_at, "created_at": datetime.now().astimezone().isoformat(timespec="seconds")}
+    row = {
+        "id": str(max((int(b["id"]) for b in sb.blacklist), default=0) + 1),
+        "phone_number": number,
+        "expire_at": expire_at,
+        "created_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
     sb.blacklist.append(row)
     return row
 
 
-@_tool("get_blacklist", "List blacklist", "List blacklisted phone numbers (never messaged).",
-       {"q": _s("Search phone numbers"), **_PAGING})
+@_tool(
+    "get_blacklist",
+    "List blacklist",
+    "List blacklisted phone numbers (never messaged).",
+    {"q": _s("Search phone numbers"), **_PAGING},
+)
 def get_blacklist(sb: Sandbox, args: Json) -> Json:
     rows = [b for b in sb.blacklist if _matches(b, args.get("q", ""), ("phone_number",))]
     return _collection(_page(rows, args), total=len(rows))
 
 
-@_tool("add_to_blacklist", "Add to blacklist", "Blacklist a phone number, optionally until a date.",
-       {"phone_number": _s("Phone number"), "expire_at": _s("Expiry, ISO 8601; never when omitted")},
-       ("phone_number",))
+@_tool(
+    "add_to_blacklist",
+    "Add to blacklist",
+    "Blacklist a phone number, optionally until a date.",
+    {"phone_number": _s("Phone number"), "expire_at": _s("Expiry, ISO 8601; never when omitted")},
+    ("phone_number",),
+)
 def add_to_blacklist(sb: Sandbox, args: Json) -> Json:
     return _blacklist_add(sb, args["phone_number"], args.get("expire_at"))
 
 
-@_tool("remove_from_blacklist", "Remove from blacklist", "Remove one blacklist entry by id.",
-       {"id": _s("Blacklist entry id")}, ("id",))
+@_tool(
+    "remove_from_blacklist",
+    "Remove from blacklist",
+    "Remove one blacklist entry by id.",
+    {"id": _s("Blacklist entry id")},
+    ("id",),
+)
 def remove_from_blacklist(sb: Sandbox, args: Json) -> Json:
     sb.blacklist.remove(sb.find(sb.blacklist, args["id"], "Blacklist entry"))
     return {"deleted": True, "id": args["id"]}
@@ -787,10 +1013,13 @@ def clear_blacklist(sb: Sandbox, args: Json) -> Json:
     return {"deleted": True, "count": count}
 
 
-@_tool("import_blacklist", "Import blacklist",
-       "Import phone numbers into the blacklist from CSV text: one number per line, optional second column "
-       "expire_at.",
-       {"csv": _s("CSV text")}, ("csv",))
+@_tool(
+    "import_blacklist",
+    "Import blacklist",
+    "Import phone numbers into the blacklist from CSV text: one number per line, optional second column expire_at.",
+    {"csv": _s("CSV text")},
+    ("csv",),
+)
 def import_blacklist(sb: Sandbox, args: Json) -> Json:
     added: list[Json] = []
     skipped: list[str] = []
@@ -817,8 +1046,9 @@ def _validate_arguments(tool: types.Tool, arguments: Json) -> None:
 def json_result(body: Any, *, is_error: bool = False, structured: bool = False) -> types.CallToolResult:
     """REST JSON passed through as text, optionally also as structuredContent."""
     text = json.dumps(body, ensure_ascii=False)
-    return types.CallToolResult(content=[types.TextContent(text=text)], is_error=is_error,
-                                structured_content=body if structured else None)
+    return types.CallToolResult(
+        content=[types.TextContent(text=text)], is_error=is_error, structured_content=body if structured else None
+    )
 
 
 def run_tool(sb: Sandbox, name: str, arguments: Json) -> types.CallToolResult:
@@ -838,12 +1068,14 @@ def build_sandbox(record_path: str | os.PathLike[str] | None = None) -> Server[A
     sb = Sandbox()
     recorder = CallRecorder(record_path)
 
-    async def on_list_tools(ctx: ServerRequestContext[Any, Any],
-                            params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+    async def on_list_tools(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
         return types.ListToolsResult(tools=[spec.tool for spec in TOOLS.values()])
 
-    async def on_call_tool(ctx: ServerRequestContext[Any, Any],
-                           params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def on_call_tool(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
         recorder.tool_call(ctx, params)
         return run_tool(sb, params.name, params.arguments or {})
 
@@ -878,8 +1110,9 @@ async def serve_stdio(server: Server[Any]) -> None:
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
-async def serve_sandbox_http(host: str = "127.0.0.1", port: int = 0,
-                             record_path: str | os.PathLike[str] | None = None) -> None:
+async def serve_sandbox_http(
+    host: str = "127.0.0.1", port: int = 0, record_path: str | os.PathLike[str] | None = None
+) -> None:
     await serve_http(build_sandbox(record_path), host, port, "mcp-guard sandbox")
 
 

@@ -222,4 +222,3 @@ class ConfirmGate:
             f"no answer within {self.timeout:g} s",
             f"No confirmation for '{rule.exposed}' within {self.timeout:g} seconds. It was not called.",
         )
-

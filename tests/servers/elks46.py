@@ -42,8 +42,20 @@ OWN_NUMBER = "+46766861647"
 COST_PER_PART = {"+46": 3500}  # 1/10000 SEK; 0.35 SEK per part inside Sweden
 FOREIGN_COST_PER_PART = 5200
 BLOCKED_PLACEHOLDERS = frozenset({"+46701234567", "+46700000000", "+1234567890", "+46000000000"})
-SUSPICIOUS_SENDERS = ("BANK", "POLICE", "GOVERNMENT", "OFFICIAL", "URGENT", "WINNER", "PRIZE", "SECURITY",
-                      "VERIFY", "CONFIRM", "ALERT", "WARNING")
+SUSPICIOUS_SENDERS = (
+    "BANK",
+    "POLICE",
+    "GOVERNMENT",
+    "OFFICIAL",
+    "URGENT",
+    "WINNER",
+    "PRIZE",
+    "SECURITY",
+    "VERIFY",
+    "CONFIRM",
+    "ALERT",
+    "WARNING",
+)
 # The upstream's GSM test is this narrow on purpose: punctuation makes a message "Unicode".
 _GSM = re.compile(r"[A-Za-z0-9\s@£$¥èéùìòÇØøÅåÉæÆß^{}\[~\]|€\n\r\f\\]*")
 _PHONE_NOISE = re.compile(r"[\s\-().]")
@@ -122,8 +134,11 @@ def check_message(message: str | None) -> MessageCheck:
     gsm = _GSM.fullmatch(trimmed) is not None
     single, multi = (160, 153) if gsm else (70, 67)
     if len(trimmed) > multi * 10:
-        _validation("message", f"Message too long (max {multi * 10} chars). This appears to be bulk content - "
-                               "use dedicated bulk SMS services instead.")
+        _validation(
+            "message",
+            f"Message too long (max {multi * 10} chars). This appears to be bulk content - "
+            "use dedicated bulk SMS services instead.",
+        )
     segments = 1 if len(trimmed) <= single else math.ceil(len(trimmed) / multi)
     warning = None
     if segments >= 3:
@@ -147,19 +162,49 @@ def _locale(created: str) -> str:
 
 
 def _seed_messages(now: float) -> list[Json]:
-    outbound = [("+46701112233", "Din order är klar för upphämtning 🌷", "delivered"),
-                ("+46702223344", "Påminnelse: möte kl 14", "delivered"),
-                ("+46703334455", "Tack för ditt köp", "failed"),
-                ("+4915112345678", "Ihre Bestellung wurde versandt", "sent")]
-    rows = [{"id": f"s{i:032x}", "created": _created(now - 86400 + i * 600), "direction": "outgoing",
-             "from": "Blomster", "to": to, "message": text, "status": status, "cost": 3500 if to.startswith("+46")
-             else 5200, "parts": 1} for i, (to, text, status) in enumerate(outbound, start=1)]
-    rows += [{"id": f"s{0xA0 + i:032x}", "created": _created(now - 43200 + i * 600), "direction": "incoming",
-              "from": f"+4670555{i:04d}", "to": OWN_NUMBER, "message": text, "status": "received"}
-             for i, text in enumerate(HOSTILE_INBOUND, start=1)]
-    rows.append({"id": f"s{0xB0:032x}", "created": _created(now - 3600), "direction": "incoming",
-                 "from": "+46701112233", "to": OWN_NUMBER, "message": "Tack! Jag hämtar den i morgon 😊",
-                 "status": "received"})
+    outbound = [
+        ("+46701112233", "Din order är klar för upphämtning 🌷", "delivered"),
+        ("+46702223344", "Påminnelse: möte kl 14", "delivered"),
+        ("+46703334455", "Tack för ditt köp", "failed"),
+        ("+4915112345678", "Ihre Bestellung wurde versandt", "sent"),
+    ]
+    rows = [
+        {
+            "id": f"s{i:032x}",
+            "created": _created(now - 86400 + i * 600),
+            "direction": "outgoing",
+            "from": "Blomster",
+            "to": to,
+            "message": text,
+            "status": status,
+            "cost": 3500 if to.startswith("+46") else 5200,
+            "parts": 1,
+        }
+        for i, (to, text, status) in enumerate(outbound, start=1)
+    ]
+    rows += [
+        {
+            "id": f"s{0xA0 + i:032x}",
+            "created": _created(now - 43200 + i * 600),
+            "direction": "incoming",
+            "from": f"+4670555{i:04d}",
+            "to": OWN_NUMBER,
+            "message": text,
+            "status": "received",
+        }
+        for i, text in enumerate(HOSTILE_INBOUND, start=1)
+    ]
+    rows.append(
+        {
+            "id": f"s{0xB0:032x}",
+            "created": _created(now - 3600),
+            "direction": "incoming",
+            "from": "+46701112233",
+            "to": OWN_NUMBER,
+            "message": "Tack! Jag hämtar den i morgon 😊",
+            "status": "received",
+        }
+    )
     return sorted(rows, key=lambda row: row["created"], reverse=True)
 
 
@@ -186,10 +231,12 @@ class Account:
     own_number: str
     balance: int = 9670500
     messages: list[Json] = field(default_factory=lambda: _seed_messages(time.time()))
-    sms_limit: RateLimiter = field(default_factory=lambda: RateLimiter(int(os.environ.get(
-        "RATE_LIMIT_SMS_PER_MINUTE", "10"))))
-    query_limit: RateLimiter = field(default_factory=lambda: RateLimiter(int(os.environ.get(
-        "RATE_LIMIT_QUERIES_PER_MINUTE", "60"))))
+    sms_limit: RateLimiter = field(
+        default_factory=lambda: RateLimiter(int(os.environ.get("RATE_LIMIT_SMS_PER_MINUTE", "10")))
+    )
+    query_limit: RateLimiter = field(
+        default_factory=lambda: RateLimiter(int(os.environ.get("RATE_LIMIT_QUERIES_PER_MINUTE", "60")))
+    )
 
     @property
     def outbound(self) -> list[Json]:
@@ -199,14 +246,27 @@ class Account:
     def post_sms(self, to: str, message: str, sender: str | None, dry_run: bool, flash: bool) -> Json:
         """POST /a1/sms: a dry run answers with an estimate and stores nothing."""
         parts = check_message(message).segments
-        per_part = next((cost for prefix, cost in COST_PER_PART.items() if to.startswith(prefix)),
-                        FOREIGN_COST_PER_PART)
-        body: Json = {"status": "created", "to": to, "from": sender or self.own_number, "message": message,
-                      "parts": parts, "direction": "outgoing"}
+        per_part = next(
+            (cost for prefix, cost in COST_PER_PART.items() if to.startswith(prefix)), FOREIGN_COST_PER_PART
+        )
+        body: Json = {
+            "status": "created",
+            "to": to,
+            "from": sender or self.own_number,
+            "message": message,
+            "parts": parts,
+            "direction": "outgoing",
+        }
         if dry_run:
             return {**body, "estimated_cost": per_part * parts}
-        row = {**body, "id": f"s{secrets.token_hex(16)}", "created": _created(time.time()), "cost": per_part * parts,
-               "flashsms": "yes" if flash else None, "sent_here": True}
+        row = {
+            **body,
+            "id": f"s{secrets.token_hex(16)}",
+            "created": _created(time.time()),
+            "cost": per_part * parts,
+            "flashsms": "yes" if flash else None,
+            "sent_here": True,
+        }
         self.balance -= row["cost"]
         self.messages.insert(0, row)
         return row
@@ -219,59 +279,107 @@ def env_dry_run() -> bool:
 # --------------------------------------------------------------------------- tools (schemas as upstream)
 
 TOOLS: list[types.Tool] = [
-    types.Tool(name="send_sms", description="Send SMS message via 46elks", input_schema={
-        "type": "object",
-        "properties": {
-            "to": {"type": "string", "description": "Recipient phone number with country code - MUST be a real "
-                   "phone number, not a placeholder (e.g., +46XXXXXXXXX for Swedish numbers)"},
-            "message": {"type": "string", "description": "SMS message content (max 160 characters for single SMS)"},
-            "from": {"type": "string", "description": "Sender phone number or name (optional, uses default if not "
-                     "specified)"},
-            "flashsms": {"type": "string", "description": 'Set to "yes" for flash SMS that displays immediately and '
-                         "is not stored (optional)"},
-            "dry_run": {"type": "boolean", "description": "Test mode - verify request without sending actual SMS "
-                        "(optional, defaults to environment setting)"},
+    types.Tool(
+        name="send_sms",
+        description="Send SMS message via 46elks",
+        input_schema={
+            "type": "object",
+            "properties": {
+                "to": {
+                    "type": "string",
+                    "description": "Recipient phone number with country code - MUST be a real "
+                    "phone number, not a placeholder (e.g., +46XXXXXXXXX for Swedish numbers)",
+                },
+                "message": {"type": "string", "description": "SMS message content (max 160 characters for single SMS)"},
+                "from": {
+                    "type": "string",
+                    "description": "Sender phone number or name (optional, uses default if not specified)",
+                },
+                "flashsms": {
+                    "type": "string",
+                    "description": 'Set to "yes" for flash SMS that displays immediately and is not stored (optional)',
+                },
+                "dry_run": {
+                    "type": "boolean",
+                    "description": "Test mode - verify request without sending actual SMS "
+                    "(optional, defaults to environment setting)",
+                },
+            },
+            "required": ["to", "message"],
         },
-        "required": ["to", "message"],
-    }),
-    types.Tool(name="get_sms_messages", description="Retrieve SMS message history from 46elks", input_schema={
-        "type": "object",
-        "properties": {
-            "limit": {"type": "number", "description": "Maximum number of messages to retrieve (default: 10, max: "
-                      "100)", "minimum": 1, "maximum": 100},
-            "direction": {"type": "string", "enum": ["inbound", "outbound", "both"],
-                          "description": "Filter messages by direction (default: both)"},
+    ),
+    types.Tool(
+        name="get_sms_messages",
+        description="Retrieve SMS message history from 46elks",
+        input_schema={
+            "type": "object",
+            "properties": {
+                "limit": {
+                    "type": "number",
+                    "description": "Maximum number of messages to retrieve (default: 10, max: 100)",
+                    "minimum": 1,
+                    "maximum": 100,
+                },
+                "direction": {
+                    "type": "string",
+                    "enum": ["inbound", "outbound", "both"],
+                    "description": "Filter messages by direction (default: both)",
+                },
+            },
+            "required": [],
         },
-        "required": [],
-    }),
-    types.Tool(name="check_sms_status", description="Check delivery status and details of a sent SMS", input_schema={
-        "type": "object",
-        "properties": {"message_id": {"type": "string", "description": "46elks message ID returned when SMS was "
-                                      "sent"}},
-        "required": ["message_id"],
-    }),
-    types.Tool(name="check_account_balance", description="Check 46elks account balance and account information to "
-               "verify funds availability for SMS sending", input_schema={"type": "object", "properties": {},
-                                                                          "required": []}),
-    types.Tool(name="estimate_sms_cost", description="Estimate cost and message segments for SMS without sending it",
-               input_schema={
-                   "type": "object",
-                   "properties": {
-                       "to": {"type": "string", "description": "Recipient phone number with country code (e.g., "
-                              "+46XXXXXXXXX for Swedish numbers)"},
-                       "message": {"type": "string", "description": "SMS message content to estimate cost for"},
-                       "from": {"type": "string", "description": "Sender phone number or name (optional, uses "
-                                "default if not specified)"},
-                   },
-                   "required": ["to", "message"],
-               }),
-    types.Tool(name="get_delivery_statistics", description="Get SMS delivery statistics and success rates from recent "
-               "messages", input_schema={
-                   "type": "object",
-                   "properties": {"limit": {"type": "number", "description": "Number of recent messages to analyze "
-                                            "for statistics (default: 50, max: 100)", "minimum": 10, "maximum": 100}},
-                   "required": [],
-               }),
+    ),
+    types.Tool(
+        name="check_sms_status",
+        description="Check delivery status and details of a sent SMS",
+        input_schema={
+            "type": "object",
+            "properties": {
+                "message_id": {"type": "string", "description": "46elks message ID returned when SMS was sent"}
+            },
+            "required": ["message_id"],
+        },
+    ),
+    types.Tool(
+        name="check_account_balance",
+        description="Check 46elks account balance and account information to verify funds availability for SMS sending",
+        input_schema={"type": "object", "properties": {}, "required": []},
+    ),
+    types.Tool(
+        name="estimate_sms_cost",
+        description="Estimate cost and message segments for SMS without sending it",
+        input_schema={
+            "type": "object",
+            "properties": {
+                "to": {
+                    "type": "string",
+                    "description": "Recipient phone number with country code (e.g., +46XXXXXXXXX for Swedish numbers)",
+                },
+                "message": {"type": "string", "description": "SMS message content to estimate cost for"},
+                "from": {
+                    "type": "string",
+                    "description": "Sender phone number or name (optional, uses default if not specified)",
+                },
+            },
+            "required": ["to", "message"],
+        },
+    ),
+    types.Tool(
+        name="get_delivery_statistics",
+        description="Get SMS delivery statistics and success rates from recent messages",
+        input_schema={
+            "type": "object",
+            "properties": {
+                "limit": {
+                    "type": "number",
+                    "description": "Number of recent messages to analyze for statistics (default: 50, max: 100)",
+                    "minimum": 10,
+                    "maximum": 100,
+                }
+            },
+            "required": [],
+        },
+    ),
 ]
 
 
@@ -297,10 +405,21 @@ def send_sms(acct: Account, args: Json) -> str:
     dry_run = bool(args["dry_run"]) if args.get("dry_run") is not None else acct.dry_run_env
     resp = acct.post_sms(args["to"], args["message"], args.get("from"), dry_run, args.get("flashsms") == "yes")
     mode = "🧪 DRY RUN" if dry_run else "📱 SENT"
-    cost = (f"Estimated cost: {_sek(resp['estimated_cost'])} SEK" if resp.get("estimated_cost")
-            else f"Cost: {_sek(resp['cost'])} SEK" if resp.get("cost") else "Cost: N/A")
-    lines = [f"{mode} SMS Status: {resp['status']}", f"To: {resp['to']}", f"From: {resp['from']}",
-             f"Message: {resp['message']}", cost, f"Message parts: {resp['parts']}"]
+    cost = (
+        f"Estimated cost: {_sek(resp['estimated_cost'])} SEK"
+        if resp.get("estimated_cost")
+        else f"Cost: {_sek(resp['cost'])} SEK"
+        if resp.get("cost")
+        else "Cost: N/A"
+    )
+    lines = [
+        f"{mode} SMS Status: {resp['status']}",
+        f"To: {resp['to']}",
+        f"From: {resp['from']}",
+        f"Message: {resp['message']}",
+        cost,
+        f"Message parts: {resp['parts']}",
+    ]
     if resp.get("id"):
         lines.append(f"Message ID: {resp['id']}")
     text = "\n".join(lines) + "\n"
@@ -323,8 +442,16 @@ def get_sms_messages(acct: Account, args: Json) -> str:
     for i, m in enumerate(rows, start=1):
         label = "📤 Sent" if _as_api_direction(m) == "outbound" else "📥 Received"
         cost = f" ({_sek(m['cost'])} SEK)" if m.get("cost") else ""
-        out += [f"{i}. {label}{cost}", f"   To: {m['to']}", f"   From: {m['from']}", f"   Status: {m['status']}",
-                f"   Created: {_locale(m['created'])}", f"   Message: {m['message']}", f"   ID: {m['id']}", ""]
+        out += [
+            f"{i}. {label}{cost}",
+            f"   To: {m['to']}",
+            f"   From: {m['from']}",
+            f"   Status: {m['status']}",
+            f"   Created: {_locale(m['created'])}",
+            f"   Message: {m['message']}",
+            f"   ID: {m['id']}",
+            "",
+        ]
     return "\n".join(out).strip()
 
 
@@ -337,19 +464,40 @@ def check_sms_status(acct: Account, args: Json) -> str:
         raise ToolError("Failed to get message: 404 Not Found - Not found")
     label = "📤 Sent" if _as_api_direction(row) == "outbound" else "📥 Received"
     cost = f"{_sek(row['cost'])} SEK" if row.get("cost") else "N/A"
-    return "\n".join(["📱 SMS Status Check", "", f"{label} Message", f"ID: {row['id']}", f"Status: {row['status']}",
-                      f"To: {row['to']}", f"From: {row['from']}", f"Created: {_locale(row['created'])}",
-                      f"Cost: {cost}", f"Message: {row['message']}"])
+    return "\n".join(
+        [
+            "📱 SMS Status Check",
+            "",
+            f"{label} Message",
+            f"ID: {row['id']}",
+            f"Status: {row['status']}",
+            f"To: {row['to']}",
+            f"From: {row['from']}",
+            f"Created: {_locale(row['created'])}",
+            f"Cost: {cost}",
+            f"Message: {row['message']}",
+        ]
+    )
 
 
 def check_account_balance(acct: Account, args: Json) -> str:
     balance = acct.balance / 10000
-    lines = ["💰 Account Balance Information", "", f"Balance: {balance:.2f} SEK", "Account: Blomsterhandeln AB",
-             f"Mobile: {acct.own_number}", "Email: info@blomsterhandeln.example", "Currency: SEK",
-             "Account ID: u5a95c3e8d4f1a2b3c4d5e6f7a8b9c0d1", ""]
+    lines = [
+        "💰 Account Balance Information",
+        "",
+        f"Balance: {balance:.2f} SEK",
+        "Account: Blomsterhandeln AB",
+        f"Mobile: {acct.own_number}",
+        "Email: info@blomsterhandeln.example",
+        "Currency: SEK",
+        "Account ID: u5a95c3e8d4f1a2b3c4d5e6f7a8b9c0d1",
+        "",
+    ]
     if balance < 10:
-        lines += ["⚠️  Low balance warning: Consider adding funds to your account",
-                  "💡 Note: Adding funds must be done through the 46elks web interface at https://dashboard.46elks.com/"]
+        lines += [
+            "⚠️  Low balance warning: Consider adding funds to your account",
+            "💡 Note: Adding funds must be done through the 46elks web interface at https://dashboard.46elks.com/",
+        ]
     else:
         lines.append("✅ Balance sufficient for SMS sending")
     return "\n".join(lines)
@@ -359,12 +507,22 @@ def estimate_sms_cost(acct: Account, args: Json) -> str:
     check = _validate_send(args)
     resp = acct.post_sms(args["to"], args["message"], args.get("from"), dry_run=True, flash=False)
     message: str = args["message"]
-    out = ["💰 SMS Cost Estimate", "", f"To: {args['to']}", f"From: {resp['from']}",
-           f"Message length: {len(message)} characters", f"Message segments: {resp['parts']}",
-           f"Estimated cost: {resp['estimated_cost'] / 10000:.2f} SEK", ""]
+    out = [
+        "💰 SMS Cost Estimate",
+        "",
+        f"To: {args['to']}",
+        f"From: {resp['from']}",
+        f"Message length: {len(message)} characters",
+        f"Message segments: {resp['parts']}",
+        f"Estimated cost: {resp['estimated_cost'] / 10000:.2f} SEK",
+        "",
+    ]
     if resp["parts"] > 1:
-        out += [f"⚠️  Multi-part SMS: This message will be sent as {resp['parts']} parts",
-                "💡 Tip: Consider shortening to ≤160 characters for single SMS", ""]
+        out += [
+            f"⚠️  Multi-part SMS: This message will be sent as {resp['parts']} parts",
+            "💡 Tip: Consider shortening to ≤160 characters for single SMS",
+            "",
+        ]
     out += ["📝 Message preview:", f'"{message}"', ""]
     if check.warning:
         out += [check.warning, ""]
@@ -387,29 +545,44 @@ def get_delivery_statistics(acct: Account, args: Json) -> str:
     ok = counts.get("delivered", 0) + counts.get("sent", 0)
     rate = round(ok / len(sent) * 100)
     emoji = {"delivered": "✅", "sent": "📤", "failed": "❌", "created": "🕐"}
-    out = ["📊 SMS Delivery Statistics", "", f"📈 Summary (Last {len(sent)} outbound messages)",
-           f"Success Rate: {rate}% ({ok}/{len(sent)})", f"Total Cost: {total:.2f} SEK",
-           f"Average Cost: {total / max(len(costed), 1):.2f} SEK per SMS", "", "📋 Message Status Breakdown:"]
+    out = [
+        "📊 SMS Delivery Statistics",
+        "",
+        f"📈 Summary (Last {len(sent)} outbound messages)",
+        f"Success Rate: {rate}% ({ok}/{len(sent)})",
+        f"Total Cost: {total:.2f} SEK",
+        f"Average Cost: {total / max(len(costed), 1):.2f} SEK per SMS",
+        "",
+        "📋 Message Status Breakdown:",
+    ]
     out += [f"{emoji.get(s, '❓')} {s}: {n} ({round(n / len(sent) * 100)}%)" for s, n in counts.items()]
     text = "\n".join(out) + "\n"
     first, last = (_locale(m["created"]).split(",")[0] for m in (sent[-1], sent[0]))
     text += f"\n📅 Analysis Period: {first} - {last}"
     if rate < 90:
-        return text + ("\n\n⚠️  Low success rate detected. Consider:\n• Verifying phone number formats\n"
-                       "• Checking message content for blocked words\n• Ensuring recipient numbers are active")
+        return text + (
+            "\n\n⚠️  Low success rate detected. Consider:\n• Verifying phone number formats\n"
+            "• Checking message content for blocked words\n• Ensuring recipient numbers are active"
+        )
     return text + "\n\n✅ Good delivery performance!"
 
 
-HANDLERS = {"send_sms": send_sms, "get_sms_messages": get_sms_messages, "check_sms_status": check_sms_status,
-            "check_account_balance": check_account_balance, "estimate_sms_cost": estimate_sms_cost,
-            "get_delivery_statistics": get_delivery_statistics}
+HANDLERS = {
+    "send_sms": send_sms,
+    "get_sms_messages": get_sms_messages,
+    "check_sms_status": check_sms_status,
+    "check_account_balance": check_account_balance,
+    "estimate_sms_cost": estimate_sms_cost,
+    "get_delivery_statistics": get_delivery_statistics,
+}
 
 
 def run_tool(acct: Account, name: str, args: Json) -> str:
     """Every outcome is text: the upstream catches all errors and formats them."""
     try:
         (acct.sms_limit if name == "send_sms" else acct.query_limit).check(
-            "SMS sending" if name == "send_sms" else "query")
+            "SMS sending" if name == "send_sms" else "query"
+        )
         handler = HANDLERS.get(name)
         if handler is None:
             raise ToolError(f"MCP error -32601: Unknown tool: {name}")
@@ -422,8 +595,10 @@ def run_tool(acct: Account, name: str, args: Json) -> str:
 
 def new_account(dry_run: bool | None = None) -> Account:
     """A fresh account; `dry_run=None` reads DRY_RUN/NODE_ENV like the upstream."""
-    return Account(dry_run_env=env_dry_run() if dry_run is None else dry_run,
-                   own_number=os.environ.get("ELKS_PHONE_NUMBER") or OWN_NUMBER)
+    return Account(
+        dry_run_env=env_dry_run() if dry_run is None else dry_run,
+        own_number=os.environ.get("ELKS_PHONE_NUMBER") or OWN_NUMBER,
+    )
 
 
 def build_elks46(record_path: str | os.PathLike[str] | None = None, *, account: Account | None = None) -> Server[Any]:
@@ -448,8 +623,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", metavar="FILE", help="append one JSON line per received call to FILE")
     args = parser.parse_args(argv)
     server = build_elks46(args.record or os.environ.get(RECORD_ENV) or None)
-    mode = "⚠️  DRY RUN mode enabled - SMS messages will NOT be sent" if env_dry_run() else \
-        "📱 Production mode - SMS messages WILL be sent"
+    mode = (
+        "⚠️  DRY RUN mode enabled - SMS messages will NOT be sent"
+        if env_dry_run()
+        else "📱 Production mode - SMS messages WILL be sent"
+    )
     print(f"✓ Configuration validated\n{mode}\n✓ MCP SMS Server running on stdio", file=sys.stderr)
     return run_until_signalled(lambda: serve_stdio(server), NAME)
 

@@ -42,8 +42,9 @@ def python_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def stdio_params(args: Sequence[str], env: Mapping[str, str] | None = None) -> StdioServerParameters:
     """Launch `python ARGS` as a stdio MCP server from the repo root."""
-    return StdioServerParameters(command=sys.executable, args=list(args), cwd=REPO_ROOT,
-                                 env={"PYTHONPATH": str(REPO_ROOT), **(env or {})})
+    return StdioServerParameters(
+        command=sys.executable, args=list(args), cwd=REPO_ROOT, env={"PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    )
 
 
 @dataclass
@@ -95,17 +96,29 @@ def _pump_stderr(proc: ServerProcess, pattern: re.Pattern[str], found: threading
     found.set()  # EOF: the child died before announcing; the waiter sees url == ""
 
 
-async def spawn_http(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-                     timeout: float = 20.0,  # noqa: ASYNC109 - bounds only the announce wait, not the server's life
-                     pattern: re.Pattern[str] = ANY_URL, cwd: Path = REPO_ROOT) -> ServerProcess:
+async def spawn_http(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 20.0,  # noqa: ASYNC109 - bounds only the announce wait, not the server's life
+    pattern: re.Pattern[str] = ANY_URL,
+    cwd: Path = REPO_ROOT,
+) -> ServerProcess:
     """Start `argv` and wait until it announces a URL on stderr (first `pattern` group).
 
     Raises RuntimeError (with the child's stderr) if it exits or stays silent past `timeout`;
     the child is stopped in that case. The caller owns `stop()` otherwise.
     """
-    popen = await anyio.to_thread.run_sync(lambda: subprocess.Popen(
-        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env=python_env(env), cwd=cwd))
+    popen = await anyio.to_thread.run_sync(
+        lambda: subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=python_env(env),
+            cwd=cwd,
+        )
+    )
     proc = ServerProcess(popen)
     found = threading.Event()
     proc._pump = threading.Thread(target=_pump_stderr, args=(proc, pattern, found), daemon=True)
@@ -142,8 +155,14 @@ def tool_calls(path: str | os.PathLike[str], tool: str | None = None) -> list[di
     return [e for e in read_record(path) if "tool" in e and "event" not in e and tool in (None, e["tool"])]
 
 
-async def wait_for_record(path: str | os.PathLike[str], predicate: Callable[[dict[str, Any]], bool], *,
-                          count: int = 1, seconds: float = 5.0, poll: float = 0.02) -> dict[str, Any]:
+async def wait_for_record(
+    path: str | os.PathLike[str],
+    predicate: Callable[[dict[str, Any]], bool],
+    *,
+    count: int = 1,
+    seconds: float = 5.0,
+    poll: float = 0.02,
+) -> dict[str, Any]:
     """The `count`-th record line matching `predicate`, polling for up to `seconds` (then TimeoutError).
 
     For events another process writes asynchronously (e.g. a handler noticing cancellation).
