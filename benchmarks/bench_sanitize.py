@@ -2,8 +2,14 @@
 
     python benchmarks/bench_sanitize.py [--reps N] [--json FILE] [--only SUBSTRING]
 
-Every case prints the median and the best of N runs in milliseconds.  Inputs are built
-deterministically, so numbers from two runs (or two machines) compare like for like.
+Every case prints the median and the best of N runs in milliseconds, and for the 1 MB cases
+whether the median is within issue 3's budget of 50 ms.  Inputs are built deterministically, so
+numbers from two runs (or two machines) compare like for like.
+
+Where the time goes (2-core machine, Python 3.11): nh3 (html5ever) takes about 45 ms of the
+hostile-HTML megabyte on its own.  Markdown longer than 16 KB is flattened without markdown-it-py
+(see proxy/sanitize.py); shorter strings still go through the pure-Python parser, about 100 us per
+SMS-sized field with markup, which is what the "json hostile-md" cases measure.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from proxy.sanitize import sanitize_text  # noqa: E402
 
 KB = 1024
 SIZES = {"1KB": KB, "100KB": 100 * KB, "1MB": 1024 * KB}
+BUDGET_MS = 50.0  # issue 3: sanitise + envelope of a 1 MB result
 
 PROSE = (
     "Dzień dobry, przesyłka nr {i} czeka w paczkomacie przy ulicy Długiej. "
@@ -123,14 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     results: list[dict[str, Any]] = []
-    print(f"{'case':<28} {'chars':>9} {'median ms':>10} {'best ms':>9}")
+    print(f"{'case':<28} {'chars':>9} {'median ms':>10} {'best ms':>9}  budget")
     for name, func, chars in cases():
         if args.only not in name:
             continue
         times = measure(func, args.reps)
         row = {"case": name, "chars": chars, "median_ms": statistics.median(times), "best_ms": min(times)}
         results.append(row)
-        print(f"{name:<28} {chars:>9} {row['median_ms']:>10.3f} {row['best_ms']:>9.3f}", flush=True)
+        verdict = ("ok" if row["median_ms"] < BUDGET_MS else "OVER") if name.endswith("1MB") else ""
+        print(f"{name:<28} {chars:>9} {row['median_ms']:>10.3f} {row['best_ms']:>9.3f}  {verdict}", flush=True)
     if args.json_file:
         args.json_file.parent.mkdir(parents=True, exist_ok=True)
         payload = {"python": sys.version.split()[0], "reps": args.reps, "results": results}

@@ -169,7 +169,11 @@ class Pipeline:
         try:
             result = await conn.request(lambda s: _call_with_input(s, rule, arguments, call))
         except UpstreamUnavailable as exc:
-            failed = _error(f"mcp-guard: {exc}. The call may or may not have reached it; check before retrying.")
+            # exc.detail may be the upstream's own error text: it reaches the model only enveloped.
+            failed = _error(
+                f"mcp-guard: upstream '{rule.server}' is unavailable or failed; the call may or may not have "
+                "reached it, check before retrying. Its error:\n" + self.shield.text(exc.detail, source)
+            )
             return failed.model_copy(update={"meta": {"mcp_guard_upstream_failure": True}})
         except RelayRefused as exc:
             return _error(f"{exc} '{rule.exposed}' did not complete; the upstream saw the call but got no answer.")
@@ -177,7 +181,9 @@ class Pipeline:
             return _error(f"upstream '{rule.server}' refused the call:\n" + self.shield.text(exc.message, source))
         finally:
             current_relay.reset(token)
-        return self.shield.tool_result(source, rule.untrusted_fields, result)
+        tool = conn.tools.get(rule.name)
+        schema = tool.output_schema if tool is not None else None
+        return self.shield.tool_result(source, rule.untrusted_fields, result, schema)
 
     def _finish(
         self, call: ToolCall, rule: ToolRule | None, decision: str, reason: str, result: types.CallToolResult
@@ -245,22 +251,25 @@ class Pipeline:
         return dict(schema) if schema is not None else None
 
     async def list_resources(self, caller: Caller, cursor: str | None) -> types.ListResourcesResult:
-        _server, conn = self._single(caller, "resources")
+        server, conn = self._single(caller, "resources")
         if conn is None:
             return types.ListResourcesResult(resources=[])
-        page = await conn.request(
-            lambda s: s.list_resources(params=types.PaginatedRequestParams(cursor=cursor)), retry=True
+        page = await self._ask(
+            server, conn, lambda s: s.list_resources(params=types.PaginatedRequestParams(cursor=cursor)), retry=True
         )
         return types.ListResourcesResult(
             resources=[self.shield.listed(r) for r in page.resources], next_cursor=page.next_cursor
         )
 
     async def list_resource_templates(self, caller: Caller, cursor: str | None) -> types.ListResourceTemplatesResult:
-        _server, conn = self._single(caller, "resources")
+        server, conn = self._single(caller, "resources")
         if conn is None:
             return types.ListResourceTemplatesResult(resource_templates=[])
-        page = await conn.request(
-            lambda s: s.list_resource_templates(params=types.PaginatedRequestParams(cursor=cursor)), retry=True
+        page = await self._ask(
+            server,
+            conn,
+            lambda s: s.list_resource_templates(params=types.PaginatedRequestParams(cursor=cursor)),
+            retry=True,
         )
         return types.ListResourceTemplatesResult(
             resource_templates=[self.shield.listed(r) for r in page.resource_templates], next_cursor=page.next_cursor
@@ -270,15 +279,15 @@ class Pipeline:
         server, conn = self._single(caller, "resources")
         if conn is None:
             raise MCPError(code=INVALID_PARAMS, message=f"Unknown resource: {uri}")
-        result = await conn.request(lambda s: s.read_resource(uri), retry=True)
+        result = await self._ask(server, conn, lambda s: s.read_resource(uri), retry=True)
         return types.ReadResourceResult(contents=self.shield.resource_contents(f"{server}:{uri}", result.contents))
 
     async def list_prompts(self, caller: Caller, cursor: str | None) -> types.ListPromptsResult:
-        _server, conn = self._single(caller, "prompts")
+        server, conn = self._single(caller, "prompts")
         if conn is None:
             return types.ListPromptsResult(prompts=[])
-        page = await conn.request(
-            lambda s: s.list_prompts(params=types.PaginatedRequestParams(cursor=cursor)), retry=True
+        page = await self._ask(
+            server, conn, lambda s: s.list_prompts(params=types.PaginatedRequestParams(cursor=cursor)), retry=True
         )
         return types.ListPromptsResult(
             prompts=[self.shield.listed(p) for p in page.prompts], next_cursor=page.next_cursor
@@ -288,21 +297,34 @@ class Pipeline:
         server, conn = self._single(caller, "prompts")
         if conn is None:
             raise MCPError(code=INVALID_PARAMS, message=f"Unknown prompt: {name}")
-        result = await conn.request(lambda s: s.get_prompt(name, arguments), retry=True)
+        result = await self._ask(server, conn, lambda s: s.get_prompt(name, arguments), retry=True)
         return types.GetPromptResult(
             description=self.shield.instructions(result.description),
             messages=self.shield.prompt_messages(f"{server}:{name}", result.messages),
         )
 
     async def complete(self, caller: Caller, params: types.CompleteRequestParams) -> types.CompleteResult:
-        _server, conn = self._single(caller, "completions")
+        server, conn = self._single(caller, "completions")
         if conn is None:
             return types.CompleteResult(completion=types.Completion(values=[]))
         argument = {"name": params.argument.name, "value": params.argument.value}
         context = params.context.arguments if params.context is not None else None
-        result = await conn.request(lambda s: s.complete(params.ref, argument, context), retry=True)
+        result = await self._ask(server, conn, lambda s: s.complete(params.ref, argument, context), retry=True)
         values = [self.shield.clean(v) for v in result.completion.values]
         return types.CompleteResult(completion=result.completion.model_copy(update={"values": values}))
+
+    async def _ask(
+        self, server: str, conn: UpstreamConnection, fn: Callable[[ClientSession], Awaitable[T]], *, retry: bool = False
+    ) -> T:
+        """A listing or read: an upstream's JSON-RPC error text is untrusted, so it is passed on enveloped."""
+        try:
+            return await conn.request(fn, retry=retry)
+        except MCPError as exc:
+            raise MCPError(
+                code=exc.code,
+                message=f"upstream '{server}' answered with an error:\n"
+                + self.shield.text(exc.message, f"{server}:error"),
+            ) from None
 
     def _single(self, caller: Caller, capability: str) -> tuple[str, UpstreamConnection | None]:
         """The upstream that serves resources/prompts/completions: the first that offers them.

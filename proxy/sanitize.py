@@ -22,6 +22,7 @@ each step first runs a cheap test (a substring search, or one regex that starts 
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 import unicodedata
@@ -34,13 +35,14 @@ from markdown_it.token import Token
 __all__ = ["sanitize_text", "truncate"]
 
 _MAX_PASSES = 8
-# markdown-it-py is pure Python: about 40 ms per MB of prose, but 2-20 us per character that
-# opens a link, image, emphasis or code span.  A block (text between blank lines) that is both
-# longer and denser than this goes through `_inert` instead, so one hostile result cannot stall
-# the proxy for seconds.
-_MD_BLOCK_LIMIT = 65_536
-_MD_DENSE_LIMIT = 2_000
-_MD_COSTLY = "[!*_`<"
+# markdown-it-py is pure Python: 2-20 us per character that opens a link, image, emphasis or code
+# span, and about 1.5 us per character of any text with many lines.  Text longer than this is
+# flattened by `_inert` (regular expressions, no parser) instead, so one hostile result cannot
+# stall the proxy for seconds: the parser never sees more than 16 KB at once, which takes 25-30 ms
+# at the densest.  The choice is made afresh in every pass from that pass's text alone, so
+# sanitising the output again makes the same choice on the same text: idempotency holds
+# whichever flattener ran, and both leave no markdown construct (the property tests check each).
+_MD_TEXT_LIMIT = 16_384
 
 # --- character classes ------------------------------------------------------------------
 
@@ -144,14 +146,28 @@ _LINE_EDGE_SPACE = re.compile(r"^[ \t]+|[ \t]+$", re.MULTILINE)
 
 _INERT_IMAGE = re.compile(r"!\[[^\]\n]*\]\([^)\n]*\)")
 _INERT_LINK = re.compile(r"\[([^\]\n]*)\]\(([^)\s]*)\)")
-_INERT_DELIMITER_ROW = re.compile(r"^[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$", re.MULTILINE)
-_INERT_RUN = re.compile(r"\*+|_+")
+
+
+# Patterns for line starts come in pairs, (at the start of the text, after a newline): one that
+# begins with a literal "\n" lets the regex engine skip ahead instead of trying every position.
+def _at_line_start(body: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    return re.compile(rf"\A(?:{body})"), re.compile(rf"\n(?:{body})")
+
+
+_EOL = r"(?=\n|\Z)"
+_INERT_DELIMITER_ROW = _at_line_start(rf"[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*{_EOL}")
+# A "*" run stays only between blanks (where CommonMark lets it neither open nor close), a "_" run
+# also inside a word (snake_case); every other run goes.  Runs are matched whole.  Each pattern
+# starts with its literal character and looks behind only after it, which keeps the scan fast.
+_INERT_STARS = re.compile(r"\*(?<!\*\*)(?:(?<=\S\*)\**|\**(?=[^\s*]))")
+_INERT_UNDERSCORES = re.compile(r"_(?<!__)(?:(?<=[^\s\w]_)_*|_*(?=[^\s\w])|(?<!\S_)_*(?=[^\W_])|(?<=[^\W_]_)_*(?!\S))")
+_INERT_ESCAPE = re.compile(r"\\(?=[!-/:-@\[-`{-~\n])")
 _INERT_TILDES = re.compile(r"~~+")
 # Line starts that open a block: indentation, blockquote, heading and list markers (a list item
 # could hold any of the others), then thematic breaks and setext underlines.
-_INERT_LEAD = re.compile(r"^(?:[ \t]+|>|#{1,6}(?=[ \t]|$)|[-+*](?=[ \t]|$))+", re.MULTILINE)
-_INERT_NUMBER = re.compile(r"^(\d{1,9})[.)](?=[ \t]|$)", re.MULTILINE)
-_INERT_RULE = re.compile(r"^(?:(?:[*_-][ \t]*){3,}|=+[ \t]*|-+[ \t]*)$", re.MULTILINE)
+_INERT_LEAD = _at_line_start(r"(?:[ \t]+|>|#{1,6}(?=[ \t\n]|\Z)|[-+*](?=[ \t\n]|\Z))+")
+_INERT_NUMBER = _at_line_start(r"(\d{1,9})[.)](?=[ \t\n]|\Z)")
+_INERT_RULE = _at_line_start(rf"(?:(?:[*_-][ \t]*){{3,}}|=+[ \t]*|-+[ \t]*){_EOL}")
 _STRICT_DROP = re.compile(f"[<>&{_MD_CHARS}#=+\\-{_LOOK_OPEN}{_LOOK_CLOSE}]")
 _LEADING_SPACE = re.compile(r"^[^\S\n]+", re.MULTILINE)
 _LEADING_NUMBER = re.compile(r"^[\d.)]+", re.MULTILINE)
@@ -167,8 +183,8 @@ _NH3_KWARGS = {
 }
 
 
-def _markdown_parser() -> MarkdownIt:
-    md = MarkdownIt("commonmark", {"html": True, "linkify": False, "typographer": False})
+def _markdown_parser(allow_html: bool) -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": allow_html, "linkify": False, "typographer": False})
     md.enable(["table", "strikethrough"])
     # markdown-it leaves javascript:/data: links and images as literal markdown text; a laxer
     # renderer downstream would still render them, so every destination is parsed (and then dropped
@@ -179,7 +195,11 @@ def _markdown_parser() -> MarkdownIt:
     return md
 
 
-_MD = _markdown_parser()
+_MD = _markdown_parser(allow_html=True)
+# With strip_html off, kept markup reaches the client escaped ("&lt;script&gt;"), and a markdown
+# renderer sees no HTML block there, only text; markdown inside or beside it must be flattened as
+# text too, or an image next to a kept tag would survive.
+_MD_TEXT = _markdown_parser(allow_html=False)
 
 
 # --- public API ---------------------------------------------------------------------------
@@ -306,7 +326,13 @@ def _decode_entities(text: str) -> str:
 
 
 def _decode_ref(match: re.Match[str]) -> str:
-    ref = match.group()
+    return _decoded(match.group())
+
+
+@functools.lru_cache(maxsize=4096)
+def _decoded(ref: str) -> str:
+    # Hostile HTML repeats a few references thousands of times; decoding each once saves a third
+    # of this step on a megabyte.
     if ref[1] == "#":
         return html.unescape(ref)
     return _HTML5.get(ref[1:], ref)
@@ -314,7 +340,7 @@ def _decode_ref(match: re.Match[str]) -> str:
 
 def _defang_lookalike_tags(text: str) -> str:
     """Turn "＜/ｔｏｏｌ＿output＞"-style look-alikes into the ASCII tag, so they meet the same fate."""
-    if not _LOOK_START.search(text):
+    if text.isascii() or not _LOOK_START.search(text):  # every look-alike bracket is non-ASCII
         return text
     return _LOOK_SPAN.sub(_lookalike_span, text)
 
@@ -362,6 +388,8 @@ def _flatten_markdown(text: str, keep_html: bool, memo: dict[str, str]) -> str:
     """Render markdown to plain text: images gone, links as "text (url)", all markers removed."""
     if not _has_markdown(text):
         return text
+    if len(text) > _MD_TEXT_LIMIT:
+        return _inert(text, keep_html)
     # Blocks separated by blank lines are flattened one by one: no inline construct spans a blank
     # line, only plain text is skipped, and one huge block cannot hold up the others.
     blocks = _BLANK_LINES.split(text)
@@ -376,9 +404,7 @@ def _flatten_markdown(text: str, keep_html: bool, memo: dict[str, str]) -> str:
 def _flatten_block(block: str, keep_html: bool) -> str:
     if not _has_markdown(block):
         return block
-    if len(block) > _MD_BLOCK_LIMIT and sum(map(block.count, _MD_COSTLY)) > _MD_DENSE_LIMIT:
-        return _inert(block, keep_html)
-    tokens = _MD.parse(block)
+    tokens = (_MD_TEXT if keep_html else _MD).parse(block)
     return "\n\n".join(_render_blocks(tokens, 0, len(tokens), keep_html))
 
 
@@ -397,33 +423,57 @@ def _inert(text: str, keep_html: bool) -> str:
 
 
 def _inert_round(text: str, keep_html: bool) -> str:
-    text = _INERT_LINK.sub(r"\1 (\2)", _INERT_IMAGE.sub("", text))
+    # Each substitution runs only when a cheap substring test says it can match: on a megabyte
+    # every regular-expression scan costs milliseconds.
+    if "![" in text:
+        text = _INERT_IMAGE.sub("", text)
+    if "](" in text:
+        text = _INERT_LINK.sub(r"\1 (\2)", text)
     if "](" in text or "][" in text or "]:" in text:
         text = text.replace("[", "").replace("]", "")
     text = _inert_lines(text)
-    if "|" in text and any("|" in row.group() for row in _INERT_DELIMITER_ROW.finditer(text)):
+    if "|" in text and "-" in text and _has_delimiter_row(text):
         text = text.replace("|", "")
-    text = _INERT_TILDES.sub("", text.replace("`", ""))
+    if "`" in text:
+        text = text.replace("`", "")
+    if "~~" in text:
+        text = _INERT_TILDES.sub("", text)
     if keep_html:
         text = text.replace("<", "").replace(">", "")
-    text = _INERT_RUN.sub(_inert_run, text)
-    return _inert_lines(text)
+    if "*" in text:
+        text = _INERT_STARS.sub("", text)
+    if "_" in text:
+        text = _INERT_UNDERSCORES.sub("", text)
+    if "\\" in text:
+        text = _INERT_ESCAPE.sub("", text)  # a backslash escape is markup too: a parser would drop it
+    # A parser drops blanks at line edges and blank lines at either end; so does this, so that
+    # flattened text reads the same to the parser when a later pass hands it there.
+    text = _inert_lines(text)
+    if " \n" in text or "\t\n" in text or text.endswith((" ", "\t")):
+        text = "\n".join(line.rstrip(" \t") for line in text.split("\n"))
+    return text.strip("\n")
 
 
 def _inert_lines(text: str) -> str:
-    text = _INERT_NUMBER.sub(r"\1", _INERT_LEAD.sub("", text))
-    return _INERT_RULE.sub("", text)
+    text = _sub_line_starts(_INERT_LEAD, "", text)
+    if "." in text or ")" in text:
+        text = _sub_line_starts(_INERT_NUMBER, r"\1", text)
+    if "=" in text or "-" in text or "*" in text or "_" in text:
+        text = _sub_line_starts(_INERT_RULE, "", text)
+    return text
 
 
-def _inert_run(match: re.Match[str]) -> str:
-    text, start, end = match.string, match.start(), match.end()
-    before = text[start - 1] if start else " "
-    after = text[end] if end < len(text) else " "
-    if before.isspace() and after.isspace():
-        return match.group()
-    if match.group()[0] == "_" and before.isalnum() and after.isalnum():
-        return match.group()
-    return ""
+def _sub_line_starts(patterns: tuple[re.Pattern[str], re.Pattern[str]], repl: str, text: str) -> str:
+    first, rest = patterns
+    return rest.sub("\n" + repl, first.sub(repl, text, count=1))
+
+
+def _has_delimiter_row(text: str) -> bool:
+    first, rest = _INERT_DELIMITER_ROW
+    rows = [m.group() for m in rest.finditer(text)]
+    if (top := first.match(text)) is not None:
+        rows.append(top.group())
+    return any("|" in row for row in rows)
 
 
 def _render_blocks(tokens: list[Token], start: int, stop: int, keep_html: bool) -> list[str]:

@@ -7,6 +7,7 @@ it to the team's `Pipeline`. It never decides anything itself.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import mcp.types as types
 from mcp.server import Server, ServerRequestContext
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware
 from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -26,6 +27,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from proxy import __version__
 from proxy.audit import AuditLog, digest_arguments, digest_session
 from proxy.catalog import Catalog
+from proxy.envelope import sanitize_json
 from proxy.pipeline import Caller, Pipeline, ToolCall
 from proxy.policy import LoadedPolicy
 from proxy.sanitize import sanitize_text
@@ -147,7 +149,22 @@ class Downstream:
         return await self.ctx.session.elicit_form(message, schema, related_request_id=self.ctx.request_id)
 
     def relay(self) -> Relay:
-        return Relay(elicit=self._relay_elicit, sample=self._relay_sample)
+        return Relay(elicit=self._relay_elicit, sample=self._relay_sample, log=self._relay_log)
+
+    async def _relay_log(self, server: str, params: types.LoggingMessageNotificationParams) -> None:
+        """An upstream's log line, sanitised and named, on this request's stream.
+
+        `send_log_message` applies the 2026-07-28 rule that logs go only to requests that opted in;
+        it is deprecated along with the logging capability, which is still forwarded faithfully.
+        """
+        data = params.data
+        data = sanitize_text(data) if isinstance(data, str) else sanitize_json(data, None, sanitize_text)
+        logger_name = f"{server}/{sanitize_text(params.logger)}" if params.logger else server
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            await self.ctx.session.send_log_message(
+                params.level, data, logger=logger_name, related_request_id=self.ctx.request_id
+            )
 
     async def _relay_elicit(
         self, server: str, params: types.ElicitRequestParams

@@ -7,10 +7,14 @@ untrusted text sits in tool results, resources, prompts, errors and tool listing
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import mcp.types as types
+from jsonschema import SchemaError
+from jsonschema.protocols import Validator
+from jsonschema.validators import validator_for
+from referencing import Registry
 
 from proxy.envelope import dump_json, envelope, new_nonce, sanitize_json
 from proxy.policy import OutputPolicy
@@ -18,11 +22,20 @@ from proxy.sanitize import sanitize_text
 
 # Tool-listing keys whose text a model reads as instructions about the tool.
 _DESCRIPTIVE_KEYS = frozenset({"description", "title"})
+_VALIDATORS_KEPT = 256
+
+SCHEMA_BROKEN = (
+    "mcp-guard: the tool's structured output no longer matches its outputSchema once its untrusted text was "
+    "sanitised, so it is returned as an error with the sanitised text only."
+)
+
+Clean = Callable[[str], str]
 
 
 class OutputShield:
     def __init__(self, output: OutputPolicy) -> None:
         self.cfg = output
+        self._validators: dict[str, Validator] = {}
 
     def clean(self, text: str) -> str:
         return sanitize_text(
@@ -37,40 +50,83 @@ class OutputShield:
             return body
         return envelope(body, source, new_nonce())
 
-    def text(self, text: str, source: str, fields: Sequence[str] | None = None) -> str:
+    def text(self, text: str, source: str, fields: Sequence[str] | None = None, clean: Clean | None = None) -> str:
         """One untrusted text block: JSON keeps its shape with only `fields` cleaned, other text is cleaned whole."""
+        clean = clean or self.clean
         value = _as_json(text)
         if value is None:
-            return self.wrap(self.clean(text), source)
-        return self.wrap(dump_json(sanitize_json(value, fields, self.clean)), source)
+            return self.wrap(clean(text), source)
+        return self.wrap(dump_json(sanitize_json(value, fields, clean)), source)
 
     def tool_result(
-        self, source: str, fields: Sequence[str] | None, result: types.CallToolResult
+        self,
+        source: str,
+        fields: Sequence[str] | None,
+        result: types.CallToolResult,
+        output_schema: Mapping[str, Any] | None = None,
     ) -> types.CallToolResult:
-        content = [self._block(b, source, fields) for b in result.content]
+        """Sanitise and wrap a tool result; `output_schema` is the tool's, when it declares one.
+
+        structuredContent is kept, cleaned like the text (E5): clients and tools read it, and
+        dropping it would break every client whose tool declares an outputSchema. Cleaning can
+        make a value break the schema (escaping "<" lengthens a string past maxLength, a removed
+        tag leaves a string outside an enum or pattern); the client's SDK would then reject the
+        whole result. So the cleaned value is checked here, and a result that no longer fits
+        fails closed: an error carrying the cleaned, enveloped text, never the raw value.
+        """
+        if result.is_error:
+            fields = None  # an error body does not have the success shape the profile describes
+        clean = _memo(self.clean)  # the text and structuredContent usually repeat the same strings
+        content = [self._block(b, source, fields, clean) for b in result.content]
         structured = result.structured_content
         if structured is not None:
-            structured = sanitize_json(structured, fields, self.clean)
+            structured = sanitize_json(structured, fields, clean)
+            if output_schema is not None and not result.is_error and not self._fits(output_schema, structured):
+                return types.CallToolResult(content=[types.TextContent(text=SCHEMA_BROKEN), *content], is_error=True)
         return result.model_copy(update={"content": content, "structured_content": structured})
 
-    def _block(self, block: types.ContentBlock, source: str, fields: Sequence[str] | None) -> types.ContentBlock:
+    def _fits(self, schema: Mapping[str, Any], value: Any) -> bool:
+        try:
+            validator = self._validator(schema)
+        except SchemaError:
+            return False  # a schema nobody can check against cannot vouch for the value either
+        return next(iter(validator.iter_errors(value)), None) is None
+
+    def _validator(self, schema: Mapping[str, Any]) -> Validator:
+        key = json.dumps(schema, sort_keys=True, default=str)
+        validator = self._validators.get(key)
+        if validator is None:
+            cls = validator_for(schema)
+            cls.check_schema(schema)
+            # No remote $ref resolution: an upstream's schema must not make the proxy fetch URLs.
+            validator = cls(schema, registry=Registry())
+            if len(self._validators) >= _VALIDATORS_KEPT:
+                self._validators.pop(next(iter(self._validators)))
+            self._validators[key] = validator
+        return validator
+
+    def _block(
+        self, block: types.ContentBlock, source: str, fields: Sequence[str] | None, clean: Clean | None = None
+    ) -> types.ContentBlock:
+        clean = clean or self.clean
         if isinstance(block, types.TextContent):
-            return block.model_copy(update={"text": self.text(block.text, source, fields)})
+            return block.model_copy(update={"text": self.text(block.text, source, fields, clean)})
         if isinstance(block, types.EmbeddedResource):
             res = block.resource
             if isinstance(res, types.TextResourceContents):
-                res = res.model_copy(update={"text": self.text(res.text, source)})
+                res = res.model_copy(update={"text": self.text(res.text, source, None, clean)})
             return block.model_copy(update={"resource": res})
         if isinstance(block, types.ResourceLink):
-            return block.model_copy(update=self._descriptive(block))
+            return block.model_copy(update=self._descriptive(block, clean))
         return block
 
-    def _descriptive(self, item: Any) -> dict[str, Any]:
+    def _descriptive(self, item: Any, clean: Clean | None = None) -> dict[str, Any]:
+        clean = clean or self.clean
         update: dict[str, Any] = {}
         for attr in ("name", "title", "description"):
             value = getattr(item, attr, None)
             if isinstance(value, str):
-                update[attr] = self.clean(value)
+                update[attr] = clean(value)
         return update
 
     def resource_contents(
@@ -114,6 +170,17 @@ class OutputShield:
 
     def instructions(self, text: str | None) -> str | None:
         return None if text is None else self.clean(text)
+
+
+def _memo(clean: Clean) -> Clean:
+    seen: dict[str, str] = {}
+
+    def cached(text: str) -> str:
+        if text not in seen:
+            seen[text] = clean(text)
+        return seen[text]
+
+    return cached
 
 
 def _as_json(text: str) -> Any | None:

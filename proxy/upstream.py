@@ -64,6 +64,7 @@ class Relay:
 
     elicit: Callable[[str, types.ElicitRequestParams], Awaitable[types.ElicitResult | types.ErrorData]]
     sample: Callable[[str, types.CreateMessageRequestParams], Awaitable[types.CreateMessageResult | types.ErrorData]]
+    log: Callable[[str, types.LoggingMessageNotificationParams], Awaitable[None]] | None = None
 
 
 current_relay: ContextVar[Relay | None] = ContextVar("mcp_guard_relay", default=None)
@@ -188,6 +189,9 @@ class UpstreamConnection:
             "read_timeout_seconds": cfg.timeout_seconds,
             "cache": None,  # shared between callers: never serve one caller's listing to another
             "elicitation_callback": self._on_elicit,
+            "logging_callback": self._on_log,
+            # 2026-era servers log only for requests that opt in; the downstream decides what it receives.
+            "log_level": "debug",
             "client_info": types.Implementation(name="mcp-guard", version="0.1.0"),
         }
         if self._allow_sampling:
@@ -317,6 +321,11 @@ class UpstreamConnection:
         if relay is None:
             return types.ErrorData(code=INVALID_PARAMS, message="mcp-guard: no client request to relay this to")
         return await relay.elicit(self.name, params)
+
+    async def _on_log(self, params: types.LoggingMessageNotificationParams) -> None:
+        relay = current_relay.get()
+        if relay is not None and relay.log is not None:
+            await relay.log(self.name, params)
 
     async def _on_sample(
         self, context: ClientRequestContext, params: types.CreateMessageRequestParams

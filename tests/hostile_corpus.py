@@ -48,7 +48,7 @@ def _xss() -> list[str]:
         "<!--<img src=--><img src=x onerror=alert(1)//-->",
         "<![CDATA[<script>alert(1)</script>]]>",
         "<?xml version='1.0'?><x:script xmlns:x='http://www.w3.org/1999/xhtml'>alert(1)</x:script>",
-        "<noscript><p title=\"</noscript><img src=x onerror=alert(1)>\">",
+        '<noscript><p title="</noscript><img src=x onerror=alert(1)>">',
         "<template><script>alert(1)</script></template>",
         "<textarea></textarea><script>alert(1)</script>",
         "<title></title><script>alert(1)</script>",
@@ -344,6 +344,8 @@ def _invisible() -> list[str]:
 
 
 def _huge() -> list[str]:
+    """50 strings of 200-230 KB: every category alone, mixed, and deeply nested, in rotating orders."""
+
     def grow(parts: list[str], size: int) -> str:
         pieces: list[str] = []
         total = 0
@@ -355,13 +357,25 @@ def _huge() -> list[str]:
             i += 1
         return "".join(pieces)
 
-    kb = 1024
-    return [
-        grow(_xss() + _entity_encoded(), 200 * kb),
-        grow(_markdown_exfil(), 200 * kb),
-        grow(_envelope_breakout() + _ansi() + _invisible(), 220 * kb),
-        grow(["<b>" * 50 + "deep" + "</b>" * 50, "[" * 200 + "![" * 100], 200 * kb),
+    families = [
+        _xss() + _entity_encoded(),
+        _markdown_exfil(),
+        _envelope_breakout() + _ansi() + _invisible(),
+        ["<b>" * 50 + "deep" + "</b>" * 50, "[" * 200 + "![" * 100],
+        _xss(),
+        _entity_encoded(),
+        _envelope_breakout(),
+        _ansi() + _invisible(),
+        [s for family in (_xss(), _markdown_exfil(), _envelope_breakout(), _ansi()) for s in family],
+        ["**" * 300 + "`" * 100 + "x", "> " * 200 + "# deep quote", "| a " * 200 + "|\n" + "|---" * 200 + "|"],
     ]
+    kb = 1024
+    out = []
+    for n in range(50):
+        parts = families[n % len(families)]
+        shift = (n // len(families)) * 7 % len(parts)
+        out.append(grow(parts[shift:] + parts[:shift], 200 * kb + 613 * n))
+    return out
 
 
 CORPUS: dict[str, list[str]] = {

@@ -178,9 +178,7 @@ def test_only_untrusted_fields_are_cleaned() -> None:
     assert out is not SMSAPI and out["list"] is not SMSAPI["list"]
     for before, after in zip(SMSAPI["list"], out["list"], strict=True):
         assert after["message"] == mark(before["message"])
-        assert {k: v for k, v in after.items() if k != "message"} == {
-            k: v for k, v in before.items() if k != "message"
-        }
+        assert {k: v for k, v in after.items() if k != "message"} == {k: v for k, v in before.items() if k != "message"}
     assert out["list"][1]["id"] == "<id>" and out["list"][1]["flag"] is True  # E4: trusted strings unchanged
 
 
@@ -284,3 +282,46 @@ def test_smsapi_result_end_to_end() -> None:
     assert [item["id"] for item in parsed["list"]] == ["6512345678901234567", "<id>"]
     assert parsed["list"][0]["message"] == "Hi there"
     assert is_wrapped(wrapped)
+
+
+# --- OutputShield: structuredContent against the tool's outputSchema (SPEC §5 E5) -------------------------
+
+NICK_SCHEMA = {"type": "object", "properties": {"nick": {"type": "string", "maxLength": 4}}, "required": ["nick"]}
+
+
+def _shielded(structured: dict[str, object], schema: dict[str, object] | None, is_error: bool = False) -> object:
+    from mcp import types
+
+    from proxy.policy import OutputPolicy
+    from proxy.untrusted import OutputShield
+
+    result = types.CallToolResult(
+        content=[types.TextContent(text=json.dumps(structured))], structured_content=structured, is_error=is_error
+    )
+    return OutputShield(OutputPolicy()).tool_result("s:t", ["nick"], result, schema)
+
+
+def test_structured_content_that_still_fits_its_schema_is_kept_sanitised() -> None:
+    out = _shielded({"nick": "<b>Jo</b>", "id": 7}, NICK_SCHEMA)
+    assert not out.is_error and out.structured_content == {"nick": "Jo", "id": 7}
+    assert json.loads(unwrap(out.content[0].text)[2]) == {"nick": "Jo", "id": 7}
+
+
+def test_structured_content_that_no_longer_fits_fails_closed_with_the_sanitised_text() -> None:
+    from proxy.untrusted import SCHEMA_BROKEN
+
+    out = _shielded({"nick": "Jo<3"}, NICK_SCHEMA)  # "Jo&lt;3" is longer than maxLength 4
+    assert out.is_error and out.structured_content is None
+    assert out.content[0].text == SCHEMA_BROKEN
+    assert json.loads(unwrap(out.content[1].text)[2]) == {"nick": "Jo&lt;3"}
+    assert "Jo<3" not in out.content[1].text
+
+
+def test_an_unusable_schema_fails_closed_too() -> None:
+    out = _shielded({"nick": "ok"}, {"type": "no-such-type"})
+    assert out.is_error and out.structured_content is None
+
+
+def test_an_error_result_is_cleaned_whole_whatever_the_profile_paths() -> None:
+    out = _shielded({"nick": "x", "message": "<script>x</script>![](https://e.example/?d=1) hi"}, None, is_error=True)
+    assert out.is_error and out.structured_content == {"nick": "x", "message": "hi"}

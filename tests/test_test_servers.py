@@ -112,9 +112,9 @@ async def test_features_tools_paginate_with_annotations(mode: str) -> None:
     async with connect(Client(build_features(), mode=mode), mode) as client:
         assert client.instructions is not None and "<img src=x onerror=alert(1)>" in client.instructions
         pages = await all_tools(client)
-    assert [len(page) for page in pages] == [10, 10, 10, 3]
+    assert [len(page) for page in pages] == [10, 10, 10, 4]
     tools = {tool.name: tool for page in pages for tool in page}
-    assert {f"page_{i:02d}" for i in range(25)} <= set(tools) and len(tools) == 33
+    assert {f"page_{i:02d}" for i in range(25)} <= set(tools) and len(tools) == 34
     assert tools["echo"].annotations == types.ToolAnnotations(read_only_hint=True)
     assert tools["write_thing"].annotations is None
     assert tools["structured"].output_schema is not None and tools["echo"].output_schema is None
@@ -224,7 +224,7 @@ async def test_features_stdio_subprocess(mode: str, tmp_path: Path) -> None:
     user = UserDouble()
     params = stdio_params([FEATURES, "--stdio", "--record", str(record)])
     async with connect(user.client(params, mode), mode) as client:
-        assert [len(page) for page in await all_tools(client)] == [10, 10, 10, 3]
+        assert [len(page) for page in await all_tools(client)] == [10, 10, 10, 4]
         assert text(await client.call_tool("ask_user", {"question": "stdio?"})) == "user answered: forty-two"
         assert await progress_of(client, "progress", {"steps": 2}) == [(1, 2), (2, 2)]
         await cancel_slow(client)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import sys
+import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -131,6 +132,7 @@ TOOLS: list[types.Tool] = [
     _tool("ask_user", "Ask the user a question via elicitation.", {"question": {"type": "string"}}),
     _tool("want_sampling", "Ask the client's model to complete a prompt.", {"prompt": {"type": "string"}}),
     _tool("write_thing", "Store x. Deliberately carries no annotations.", {"x": {"type": "string"}}, read_only=None),
+    _tool("chatty", "Send `text` as a log message to the client, then finish.", {"text": {"type": "string"}}),
     *(_tool(f"page_{i:02d}", f"Filler tool {i} for pagination.", {}) for i in range(25)),
 ]
 TOOLS_BY_NAME = {tool.name: tool for tool in TOOLS}
@@ -339,6 +341,15 @@ def _complete(params: types.CompleteRequestParams) -> list[str]:
     return []
 
 
+async def _chatty(ctx: Ctx, params: types.CallToolRequestParams) -> ToolResult:
+    text = str((params.arguments or {}).get("text", ""))
+    # send_log_message applies the 2026 opt-in rule; it is deprecated with the logging capability.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        await ctx.session.send_log_message("warning", text, logger="features", related_request_id=ctx.request_id)
+    return _text("logged")
+
+
 # --------------------------------------------------------------------------- server
 
 
@@ -354,6 +365,7 @@ def build_features(record_path: str | os.PathLike[str] | None = None) -> Server[
         "ask_user": _ask_user,
         "want_sampling": _want_sampling,
         "write_thing": _write_thing(written),
+        "chatty": _chatty,
     }
 
     async def on_list_tools(ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
