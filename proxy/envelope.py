@@ -7,6 +7,7 @@ cannot dodge wrapping by returning text that merely looks like an envelope.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -102,11 +103,13 @@ def sanitize_json(value: Any, paths: Sequence[str] | None, clean: Callable[[str]
     object ("list[].message", "collection[].custom.*", "[].name"); a path that ends on an object or
     list makes everything beneath it, keys included, untrusted.
     """
-    root = _PathNode(terminal=True) if paths is None else _path_trie(paths)
+    root = _PathNode(terminal=True) if paths is None else _path_trie(tuple(paths))
     return _Walker(clean).run(value, root)
 
 
-def _path_trie(paths: Sequence[str]) -> _PathNode:
+@functools.lru_cache(maxsize=512)
+def _path_trie(paths: tuple[str, ...]) -> _PathNode:
+    # Cached: the same profile paths come with every result of a tool; the trie is never mutated.
     root = _PathNode()
     for path in paths:
         node = root
@@ -163,6 +166,13 @@ class _Walker:
         return target
 
     def fill_object(self, source: dict[Any, Any], target: dict[Any, Any], nodes: _Nodes, untrusted: bool) -> None:
+        if not untrusted and not any("*" in node.children for node in nodes):
+            # Trusted object: only keys some path names can lead to untrusted text; the rest (ids,
+            # numbers, statuses) are handed on as they are, unwalked, which is what E4 asks anyway.
+            named = {name for node in nodes for name in node.children}
+            for key, item in source.items():
+                target[key] = self.child(item, _step_nodes(nodes, key), False) if key in named else item
+            return
         for key, item in source.items():
             below = _step_nodes(nodes, key) if isinstance(key, str) else ()
             new_key = self.clean(key) if untrusted and isinstance(key, str) else key
@@ -170,6 +180,9 @@ class _Walker:
 
     def fill_array(self, source: Sequence[Any], target: list[Any], nodes: _Nodes, untrusted: bool) -> None:
         below = tuple(node.children["[]"] for node in nodes if "[]" in node.children)
+        if not untrusted and not below:
+            target.extend(source)
+            return
         target.extend(self.child(item, below, untrusted) for item in source)
 
 
