@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mcp.types as types
 import yaml
-from mcp import StdioServerParameters
+from mcp import Client, StdioServerParameters
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -134,3 +135,15 @@ def wait_for(predicate: Any, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.02)
     return predicate()
+
+
+async def all_tools(client: Client) -> list[types.Tool]:
+    """Every tool over every page of tools/list."""
+    tools: list[types.Tool] = []
+    cursor: str | None = None
+    while True:
+        page = await client.list_tools(cursor=cursor)
+        tools += page.tools
+        cursor = page.next_cursor
+        if cursor is None:
+            return tools

@@ -26,7 +26,7 @@ from mcp.shared.exceptions import MCPError
 
 from proxy.audit import digest_arguments
 from proxy.guards.confirm import CONFIRM_KEY
-from tests.harness import MODES, SANDBOX, Proc, calls, proxy_http, proxy_stdio, records, spawn, write_policy
+from tests.harness import MODES, Proc, calls, proxy_http, proxy_stdio, records, write_policy
 
 pytestmark = pytest.mark.anyio
 
@@ -117,13 +117,6 @@ class Setup:
     policy: Path
     proxy: Proc
     audit: Path
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Path]]:
-    record = tmp_path_factory.mktemp("sandbox") / "record.jsonl"
-    with spawn([*SANDBOX, "--port", "0", "--record", str(record)]) as proc:
-        yield proc, record
 
 
 @pytest.fixture(scope="module")

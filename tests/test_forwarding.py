@@ -20,8 +20,8 @@ from proxy.sanitize import sanitize_text
 from tests.harness import (
     FEATURES,
     MODES,
-    SANDBOX,
     Proc,
+    all_tools,
     calls,
     proxy_http,
     proxy_stdio,
@@ -32,13 +32,6 @@ from tests.harness import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Path]]:
-    record = tmp_path_factory.mktemp("sandbox") / "record.jsonl"
-    with spawn([*SANDBOX, "--port", "0", "--record", str(record)]) as proc:
-        yield proc, record
 
 
 @pytest.fixture(scope="module")
@@ -95,17 +88,6 @@ def described(value: Any) -> Any:
     if isinstance(value, list):
         return [described(v) for v in value]
     return value
-
-
-async def all_tools(client: Client) -> list[types.Tool]:
-    tools: list[types.Tool] = []
-    cursor: str | None = None
-    while True:
-        page = await client.list_tools(cursor=cursor)
-        tools += page.tools
-        cursor = page.next_cursor
-        if cursor is None:
-            return tools
 
 
 @pytest.mark.parametrize("mode", MODES)

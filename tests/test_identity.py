@@ -19,13 +19,11 @@ from tests.harness import (
     MODES,
     PY,
     REPO,
-    SANDBOX,
     Proc,
     calls,
     env_with,
     proxy_http,
     run,
-    spawn,
     write_policy,
 )
 
@@ -53,13 +51,6 @@ def sha(text: str) -> str:
 def with_auth(url: str, authorization: str | None) -> Any:
     headers = {"Authorization": authorization} if authorization else {}
     return streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers))
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Path]]:
-    record = tmp_path_factory.mktemp("sandbox") / "record.jsonl"
-    with spawn([*SANDBOX, "--port", "0", "--record", str(record)]) as proc:
-        yield proc, record
 
 
 @pytest.fixture(scope="module")

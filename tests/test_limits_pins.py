@@ -19,7 +19,7 @@ import pytest
 import yaml
 from mcp import Client
 
-from tests.harness import ELKS, MODES, PY, SANDBOX, Proc, calls, proxy_http, proxy_stdio, run, spawn, write_policy
+from tests.harness import ELKS, MODES, PY, Proc, calls, proxy_http, proxy_stdio, run, write_policy
 from tests.test_policies_e2e import Human, bearer, names, team_policy, text
 
 pytestmark = pytest.mark.anyio
@@ -33,13 +33,6 @@ ELKS_TOOLS = {
     "estimate_sms_cost",
     "get_delivery_statistics",
 }
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Path]]:
-    record = tmp_path_factory.mktemp("sandbox") / "record.jsonl"
-    with spawn([*SANDBOX, "--port", "0", "--record", str(record)]) as proc:
-        yield proc, record
 
 
 def sandbox_policy(directory: Path, url: str, **sections: Any) -> Path:

@@ -20,7 +20,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from proxy.policy import load_policy, policies_dir
-from tests.harness import MODES, SANDBOX, Proc, calls, proxy_http, proxy_stdio, spawn, write_policy
+from tests.harness import MODES, Proc, all_tools, calls, proxy_http, proxy_stdio, write_policy
 
 pytestmark = pytest.mark.anyio
 
@@ -73,24 +73,10 @@ def team_policy(name: str, directory: Path, **upstream: Any) -> Path:
 
 
 async def names(client: Client) -> set[str]:
-    tools: list[types.Tool] = []
-    cursor: str | None = None
-    while True:
-        page = await client.list_tools(cursor=cursor)
-        tools += page.tools
-        cursor = page.next_cursor
-        if cursor is None:
-            return {t.name for t in tools}
+    return {t.name for t in await all_tools(client)}
 
 
 # ---- fixtures
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Path]]:
-    record = tmp_path_factory.mktemp("sandbox") / "record.jsonl"
-    with spawn([*SANDBOX, "--port", "0", "--record", str(record)]) as proc:
-        yield proc, record
 
 
 def trimmed_profile(directory: Path) -> Path:

@@ -19,7 +19,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from tests.harness import MODES, SANDBOX, Proc, calls, proxy_http, proxy_stdio, spawn, write_policy
+from tests.harness import MODES, Proc, calls, proxy_http, proxy_stdio, write_policy
 from tests.test_policies_e2e import Human, bearer, text
 
 pytestmark = pytest.mark.anyio
@@ -34,13 +34,6 @@ def send_args(tag: str) -> dict[str, object]:
 
 def sent(record: Path, tag: str) -> int:
     return sum(1 for c in calls(record, "send_sms") if c["arguments"].get("message") == f"trifecta {tag}")
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Path]]:
-    record = tmp_path_factory.mktemp("sandbox") / "record.jsonl"
-    with spawn([*SANDBOX, "--port", "0", "--record", str(record)]) as proc:
-        yield proc, record
 
 
 def policy(directory: Path, url: str, action: str) -> Path:

@@ -32,7 +32,19 @@ from proxy.envelope import PREAMBLE
 from proxy.policy import OutputPolicy, policies_dir
 from proxy.sanitize import sanitize_text
 from proxy.untrusted import SCHEMA_BROKEN
-from tests.harness import FEATURES, MODES, PY, SANDBOX, Proc, proxy_http, proxy_stdio, run, spawn, write_policy
+from tests.harness import (
+    FEATURES,
+    MODES,
+    PY,
+    SANDBOX,
+    Proc,
+    all_tools,
+    proxy_http,
+    proxy_stdio,
+    run,
+    spawn,
+    write_policy,
+)
 from tests.hostile_corpus import CORPUS, ORDINARY
 from tests.servers import features as FEATURES_MOD
 
@@ -323,17 +335,6 @@ async def test_descriptions_and_instructions_get_e2_without_an_envelope(
         if resource.description:
             assert_e2(resource.description)
             assert "tool_output" not in html.unescape(resource.description)
-
-
-async def all_tools(client: Client) -> list[types.Tool]:
-    tools: list[types.Tool] = []
-    cursor: str | None = None
-    while True:
-        page = await client.list_tools(cursor=cursor)
-        tools += page.tools
-        cursor = page.next_cursor
-        if cursor is None:
-            return tools
 
 
 # --- 3. the output switches ------------------------------------------------------------------------------
