@@ -27,7 +27,8 @@ from proxy.guards.pins import apply_pins
 from proxy.guards.trifecta import Trifecta
 from proxy.guards.visibility import refuse_hidden
 from proxy.policy import LoadedPolicy
-from proxy.untrusted import OutputShield
+from proxy.resume import Resume, ResumeStates
+from proxy.untrusted import OutputShield, clean_form_schema, relayed_question
 from proxy.upstream import Relay, UpstreamConnection, UpstreamPool, UpstreamUnavailable, current_relay
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class Pipeline:
         self.shield = OutputShield(policy.output)
         self.limiter = Limiter()
         self.trifecta = Trifecta(policy.trifecta.action, policy.trifecta.idle_seconds)
+        self.resumes = ResumeStates(policy.confirm.timeout_seconds)
         self.gate = ConfirmGate(
             policy.team,
             timeout_seconds=policy.confirm.timeout_seconds,
@@ -90,13 +92,18 @@ class Pipeline:
 
     async def call_tool(self, call: ToolCall) -> types.CallToolResult | types.InputRequiredResult:
         rule: ToolRule | None = None
+        resume: Resume | Refusal | None = None
         try:
             rule = await self.find_rule(call.caller, call.name)
-            outcome = await self.guard(call, rule)
-            # Counted in the same step that admits the call: calls that waited on a human
-            # cannot all take the one slot that was free when they were checked.
-            if isinstance(outcome, tuple) and rule is not None and (late := self.limiter.take(rule)):
-                outcome = late
+            resume = self._resume(call)
+            if resume is None:
+                outcome = await self.guard(call, rule)
+                # Counted in the same step that admits the call: calls that waited on a human
+                # cannot all take the one slot that was free when they were checked.
+                if isinstance(outcome, tuple) and rule is not None and (late := self.limiter.take(rule)):
+                    outcome = late
+            else:
+                outcome = self._readmit(call, rule, resume)
         except UpstreamUnavailable as exc:
             return self._finish(call, rule, "error", str(exc), _error(f"mcp-guard: {exc}. The tool was not called."))
         except Exception:
@@ -114,11 +121,13 @@ class Pipeline:
         assert rule is not None
         arguments, decision, why = outcome
         try:
-            result = await self.forward(call, rule, arguments)
+            result = await self.forward(call, rule, arguments, resume if isinstance(resume, Resume) else None)
         except BaseException as exc:
             # Cancelled or broken mid-forward: the upstream may have acted, so it is still audited.
             self._audit(call, rule, "error", f"forward ended: {type(exc).__name__}")
             raise
+        if isinstance(result, types.InputRequiredResult):
+            return self._ask_client(call, rule, result, decision, why)
         if result.is_error and result.meta and result.meta.get("mcp_guard_upstream_failure"):
             return self._finish(call, rule, "error", "upstream unavailable", result)
         self.trifecta.record(call.caller.session, rule, expires=call.caller.expires)
@@ -152,6 +161,63 @@ class Pipeline:
             return arguments, answer.decision, f"forwarded: {answer.reason}"
         return answer
 
+    def _resume(self, call: ToolCall) -> Resume | Refusal | None:
+        if not call.prompter.modern:
+            return None
+        return self.resumes.redeem(call.prompter.request_state, call.caller.session)
+
+    def _readmit(
+        self, call: ToolCall, rule: ToolRule | None, resume: Resume | Refusal
+    ) -> Refusal | tuple[dict[str, Any], str, str]:
+        """A resumed call: the gate and the limits admitted it when its state was minted; visibility and
+        pins are checked again, since the policy may not have changed its mind about the tool since."""
+        if isinstance(resume, Refusal):
+            return resume
+        if refusal := refuse_hidden(self.catalog, rule, call.name, call.caller.group):
+            return refusal
+        assert rule is not None
+        arguments, refusal = apply_pins(rule, call.arguments)
+        return refusal or (arguments, resume.decision, resume.reason)
+
+    def _ask_client(
+        self, call: ToolCall, rule: ToolRule, asked: types.InputRequiredResult, decision: str, why: str
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        """The upstream's questions, named and sanitised, as our own InputRequiredResult (2026-07-28 client)."""
+        requests: dict[str, Any] = {}
+        for key, request in (asked.input_requests or {}).items():
+            if isinstance(request, types.ElicitRequest) and isinstance(request.params, types.ElicitRequestFormParams):
+                if not call.prompter.can_elicit:
+                    return self._refuse_relay(call, rule, "asked the user a question, but this client cannot elicit")
+                params = request.params.model_copy(
+                    update={
+                        "message": relayed_question(rule.server, request.params.message),
+                        "requested_schema": clean_form_schema(request.params.requested_schema),
+                    }
+                )
+                requests[key] = types.ElicitRequest(params=params)
+            elif isinstance(request, types.CreateMessageRequest) and self.loaded.policy.sampling == "allow":
+                # An upstream may not pull the client's other conversations or servers into its prompt.
+                requests[key] = types.CreateMessageRequest(
+                    params=request.params.model_copy(update={"include_context": None})
+                )
+            else:
+                kind = (
+                    "sampling, which this team's policy refuses"
+                    if isinstance(request, types.CreateMessageRequest)
+                    else "a request mcp-guard does not relay"
+                )
+                return self._refuse_relay(call, rule, f"asked for {kind}")
+        state = self.resumes.mint(call.caller.session, asked.request_state, decision, why)
+        self._audit(call, rule, "pending", f"upstream '{rule.server}' asked the human")
+        return types.InputRequiredResult(input_requests=requests, request_state=state)
+
+    def _refuse_relay(self, call: ToolCall, rule: ToolRule, what: str) -> types.CallToolResult:
+        message = (
+            f"mcp-guard: upstream '{rule.server}' {what}; the request was refused. '{rule.exposed}' did not "
+            "complete; the upstream saw the call but got no answer."
+        )
+        return self._finish(call, rule, "error", f"relay refused: {what}", _error(message))
+
     async def find_rule(self, caller: Caller, exposed: str) -> ToolRule | None:
         target = self.catalog.resolve(exposed)
         if target is None:
@@ -162,12 +228,14 @@ class Pipeline:
             return None
         return self.catalog.rule(server, name, tool.annotations)
 
-    async def forward(self, call: ToolCall, rule: ToolRule, arguments: dict[str, Any]) -> types.CallToolResult:
+    async def forward(
+        self, call: ToolCall, rule: ToolRule, arguments: dict[str, Any], resume: Resume | None = None
+    ) -> types.CallToolResult | types.InputRequiredResult:
         conn = self.pool.get(rule.server, call.caller.authorization)
         source = f"{rule.server}:{rule.name}"
         token = current_relay.set(call.relay)
         try:
-            result = await conn.request(lambda s: _call_with_input(s, rule, arguments, call))
+            result = await conn.request(lambda s: _call_with_input(s, rule, arguments, call, resume))
         except UpstreamUnavailable as exc:
             # exc.detail may be the upstream's own error text: it reaches the model only enveloped.
             failed = _error(
@@ -181,6 +249,8 @@ class Pipeline:
             return _error(f"upstream '{rule.server}' refused the call:\n" + self.shield.text(exc.message, source))
         finally:
             current_relay.reset(token)
+        if isinstance(result, types.InputRequiredResult):
+            return result
         tool = conn.tools.get(rule.name)
         schema = tool.output_schema if tool is not None else None
         return self.shield.tool_result(source, rule.untrusted_fields, result, schema)
@@ -349,11 +419,16 @@ class Pipeline:
 
 
 async def _call_with_input(
-    session: ClientSession, rule: ToolRule, arguments: dict[str, Any], call: ToolCall
-) -> types.CallToolResult:
-    """Call upstream; if a 2026-era upstream needs input, ask through the relay and retry."""
-    responses: dict[str, Any] | None = None
-    state: str | None = None
+    session: ClientSession, rule: ToolRule, arguments: dict[str, Any], call: ToolCall, resume: Resume | None
+) -> types.CallToolResult | types.InputRequiredResult:
+    """Call upstream; if a 2026-era upstream needs input, ask the client and retry.
+
+    A handshake-era client is asked mid-call through the relay. A 2026-07-28 client cannot be:
+    the upstream's request goes back to the pipeline, which asks the client with its own
+    InputRequiredResult, and the client's retry resumes here with `resume`.
+    """
+    responses: dict[str, Any] | None = call.prompter.input_responses if resume is not None else None
+    state: str | None = resume.upstream_state if resume is not None else None
     for _ in range(4):
         result = await session.call_tool(
             rule.name,
@@ -363,7 +438,7 @@ async def _call_with_input(
             request_state=state,
             allow_input_required=True,
         )
-        if not isinstance(result, types.InputRequiredResult):
+        if not isinstance(result, types.InputRequiredResult) or call.prompter.modern:
             return result
         responses = await _answer_inputs(result, call.relay, rule.server)
         state = result.request_state

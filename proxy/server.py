@@ -31,6 +31,7 @@ from proxy.envelope import sanitize_json
 from proxy.pipeline import Caller, Pipeline, ToolCall
 from proxy.policy import LoadedPolicy
 from proxy.sanitize import sanitize_text
+from proxy.untrusted import clean_form_schema, relayed_question
 from proxy.upstream import Relay, UpstreamPool, UpstreamUnavailable
 
 logger = logging.getLogger(__name__)
@@ -178,11 +179,11 @@ class Downstream:
             return _relay_refusal(
                 f"upstream '{server}' asked the user a question, but this client does not support elicitation"
             )
-        message = f"The upstream server '{server}' asks (its words, not mcp-guard's):\n{sanitize_text(params.message)}"
+        message = relayed_question(server, params.message)
         try:
             with anyio.fail_after(self.timeout):
                 return await self.ctx.session.elicit_form(
-                    message, _clean_schema(params.requested_schema), related_request_id=self.ctx.request_id
+                    message, clean_form_schema(params.requested_schema), related_request_id=self.ctx.request_id
                 )
         except TimeoutError:
             return _relay_refusal(f"the user did not answer upstream '{server}' within {self.timeout:g} s")
@@ -227,26 +228,6 @@ def _mid_call_refusal(server: str, asked: str) -> types.ErrorData:
         f"upstream '{server}' {asked} during the call, but this client uses MCP 2026-07-28, "
         "where mcp-guard cannot relay that mid-call"
     )
-
-
-_SCHEMA_TEXT = frozenset({"title", "description"})
-
-
-def _clean_schema(schema: Any) -> Any:
-    """The upstream's form schema with its human-readable labels sanitised; names, types and values kept."""
-    if isinstance(schema, dict):
-        cleaned: dict[str, Any] = {}
-        for key, value in schema.items():
-            if key in _SCHEMA_TEXT and isinstance(value, str):
-                cleaned[key] = sanitize_text(value)
-            elif key == "enumNames" and isinstance(value, list):
-                cleaned[key] = [sanitize_text(v) if isinstance(v, str) else v for v in value]
-            else:
-                cleaned[key] = _clean_schema(value)
-        return cleaned
-    if isinstance(schema, list):
-        return [_clean_schema(v) for v in schema]
-    return schema
 
 
 def _audit_refused_state(gateway: Gateway) -> ServerMiddleware[Any]:

@@ -192,3 +192,28 @@ def _as_json(text: str) -> Any | None:
     except ValueError:
         return None
     return value if isinstance(value, dict | list) else None
+
+
+def relayed_question(server: str, message: str) -> str:
+    """An upstream's question for the human, named and sanitised: its words, not mcp-guard's."""
+    return f"The upstream server '{server}' asks (its words, not mcp-guard's):\n{sanitize_text(message)}"
+
+
+_SCHEMA_TEXT = frozenset({"title", "description"})
+
+
+def clean_form_schema(schema: Any) -> Any:
+    """The upstream's form schema with its human-readable labels sanitised; names, types and values kept."""
+    if isinstance(schema, dict):
+        cleaned: dict[str, Any] = {}
+        for key, value in schema.items():
+            if key in _SCHEMA_TEXT and isinstance(value, str):
+                cleaned[key] = sanitize_text(value)
+            elif key == "enumNames" and isinstance(value, list):
+                cleaned[key] = [sanitize_text(v) if isinstance(v, str) else v for v in value]
+            else:
+                cleaned[key] = clean_form_schema(value)
+        return cleaned
+    if isinstance(schema, list):
+        return [clean_form_schema(v) for v in schema]
+    return schema

@@ -31,6 +31,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, METHOD_NOT_FOUND, REQUEST_TIMEOUT
 
+from proxy import __version__
 from proxy.policy import Upstream
 
 logger = logging.getLogger(__name__)
@@ -192,7 +193,7 @@ class UpstreamConnection:
             "logging_callback": self._on_log,
             # 2026-era servers log only for requests that opt in; the downstream decides what it receives.
             "log_level": "debug",
-            "client_info": types.Implementation(name="mcp-guard", version="0.1.0"),
+            "client_info": types.Implementation(name="mcp-guard", version=__version__),
         }
         if self._allow_sampling:
             common["sampling_callback"] = self._on_sample
