@@ -14,7 +14,6 @@ error inside the gate, refuses it.
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from mcp.shared.exceptions import MCPError
 
 from proxy.catalog import ToolRule
 from proxy.guards import Refusal
+from proxy.guards.onetime import OneTimeStates, parse
 from proxy.sanitize import sanitize_text
 
 CONFIRM_KEY = "mcp_guard_confirm"
@@ -116,8 +116,7 @@ class ConfirmGate:
         self.team = team
         self.timeout = timeout_seconds
         self.without_elicitation = without_elicitation
-        self._clock = clock
-        self._used: dict[str, float] = {}
+        self._states = OneTimeStates(timeout_seconds, clock)
 
     async def confirm(
         self,
@@ -161,33 +160,28 @@ class ConfirmGate:
         self, prompter: Prompter, rule: ToolRule, session: str, message: str
     ) -> Accepted | Refusal | types.InputRequiredResult:
         if prompter.request_state is None or not prompter.input_responses:
-            state = {"v": STATE_VERSION, "id": secrets.token_hex(16), "s": session, "iat": self._clock()}
             return types.InputRequiredResult(
                 input_requests={
                     CONFIRM_KEY: types.ElicitRequest(
                         params=types.ElicitRequestFormParams(message=message, requested_schema=CONFIRM_SCHEMA)
                     )
                 },
-                request_state=json.dumps(state),
+                request_state=self._states.mint(session, v=STATE_VERSION),
             )
-        try:
-            state = json.loads(prompter.request_state)
-            nonce, bound_session, issued = state["id"], state["s"], float(state["iat"])
-        except (ValueError, KeyError, TypeError):
+        state = parse(prompter.request_state)
+        problem = self._states.redeem(state, session) if state is not None else "malformed"
+        if problem == "malformed":
             return Refusal("error", "malformed confirmation state", "The confirmation could not be read. Not called.")
-        now = self._clock()
-        self._forget_expired(now)
-        if bound_session != session:
+        if problem == "other session":
             return Refusal(
                 "denied",
                 "confirmation from another session",
                 "That confirmation belongs to another session. It was not called.",
             )
-        if nonce in self._used:
+        if problem == "replayed":
             return Refusal("denied", "confirmation replayed", "That confirmation was already used. It was not called.")
-        if now - issued > self.timeout:
+        if problem == "expired":
             return self._timed_out(rule)
-        self._used[nonce] = issued
         raw = prompter.input_responses.get(CONFIRM_KEY)
         try:
             answer = types.ElicitResult.model_validate(raw) if not isinstance(raw, types.ElicitResult) else raw
@@ -198,10 +192,6 @@ class ConfirmGate:
                 "The confirmation answer could not be read. It was not called.",
             )
         return self._judge(rule, answer)
-
-    def _forget_expired(self, now: float) -> None:
-        for nonce in [n for n, issued in self._used.items() if now - issued > self.timeout]:
-            del self._used[nonce]
 
     def _judge(self, rule: ToolRule, answer: types.ElicitResult) -> Accepted | Refusal:
         if answer.action == "accept" and (answer.content or {}).get("confirm") is True:
