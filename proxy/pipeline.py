@@ -47,16 +47,9 @@ class Caller:
     session: str
     authorization: str | None = None
     group: str | None = None
-    # True for the sessionless 2026-07-28 era over HTTP, whose trifecta record ends after an
-    # idle window. None: inferred from the session key the server layer builds
-    # ("<principal>/stateless"); anything else never expires, which fails closed.
-    sessionless: bool | None = None
-
-    @property
-    def expires(self) -> bool:
-        if self.sessionless is not None:
-            return self.sessionless
-        return self.session.endswith("/stateless")
+    # True for the sessionless 2026-07-28 era over HTTP, whose trifecta record ends after an idle
+    # window; every other session (stdio, handshake-era HTTP) never expires, which fails closed.
+    sessionless: bool = False
 
 
 @dataclass
@@ -130,7 +123,7 @@ class Pipeline:
             return self._ask_client(call, rule, result, decision, why)
         if result.is_error and result.meta and result.meta.get("mcp_guard_upstream_failure"):
             return self._finish(call, rule, "error", "upstream unavailable", result)
-        self.trifecta.record(call.caller.session, rule, expires=call.caller.expires)
+        self.trifecta.record(call.caller.session, rule, expires=call.caller.sessionless)
         return self._finish(call, rule, decision, why, result)
 
     async def guard(
@@ -146,7 +139,7 @@ class Pipeline:
         refusal, reasons = self.limiter.check(rule, arguments)
         if refusal:
             return refusal
-        refusal, trifecta_reason = self.trifecta.check(call.caller.session, rule, expires=call.caller.expires)
+        refusal, trifecta_reason = self.trifecta.check(call.caller.session, rule, expires=call.caller.sessionless)
         if refusal:
             return refusal
         if trifecta_reason:

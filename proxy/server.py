@@ -135,16 +135,23 @@ def _can_elicit_form(ctx: ServerRequestContext[Any, Any]) -> bool:
 class Downstream:
     """The gate's `Prompter` and the upstream `Relay` for one downstream request."""
 
-    def __init__(self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams | None) -> None:
+    def __init__(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        params: types.CallToolRequestParams | None,
+        *,
+        allow_sampling: bool,
+        timeout: float,
+    ) -> None:
         self.ctx = ctx
         self.modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
         self.can_elicit = _can_elicit_form(ctx)
         self.request_state = params.request_state if params is not None else None
         responses = params.input_responses if params is not None else None
         self.input_responses: dict[str, Any] | None = dict(responses) if responses else None
-        self.allow_sampling = False
+        self.allow_sampling = allow_sampling
         # How long a relayed upstream question may wait for the human (the policy's confirm timeout).
-        self.timeout = 300.0
+        self.timeout = timeout
 
     async def elicit(self, message: str, schema: dict[str, Any]) -> types.ElicitResult:
         return await self.ctx.session.elicit_form(message, schema, related_request_id=self.ctx.request_id)
@@ -286,9 +293,10 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult | types.InputRequiredResult:
         caller, pipeline = pipe(ctx)
-        downstream = Downstream(ctx, params)
-        downstream.allow_sampling = pipeline.loaded.policy.sampling == "allow"
-        downstream.timeout = pipeline.loaded.policy.confirm.timeout_seconds
+        policy = pipeline.loaded.policy
+        downstream = Downstream(
+            ctx, params, allow_sampling=policy.sampling == "allow", timeout=policy.confirm.timeout_seconds
+        )
         call = ToolCall(
             caller=caller,
             name=params.name,

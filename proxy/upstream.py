@@ -200,17 +200,15 @@ class UpstreamConnection:
         if cfg.command is not None or cfg.builtin is not None:
             return Client(self._stdio_params(), **common)
         assert cfg.url is not None
+        if sse:
+            return Client(sse_client(cfg.url, headers=self._headers, timeout=cfg.timeout_seconds), **common)
         http = httpx2.AsyncClient(
             headers=self._headers,
             timeout=httpx2.Timeout(cfg.timeout_seconds, read=max(cfg.timeout_seconds, 300.0)),
             follow_redirects=False,
             event_hooks={"response": [self._note_status]},
         )
-        if sse:
-            transport: Any = sse_client(cfg.url, headers=self._headers, timeout=cfg.timeout_seconds)
-        else:
-            transport = streamable_http_client(cfg.url, http_client=http)
-        return _ClosingHttp(Client(transport, **common), http)
+        return _ClosingHttp(Client(streamable_http_client(cfg.url, http_client=http), **common), http)
 
     async def _note_status(self, response: httpx2.Response) -> None:
         self.http_status = response.status_code if response.status_code >= 400 else None
