@@ -406,3 +406,68 @@ def test_parser_free_flattening_leaves_no_markdown(raw: str, keep_html: bool) ->
     kinds = {token.type for token in _tokens(flat)}
     assert not kinds & MARKDOWN_TOKENS, (kinds & MARKDOWN_TOKENS, ascii(flat))
     assert sanitize._inert(flat, keep_html=keep_html) == flat
+
+
+# --- the plain-markup path beside nh3 ------------------------------------------------------------
+
+SOUP_NAMES = ["b", "i", "a", "p", "div", "span", "img", "br", "nobr", "li", "h1", "em", "x-y", "button", "form"]
+SOUP_NAMES += ["script", "style", "SCRIPT", "Style", "table", "td", "select", "textarea", "title", "svg", "pre", "body"]
+SOUP_NAMES += ["scripts", "a:b", "ſcript", "template", "noscript", "iframe", "plaintext", "image", "tr", "html"]
+SOUP_NAMES += ["tool_output", "a<b", "Ü", "math", "frameset", "listing", "xmp", "table_x"]
+SOUP_ATTRS = [
+    "", " x", " x=1", ' x="a>b"', " x='<b>'", ' x = "q"', " x=a/", ' x="1"y=2', " =x", ' x"y', " x=`", " x=a<b",
+    "\tx=\n'1'", " /", "/", ' x="</script>"', " onerror=alert(1)", " x=", " x= ", ' x="open', " x='a\"b'", " x<y=1",
+]  # fmt: skip
+SOUP_TEXT = st.sampled_from(
+    ["hello", " ", "\n", "Zażółć", "a < b", "<", "<3", "</", "<!", "<?", ">", "&amp;", "-->", "--!>", "<!--", "]]>"]
+) | st.text(alphabet="<>/!?-=\"' abc\n", max_size=6)
+SOUP_PIECE = st.one_of(
+    SOUP_TEXT,
+    st.builds("<{}{}{}>".format, st.sampled_from(SOUP_NAMES), st.sampled_from(SOUP_ATTRS), st.sampled_from(["", "/"])),
+    st.builds("</{}{}>".format, st.sampled_from(SOUP_NAMES), st.sampled_from(["", " ", "\n", " x", "/"])),
+    st.sampled_from(["<!-- c -->", "<!-->", "<!--->", "<!---->", "<!-- a --!> b", "<!-- <!-- -->", "<!--x", "<!-x>"]),
+    st.sampled_from(["<!DOCTYPE html>", '<!doctype x "a>b">', "<?php x ?>", "</ x>", "</>", "<![CDATA[x]]>"]),
+    st.sampled_from(["<script>x<!--y</script>", "</script >", "</script/>", "</script\n>", "<script/>", "</style x>"]),
+    st.sampled_from(['<a x="1', "<b", "<script>open", "<style>", "<!doctype", "<?x", "</b x='>'", '<a x="1"=2>']),
+)
+SOUP = st.lists(SOUP_PIECE, max_size=25).map("".join)
+# Mostly what the plain path accepts, so that its agreement is tested on deep, misnested tag soup.
+PLAIN_NAMES = ["b", "i", "a", "p", "div", "span", "nobr", "li", "dd", "h1", "h2", "em", "button", "form", "u", "img"]
+PLAIN_PIECE = st.one_of(
+    st.sampled_from(["x", "y ", "\n", "a < b", "Zażółć"]),
+    st.builds("<{}{}>".format, st.sampled_from(PLAIN_NAMES), st.sampled_from(SOUP_ATTRS[:5])),
+    st.builds("</{}>".format, st.sampled_from(PLAIN_NAMES)),
+    st.sampled_from(["<script>s</script>", "<style>t</style>", "<!-- c -->", "<br>", "</br>", "</p>", "<hr/>"]),
+)
+PLAIN_SOUP = st.lists(PLAIN_PIECE, max_size=40).map("".join)
+
+
+@given(st.one_of(SOUP, PLAIN_SOUP))
+@example("<b>1<div>2</b>3</div>")
+@example("<a>1<p>2<a>3</a>4</p>")
+@example("<script>a</script x>b</script>c")
+def test_plain_markup_path_agrees_with_nh3(soup: str) -> None:
+    fast = sanitize._strip_plain_markup(soup)
+    expected = sanitize._strip_tags_nh3(soup)
+    if fast is not None:
+        assert fast == expected, ascii(soup)
+    # With hard markup, only what follows the plain prefix goes to nh3, and nh3 alone judges the prefix
+    # the same way.  (The suffix alone can differ from nh3's view of the whole, when a tag in it closes
+    # an element the prefix opened; the result is tag-free either way.)
+    cut = sanitize._split_plain_prefix(soup)
+    head, tail = soup[:cut], soup[cut:]
+    assert sanitize._strip_tags(soup) == sanitize._strip_tags_nh3(head) + sanitize._strip_tags_nh3(tail)
+
+
+def test_plain_markup_path_takes_ordinary_html() -> None:
+    page = (
+        '<!DOCTYPE html><div class="m" data-x=\'1>2\'><p>Hello <b>world</b> &amp; <a href="https://a.b/?c=1&d=2">link</a>'
+        "<br/><img src=x onerror=alert(1)></p><!-- hidden --><script>alert('<b>')</script><style>p{}</style>"
+        "<ul><li>a < b</li></ul></div>"
+    )
+    assert sanitize._strip_plain_markup(page) == "Hello world &amp; linka < b"
+    assert sanitize._strip_plain_markup(page) == sanitize._strip_tags_nh3(page)
+    for odd in ("<script>x", '<b x="1"y=2>z', "a<!--x", '<a x="1', "<b", "<!", "x</", "</ x>y", "<a<b>c"):
+        assert sanitize._strip_plain_markup(odd) == sanitize._strip_tags_nh3(odd), odd  # read to the end, as nh3
+    for hard in ("<table><td>x</td></table>", "<textarea>x</textarea>", "<svg>", "<script><!--<script>x</script>"):
+        assert sanitize._strip_plain_markup(hard) is None, hard
