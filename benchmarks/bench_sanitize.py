@@ -15,6 +15,7 @@ SMS-sized field with markup, which is what the "json hostile-md" cases measure.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -116,9 +117,15 @@ def measure(func: Callable[[], str], reps: int) -> list[float]:
     func()  # warm caches (regex compilation, markdown-it rule chains) outside the timing
     times = []
     for _ in range(reps):
-        start = time.perf_counter()
-        func()
-        times.append((time.perf_counter() - start) * 1000)
+        # As timeit does: no collector pause that earlier allocations ran up lands inside a timing.
+        gc.collect()
+        gc.disable()
+        try:
+            start = time.perf_counter()
+            func()
+            times.append((time.perf_counter() - start) * 1000)
+        finally:
+            gc.enable()
     return times
 
 

@@ -26,6 +26,8 @@ import functools
 import html
 import re
 import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from html.entities import html5 as _HTML5
 
 import nh3
@@ -43,6 +45,9 @@ _MAX_PASSES = 8
 # sanitising the output again makes the same choice on the same text: idempotency holds
 # whichever flattener ran, and both leave no markdown construct (the property tests check each).
 _MD_TEXT_LIMIT = 16_384
+# On short texts one quiet check is cheaper than a pass of steps; on long ones the steps' own cheap
+# tests are, and a remembered flattening skips the rest.
+_QUIET_CHECK_LIMIT = 4096
 
 # --- character classes ------------------------------------------------------------------
 
@@ -134,6 +139,9 @@ _WHITESPACE = re.compile(r"\s+")
 _SYSTEM_LINE = re.compile(f"^{_SYSTEM_HINT}", re.MULTILINE)
 _SYSTEM_START = re.compile(_SYSTEM_HINT)
 _SYSTEM_NL = re.compile(f"\n{_SYSTEM_HINT}")
+# A line can start a forged "SYSTEM:" only with a blank, "s", "S" or a non-ASCII character: one
+# character test per line rules out most texts before the full pattern runs.
+_SYSTEM_NL_CHEAP = re.compile("\n[\t\x0b\x0c\r \x1c-\x1fSs\x80-\U0010ffff]")
 _SYSTEM_WORD = re.compile(r"system\s*:")
 _SYSTEM_LEAD = re.compile(rf"[\s{_MARKS}]*")
 _FORGED_PREFIX = "(untrusted) "
@@ -145,7 +153,8 @@ _BLANK_LINES = re.compile(r"\n[ \t]*\n\s*")
 _LINE_EDGE_SPACE = re.compile(r"^[ \t]+|[ \t]+$", re.MULTILINE)
 
 _INERT_IMAGE = re.compile(r"!\[[^\]\n]*\]\([^)\n]*\)")
-_INERT_LINK = re.compile(r"\[([^\]\n]*)\]\(([^)\s]*)\)")
+_INERT_LINK_OPEN = re.compile(r"\[(?=[^\]\n]*\]\([^)\s]*\))")
+_INERT_LINK_CLOSE = re.compile(r"\]\((?=[^)\s]*\))")
 
 
 # Patterns for line starts come in pairs, (at the start of the text, after a newline): one that
@@ -155,12 +164,15 @@ def _at_line_start(body: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
 
 
 _EOL = r"(?=\n|\Z)"
-_INERT_DELIMITER_ROW = _at_line_start(rf"[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*{_EOL}")
+# A table's delimiter row: cells of dashes (colons for alignment) with at least one "|".
+_CELL = r"[ \t]*:?-+:?[ \t]*"
+_INERT_DELIMITER_ROW = _at_line_start(rf"[ \t]*(?:\|{_CELL}(?:\|{_CELL})*\|?|{_CELL}(?:\|{_CELL})+\|?)[ \t]*{_EOL}")
 # A "*" run stays only between blanks (where CommonMark lets it neither open nor close), a "_" run
 # also inside a word (snake_case); every other run goes.  Runs are matched whole.  Each pattern
 # starts with its literal character and looks behind only after it, which keeps the scan fast.
 _INERT_STARS = re.compile(r"\*(?<!\*\*)(?:(?<=\S\*)\**|\**(?=[^\s*]))")
 _INERT_UNDERSCORES = re.compile(r"_(?<!__)(?:(?<=[^\s\w]_)_*|_*(?=[^\s\w])|(?<!\S_)_*(?=[^\W_])|(?<=[^\W_]_)_*(?!\S))")
+_TRAILING_BLANKS = re.compile(r"[ \t]+\n")
 _INERT_ESCAPE = re.compile(r"\\(?=[!-/:-@\[-`{-~\n])")
 _INERT_TILDES = re.compile(r"~~+")
 # Line starts that open a block: indentation, blockquote, heading and list markers (a list item
@@ -307,10 +319,10 @@ def truncate(text: str, max_chars: int) -> str:
 def _settle(text: str, strip_html: bool, strip_markdown: bool) -> str:
     text = _nfc(_strip_controls(text))
     # Flattened blocks, remembered across passes: a pass then only parses blocks that changed.
-    memo: dict[str, str] = {}
+    memo = _Memo()
     for _ in range(_MAX_PASSES):
-        if _is_quiet(text):  # no step reacts to any character here: a fixpoint without running them
-            return text
+        if len(text) <= _QUIET_CHECK_LIMIT and _is_quiet(text):
+            return text  # no step reacts to any character here: a fixpoint without running them
         nxt = _step(text, strip_html, strip_markdown, memo)
         if nxt == text:
             return text if _is_settled(text, strip_html) else _strict(text)
@@ -320,14 +332,24 @@ def _settle(text: str, strip_html: bool, strip_markdown: bool) -> str:
     return _strict(text)
 
 
-def _step(text: str, strip_html: bool, strip_markdown: bool, memo: dict[str, str]) -> str:
+@dataclass
+class _Memo:
+    """What earlier passes over one text already worked out, so a later pass need not redo it."""
+
+    flat: dict[str, str] = field(default_factory=dict)  # block or whole text -> its flattening
+    defanged: str = ""  # the last text _defang_system_lines returned (it is its own fixpoint)
+
+
+def _step(text: str, strip_html: bool, strip_markdown: bool, memo: _Memo) -> str:
     text = _decode_entities(text)
     text = _defang_lookalike_tags(text)
     if strip_html:
         text = _strip_tags(text)
     if strip_markdown:
-        text = _flatten_markdown(text, not strip_html, memo)
-    return _defang_system_lines(text)
+        text = _flatten_markdown(text, not strip_html, memo.flat)
+    if text != memo.defanged:
+        text = memo.defanged = _defang_system_lines(text)
+    return text
 
 
 def _is_settled(text: str, strip_html: bool) -> bool:
@@ -482,7 +504,7 @@ def _strip_tags_nh3(text: str) -> str:
 
 
 def _defang_system_lines(text: str) -> str:
-    if not (_SYSTEM_START.match(text) or _SYSTEM_NL.search(text)):
+    if not (_SYSTEM_START.match(text) or (_SYSTEM_NL_CHEAP.search(text) and _SYSTEM_NL.search(text))):
         return text
     return _SYSTEM_LINE.sub(_mark_forged_system, text)
 
@@ -505,10 +527,18 @@ def _has_markdown(text: str) -> bool:
 
 def _flatten_markdown(text: str, keep_html: bool, memo: dict[str, str]) -> str:
     """Render markdown to plain text: images gone, links as "text (url)", all markers removed."""
+    if len(text) > _MD_TEXT_LIMIT and text in memo:
+        return memo[text]
     if not _has_markdown(text):
         return text
     if len(text) > _MD_TEXT_LIMIT:
-        return _inert(text, keep_html)
+        if text not in memo:
+            flat = _inert(text, keep_html)
+            # `_inert` runs to its own fixpoint: when the next pass brings this text back unchanged,
+            # it need not be scanned again.  (Whole texts and blocks never share a key: a key here is
+            # longer than _MD_TEXT_LIMIT, a block of a shorter text is not.)
+            memo[text] = memo[flat] = flat
+        return memo[text]
     # Blocks separated by blank lines are flattened one by one: no inline construct spans a blank
     # line, only plain text is skipped, and one huge block cannot hold up the others.
     blocks = _BLANK_LINES.split(text)
@@ -547,10 +577,12 @@ def _inert_round(text: str, keep_html: bool) -> str:
     if "![" in text:
         text = _INERT_IMAGE.sub("", text)
     if "](" in text:
-        text = _INERT_LINK.sub(r"\1 (\2)", text)
+        # "[text](url)" reads "text (url)", in two substitutions without a function call per link.
+        text = _INERT_LINK_CLOSE.sub(" (", _INERT_LINK_OPEN.sub("", text))
     if "](" in text or "][" in text or "]:" in text:
-        text = text.replace("[", "").replace("]", "")
+        text = text.replace("[", "").replace("]", "")  # what is left may belong to a link or reference
     text = _inert_lines(text)
+    lines_done = text
     if "|" in text and "-" in text and _has_delimiter_row(text):
         text = text.replace("|", "")
     if "`" in text:
@@ -565,34 +597,52 @@ def _inert_round(text: str, keep_html: bool) -> str:
         text = _INERT_UNDERSCORES.sub("", text)
     if "\\" in text:
         text = _INERT_ESCAPE.sub("", text)  # a backslash escape is markup too: a parser would drop it
+    if text != lines_done:  # removing inline markers can bare a block marker at a line start
+        text = _inert_lines(text)
     # A parser drops blanks at line edges and blank lines at either end; so does this, so that
     # flattened text reads the same to the parser when a later pass hands it there.
-    text = _inert_lines(text)
-    if " \n" in text or "\t\n" in text or text.endswith((" ", "\t")):
-        text = "\n".join(line.rstrip(" \t") for line in text.split("\n"))
+    text = _drop_trailing_blanks(text)
     return text.strip("\n")
+
+
+def _drop_trailing_blanks(text: str) -> str:
+    # A few plain replacements (fast substring scans) strip the usual one or two blanks; a long run
+    # falls to the regular expression, which tries every blank in the text and so costs more.
+    for _ in range(3):
+        if " \n" not in text and "\t\n" not in text:
+            break
+        text = text.replace(" \n", "\n").replace("\t\n", "\n")
+    else:
+        text = _TRAILING_BLANKS.sub("\n", text)
+    return text.rstrip(" \t") if text.endswith((" ", "\t")) else text
 
 
 def _inert_lines(text: str) -> str:
     text = _sub_line_starts(_INERT_LEAD, "", text)
     if "." in text or ")" in text:
-        text = _sub_line_starts(_INERT_NUMBER, r"\1", text)
+        text = _sub_line_starts(_INERT_NUMBER, _number_only, text)
     if "=" in text or "-" in text or "*" in text or "_" in text:
         text = _sub_line_starts(_INERT_RULE, "", text)
     return text
 
 
-def _sub_line_starts(patterns: tuple[re.Pattern[str], re.Pattern[str]], repl: str, text: str) -> str:
+def _sub_line_starts(
+    patterns: tuple[re.Pattern[str], re.Pattern[str]], repl: str | Callable[[re.Match[str]], str], text: str
+) -> str:
     first, rest = patterns
-    return rest.sub("\n" + repl, first.sub(repl, text, count=1))
+    if isinstance(repl, str):
+        return rest.sub("\n" + repl, first.sub(repl, text, count=1))
+    return rest.sub(lambda match: "\n" + repl(match), first.sub(repl, text, count=1))
+
+
+# A function, not a "\1" template: Python 3.11 expands a template in Python code for every match.
+def _number_only(match: re.Match[str]) -> str:
+    return match.group(1)
 
 
 def _has_delimiter_row(text: str) -> bool:
     first, rest = _INERT_DELIMITER_ROW
-    rows = [m.group() for m in rest.finditer(text)]
-    if (top := first.match(text)) is not None:
-        rows.append(top.group())
-    return any("|" in row for row in rows)
+    return first.match(text) is not None or rest.search(text) is not None
 
 
 def _render_blocks(tokens: list[Token], start: int, stop: int, keep_html: bool) -> list[str]:
