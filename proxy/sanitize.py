@@ -182,6 +182,7 @@ _INERT_NUMBER = _at_line_start(r"(\d{1,9})[.)](?=[ \t\n]|\Z)")
 _INERT_RULE = _at_line_start(rf"(?:(?:[*_-][ \t]*){{3,}}|=+[ \t]*|-+[ \t]*){_EOL}")
 _STRICT_DROP = re.compile(f"[<>&{_MD_CHARS}#=+\\-{_LOOK_OPEN}{_LOOK_CLOSE}]")
 _LEADING_SPACE = re.compile(r"^[^\S\n]+", re.MULTILINE)
+_TRAILING_SPACE = re.compile(r"[^\S\n]+$", re.MULTILINE)
 _LEADING_NUMBER = re.compile(r"^[\d.)]+", re.MULTILINE)
 
 _MARKER = re.compile(r"(?:\A|\n\n)\(\.\.\. truncated by mcp-guard: (\d+) characters omitted\)\Z")
@@ -364,8 +365,11 @@ def _strict(text: str) -> str:
     """Remove everything that could form markup; the result is a fixpoint of `_step`."""
     text = _nfc(_strip_controls(text))
     text = _STRICT_DROP.sub("", text)
-    text = _LEADING_SPACE.sub("", text)
-    text = _LEADING_NUMBER.sub(_digits_only, text)
+    # Blanks at line edges and extra blank lines go, as a parser drops them; dropping a list number's
+    # "." can bare a blank at a line start, hence the loop (each round only shortens).
+    while (nxt := _LEADING_NUMBER.sub(_digits_only, _LEADING_SPACE.sub("", _TRAILING_SPACE.sub("", text)))) != text:
+        text = nxt
+    text = _BLANK_LINES.sub("\n\n", text).strip("\n")
     return _defang_system_lines(_nfc(text))
 
 
