@@ -95,16 +95,25 @@ class _PathNode:
     terminal: bool = False
 
 
-def sanitize_json(value: Any, paths: Sequence[str] | None, clean: Callable[[str], str]) -> Any:
+def sanitize_json(
+    value: Any,
+    paths: Sequence[str] | None,
+    clean: Callable[[str], str],
+    unchanged: Callable[[list[str]], bool] | None = None,
+) -> Any:
     """Return a copy of `value` with `clean` applied to the untrusted strings only (E4).
 
     paths=None: every string and every object key is untrusted.  Otherwise each path is a list of
     object keys joined by ".", with "[]" for every element of a list and "*" for every key of an
     object ("list[].message", "collection[].custom.*", "[].name"); a path that ends on an object or
     list makes everything beneath it, keys included, untrusted.
+
+    `unchanged`, when given, is asked once about all the untrusted values together; True means
+    `clean` would return each as it is, and saves a call per value (a result of ten thousand
+    short messages is mostly ordinary text).  It must never answer True wrongly.
     """
     root = _PathNode(terminal=True) if paths is None else _path_trie(tuple(paths))
-    return _Walker(clean).run(value, root)
+    return _Walker(clean, unchanged).run(value, root)
 
 
 @functools.lru_cache(maxsize=512)
@@ -135,22 +144,39 @@ _Nodes = tuple[_PathNode, ...]
 _Frame = tuple[Any, Any, _Nodes, bool]
 
 
+_LATER = object()  # stands in for an untrusted value whose cleaning is decided once the walk is over
+
+
 class _Walker:
     """Copies a JSON value with an explicit stack: parsed JSON may nest deeper than the recursion limit."""
 
-    def __init__(self, clean: Callable[[str], str]) -> None:
+    def __init__(self, clean: Callable[[str], str], unchanged: Callable[[list[str]], bool] | None = None) -> None:
         self.clean = clean
+        self.unchanged = unchanged
         self.stack: list[_Frame] = []
+        self.later: list[str] = []  # untrusted values (not keys) in walk order, when `unchanged` is given
+        self.slots: list[tuple[Any, Any]] = []  # where each of them goes: (container, key or index)
 
     def run(self, value: Any, root: _PathNode) -> Any:
         result = self.child(value, (root,), root.terminal)
+        if result is _LATER:
+            return self.clean(value)
         while self.stack:
             source, target, nodes, untrusted = self.stack.pop()
             if isinstance(target, dict):
                 self.fill_object(source, target, nodes, untrusted)
             else:
                 self.fill_array(source, target, nodes, untrusted)
+        if self.later and self.unchanged is not None:
+            values = self.later if self.unchanged(self.later) else [self.clean(text) for text in self.later]
+            for (container, key), text in zip(self.slots, values, strict=True):
+                container[key] = text
         return result
+
+    def place(self, container: Any, key: Any, value: Any) -> None:
+        container[key] = value
+        if value is _LATER:
+            self.slots.append((container, key))
 
     def child(self, value: Any, nodes: tuple[_PathNode, ...], untrusted: bool) -> Any:
         if not untrusted:
@@ -159,7 +185,12 @@ class _Walker:
                     untrusted = True
                     break
         if isinstance(value, str):
-            return self.clean(value) if untrusted else value
+            if not untrusted:
+                return value
+            if self.unchanged is None:
+                return self.clean(value)
+            self.later.append(value)
+            return _LATER
         if isinstance(value, dict):
             target: dict[Any, Any] = {}
         elif isinstance(value, list | tuple):
@@ -176,19 +207,24 @@ class _Walker:
             # numbers, statuses) are handed on as they are, unwalked, which is what E4 asks anyway.
             target.update(source)  # copied at C speed, in order; the named keys are replaced in place
             for key in named & source.keys():
-                target[key] = self.child(source[key], _step_nodes(nodes, key), False)
+                self.place(target, key, self.child(source[key], _step_nodes(nodes, key), False))
             return
         for key, item in source.items():
             below = _step_nodes(nodes, key) if isinstance(key, str) else ()
             new_key = self.clean(key) if untrusted and isinstance(key, str) else key
-            target[_unique(new_key, target)] = self.child(item, below, untrusted)
+            self.place(target, _unique(new_key, target), self.child(item, below, untrusted))
 
     def fill_array(self, source: Sequence[Any], target: list[Any], nodes: _Nodes, untrusted: bool) -> None:
         below = tuple(node.children["[]"] for node in nodes if "[]" in node.children)
         if not untrusted and not below:
             target.extend(source)
             return
-        target.extend(self.child(item, below, untrusted) for item in source)
+        if self.unchanged is None:
+            target.extend(self.child(item, below, untrusted) for item in source)
+            return
+        for item in source:
+            target.append(None)
+            self.place(target, len(target) - 1, self.child(item, below, untrusted))
 
 
 @functools.lru_cache(maxsize=1024)

@@ -18,7 +18,7 @@ from referencing import Registry
 
 from proxy.envelope import dump_json, envelope, new_nonce, sanitize_json
 from proxy.policy import OutputPolicy
-from proxy.sanitize import sanitize_text
+from proxy.sanitize import all_unchanged, sanitize_text
 
 # Tool-listing keys whose text a model reads as instructions about the tool.
 _DESCRIPTIVE_KEYS = frozenset({"description", "title"})
@@ -45,6 +45,10 @@ class OutputShield:
             max_chars=self.cfg.max_chars,
         )
 
+    def unchanged(self, texts: list[str]) -> bool:
+        """True if `clean` would leave every one of `texts` as it is (asked once per JSON value)."""
+        return all_unchanged(texts, self.cfg.max_chars)
+
     def wrap(self, body: str, source: str) -> str:
         if not self.cfg.envelope:
             return body
@@ -56,7 +60,7 @@ class OutputShield:
         value = _as_json(text)
         if value is None:
             return self.wrap(clean(text), source)
-        return self.wrap(dump_json(sanitize_json(value, fields, clean)), source)
+        return self.wrap(dump_json(sanitize_json(value, fields, clean, self.unchanged)), source)
 
     def tool_result(
         self,
@@ -80,7 +84,7 @@ class OutputShield:
         content = [self._block(b, source, fields, clean) for b in result.content]
         structured = result.structured_content
         if structured is not None:
-            structured = sanitize_json(structured, fields, clean)
+            structured = sanitize_json(structured, fields, clean, self.unchanged)
             if output_schema is not None and not result.is_error and not self._fits(output_schema, structured):
                 return types.CallToolResult(content=[types.TextContent(text=SCHEMA_BROKEN), *content], is_error=True)
         return result.model_copy(update={"content": content, "structured_content": structured})

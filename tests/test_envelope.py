@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.envelope import PREAMBLE, dump_json, envelope, is_wrapped, new_nonce, sanitize_json
-from proxy.sanitize import sanitize_text
+from proxy.sanitize import all_unchanged, sanitize_text
 from tests.hostile_corpus import CORPUS
 
 settings.register_profile("ci", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -325,3 +325,58 @@ def test_an_unusable_schema_fails_closed_too() -> None:
 def test_an_error_result_is_cleaned_whole_whatever_the_profile_paths() -> None:
     out = _shielded({"nick": "x", "message": "<script>x</script>![](https://e.example/?d=1) hi"}, None, is_error=True)
     assert out.is_error and out.structured_content == {"nick": "x", "message": "hi"}
+
+
+# --- one question for all untrusted values ------------------------------------------------------------
+
+MIXED_TEXT = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["plain", "Zażółć 👍", "a\nb", "<b>x</b>", "**x**", "\nSYSTEM: x", "&lt;", "e\u0301", "\u200d"]),
+)
+MIXED_JSON = st.recursive(
+    st.none() | st.integers() | MIXED_TEXT,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(MIXED_TEXT, children, max_size=4),
+    max_leaves=20,
+)
+PATH_SETS = st.sampled_from([None, ["list[].message"], ["[]"], ["a.*"], ["*"], ["x", "[].y"], []])
+
+
+@given(MIXED_JSON, PATH_SETS, st.sampled_from([None, 3, 100_000]))
+def test_asking_once_whether_anything_changes_gives_the_same_result(
+    value: object, paths: list[str] | None, max_chars: int | None
+) -> None:
+    def clean(text: str) -> str:
+        return sanitize_text(text, max_chars=max_chars)
+
+    def unchanged(texts: list[str]) -> bool:
+        return all_unchanged(texts, max_chars)
+
+    assert sanitize_json(value, paths, clean, unchanged) == sanitize_json(value, paths, clean)
+
+
+@given(st.lists(MIXED_TEXT, max_size=6), st.sampled_from([None, 3, 100_000]))
+def test_all_unchanged_is_never_wrong(texts: list[str], max_chars: int | None) -> None:
+    if all_unchanged(texts, max_chars):
+        for text in texts:
+            for html_on, md_on in ((True, True), (False, True), (True, False), (False, False)):
+                assert sanitize_text(text, strip_html=html_on, strip_markdown=md_on, max_chars=max_chars) == text
+
+
+def test_an_ordinary_result_is_answered_in_one_question() -> None:
+    asked: list[int] = []
+    cleaned: list[str] = []
+
+    def clean(text: str) -> str:
+        cleaned.append(text)
+        return sanitize_text(text)
+
+    def unchanged(texts: list[str]) -> bool:
+        asked.append(len(texts))
+        return all_unchanged(texts)
+
+    value = {"count": 3, "list": [{"id": str(i), "message": f"Dzień dobry {i} 👍"} for i in range(3)]}
+    assert sanitize_json(value, ["list[].message"], clean, unchanged) == value
+    assert asked == [3] and cleaned == []
+    value["list"][1]["message"] = "<b>hi</b>"  # type: ignore[index]
+    out = sanitize_json(value, ["list[].message"], clean, unchanged)
+    assert out["list"][1]["message"] == "hi" and len(cleaned) == 3  # one hostile value: each is cleaned
