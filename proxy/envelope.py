@@ -144,6 +144,7 @@ _Nodes = tuple[_PathNode, ...]
 _Frame = tuple[Any, Any, _Nodes, bool]
 
 
+_ASK_SLICE = 128
 _LATER = object()  # stands in for an untrusted value whose cleaning is decided once the walk is over
 
 
@@ -168,7 +169,11 @@ class _Walker:
             else:
                 self.fill_array(source, target, nodes, untrusted)
         if self.later and self.unchanged is not None:
-            values = self.later if self.unchanged(self.later) else [self.clean(text) for text in self.later]
+            # Asked in slices: one hostile message then costs a call per value of its slice only.
+            values: list[str] = []
+            for start in range(0, len(self.later), _ASK_SLICE):
+                part = self.later[start : start + _ASK_SLICE]
+                values.extend(part if self.unchanged(part) else [self.clean(text) for text in part])
             for (container, key), text in zip(self.slots, values, strict=True):
                 container[key] = text
         return result

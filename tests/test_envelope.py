@@ -380,3 +380,17 @@ def test_an_ordinary_result_is_answered_in_one_question() -> None:
     value["list"][1]["message"] = "<b>hi</b>"  # type: ignore[index]
     out = sanitize_json(value, ["list[].message"], clean, unchanged)
     assert out["list"][1]["message"] == "hi" and len(cleaned) == 3  # one hostile value: each is cleaned
+
+
+def test_one_hostile_value_costs_a_call_per_value_of_its_slice_only() -> None:
+    cleaned: list[str] = []
+
+    def clean(text: str) -> str:
+        cleaned.append(text)
+        return sanitize_text(text)
+
+    value = [f"Dzień dobry {i}" for i in range(300)]
+    value[200] = "![x](https://evil.example/?d=1) hi"
+    out = sanitize_json(value, None, clean, all_unchanged)
+    assert out[200] == "hi" and out[:200] == value[:200] and out[201:] == value[201:]
+    assert cleaned == value[128:256]  # the values asked about together with it, and no others
