@@ -182,10 +182,10 @@ _TRAILING_BLANKS = re.compile(r"[ \t]+\n")
 _INERT_ESCAPE = re.compile(r"\\(?=[!-/:-@\[-`{-~\n])")
 _INERT_TILDES = re.compile(r"~~+")
 # Line starts that open a block: indentation, blockquote, heading and list markers (a list item
-# could hold any of the others), then thematic breaks and setext underlines.
-# Line-start markers are cleared in one scan, so that the scan is its own fixpoint (the flattener
-# relies on that): a rule behind markers ("> ---") goes with them.  The markers before a rule are
-# taken possessively: "- - - x" is then never re-split, which keeps the scan linear.
+# could hold any of the others), and thematic breaks and setext underlines, whole.  One scan clears
+# them so that a second finds nothing (the flattener relies on that): a rule behind markers
+# ("> ---") goes with them.  The markers before a rule are taken possessively: "- - - x" is then
+# never re-split, which keeps the scan linear.
 _LEAD_MARKERS = r"(?:[ \t]+|>|#{1,6}(?=[ \t\n]|\Z)|[-+*](?=[ \t\n]|\Z))"
 _RULE_LINE = rf"(?:(?:[*_-][ \t]*){{3,}}|=+[ \t]*|-+[ \t]*){_EOL}"
 # (The lookahead fails most lines, which start with a letter or digit, at one character test.)
@@ -342,7 +342,7 @@ def truncate(text: str, max_chars: int) -> str:
 
 def _settle(text: str, strip_html: bool, strip_markdown: bool) -> str:
     text = _nfc(_strip_controls(text))
-    # Flattened blocks, remembered across passes: a pass then only parses blocks that changed.
+    # Remembered across passes: a pass then only flattens blocks that changed.
     memo = _Memo()
     for done in range(_MAX_PASSES):
         # (Before the first pass the caller has just found the text not quiet.)
