@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from a source checkout without installing
 
 from proxy.envelope import dump_json, envelope, sanitize_json  # noqa: E402
-from proxy.sanitize import all_unchanged, sanitize_text  # noqa: E402
+from proxy.sanitize import ParserBudget, all_unchanged, sanitize_text  # noqa: E402
 
 KB = 1024
 SIZES = {"1KB": KB, "100KB": 100 * KB, "1MB": 1024 * KB}
@@ -93,14 +93,15 @@ def smsapi_result(message: str, size: int) -> str:
     return json.dumps({"count": len(items), "list": items}, ensure_ascii=False)
 
 
+# As the proxy does (OutputShield.result_clean): one markdown parser budget per result.
 def run_text(text: str) -> str:
-    return envelope(sanitize_text(text), "smsapi:get_sms")
+    return envelope(sanitize_text(text, parser_budget=ParserBudget()), "smsapi:get_sms")
 
 
 def run_json(raw: str) -> str:
     value = json.loads(raw)
-    clean = sanitize_json(value, ["list[].message"], sanitize_text, all_unchanged)
-    return envelope(dump_json(clean), "smsapi:get_sms")
+    clean = partial(sanitize_text, parser_budget=ParserBudget())
+    return envelope(dump_json(sanitize_json(value, ["list[].message"], clean, all_unchanged)), "smsapi:get_sms")
 
 
 def cases() -> list[tuple[str, Callable[[], str], int]]:

@@ -40,7 +40,7 @@ import nh3
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-__all__ = ["all_unchanged", "sanitize_text", "truncate"]
+__all__ = ["ParserBudget", "all_unchanged", "sanitize_text", "truncate"]
 
 _MAX_PASSES = 8
 # markdown-it-py is pure Python: 2-20 us per character that opens a link, image, emphasis or code
@@ -179,6 +179,9 @@ _INERT_DELIMITER_ROW = _at_line_start(rf"[ \t]*(?:\|{_CELL}(?:\|{_CELL})*\|?|{_C
 _INERT_STARS = re.compile(r"\*(?<!\*\*)(?:(?<=\S\*)\**|\**(?=[^\s*]))")
 _INERT_UNDERSCORES = re.compile(r"_(?<!__)(?:(?<=[^\s\w]_)_*|_*(?=[^\s\w])|(?<!\S_)_*(?=[^\W_])|(?<=[^\W_]_)_*(?!\S))")
 _TRAILING_BLANKS = re.compile(r"[ \t]+\n")
+_BLOCK_EDGE_SPACE = re.compile(r"(?:\A|(?<=\n\n))[^\S\n]+|[^\S\n]+(?=\n\n|\Z)")
+# The same inside the text, found from its literal "\n\n" (the pattern above tries every position).
+_BLOCK_EDGE_GATE = re.compile(r"\n\n(?:[^\S\n]|(?<=[^\S\n]\n\n))")
 _INERT_ESCAPE = re.compile(r"\\(?=[!-/:-@\[-`{-~\n])")
 _INERT_TILDES = re.compile(r"~~+")
 # Line starts that open a block: indentation, blockquote, heading and list markers (a list item
@@ -301,17 +304,39 @@ _MD_TEXT = _markdown_parser(allow_html=False)
 # --- public API ---------------------------------------------------------------------------
 
 
+class ParserBudget:
+    """How many characters markdown-it-py may still read for one result.
+
+    The parser is pure Python, about 2 us per character of dense markdown, and a result can hold
+    thousands of short untrusted strings.  Once a result's budget is spent its remaining texts are
+    flattened without the parser (`_inert`); both flatteners reach the same fixpoints, so the
+    output stays sanitised and idempotent whichever ran.  (With strip_html off the parser is used
+    throughout, as that mode's output differs between the two.)
+    """
+
+    def __init__(self, chars: int = 8192) -> None:
+        self.chars = chars
+
+
 def sanitize_text(
-    text: str, *, strip_html: bool = True, strip_markdown: bool = True, max_chars: int | None = None
+    text: str,
+    *,
+    strip_html: bool = True,
+    strip_markdown: bool = True,
+    max_chars: int | None = None,
+    parser_budget: ParserBudget | None = None,
 ) -> str:
-    """Return `text` safe to place inside a <tool_output> envelope (E1-E3); idempotent."""
+    """Return `text` safe to place inside a <tool_output> envelope (E1-E3); idempotent.
+
+    `parser_budget`, shared by the texts of one result, bounds the time markdown-it-py spends on them.
+    """
     omitted = 0
     if max_chars is not None and len(text) > _work_cap(max_chars):
         omitted = len(text) - _work_cap(max_chars)
         text = text[: _work_cap(max_chars)]
     if not omitted and _is_quiet(text):
         return text if max_chars is None else _limit(text, max_chars, 0, strip_html, strip_markdown)
-    out = _escape(_settle(text, strip_html, strip_markdown))
+    out = _escape(_settle(text, strip_html, strip_markdown, parser_budget))
     if max_chars is None:
         return out
     return _limit(out, max_chars, omitted, strip_html, strip_markdown)
@@ -340,7 +365,7 @@ def truncate(text: str, max_chars: int) -> str:
 # --- the fixpoint loop ----------------------------------------------------------------------
 
 
-def _settle(text: str, strip_html: bool, strip_markdown: bool) -> str:
+def _settle(text: str, strip_html: bool, strip_markdown: bool, budget: ParserBudget | None = None) -> str:
     text = _nfc(_strip_controls(text))
     # Remembered across passes: a pass then only flattens blocks that changed.
     memo = _Memo()
@@ -348,7 +373,7 @@ def _settle(text: str, strip_html: bool, strip_markdown: bool) -> str:
         # (Before the first pass the caller has just found the text not quiet.)
         if done and len(text) <= _QUIET_CHECK_LIMIT and _is_quiet(text):
             return text  # no step reacts to any character here: a fixpoint without running them
-        nxt = _step(text, strip_html, strip_markdown, memo)
+        nxt = _step(text, strip_html, strip_markdown, memo, budget)
         if nxt == text:
             return text if _is_settled(text, strip_html) else _strict(text)
         # Controls and NFC are redone only after a change: decoding "&#27;" can bring back an ESC,
@@ -361,17 +386,18 @@ def _settle(text: str, strip_html: bool, strip_markdown: bool) -> str:
 class _Memo:
     """What earlier passes over one text already worked out, so a later pass need not redo it."""
 
-    flat: dict[str, str] = field(default_factory=dict)  # block or whole text -> its flattening
+    blocks: dict[str, str] = field(default_factory=dict)  # block -> its flattening by the parser
+    inert: dict[str, str] = field(default_factory=dict)  # whole text -> its flattening without it
     defanged: str = ""  # the last text _defang_system_lines returned (it is its own fixpoint)
 
 
-def _step(text: str, strip_html: bool, strip_markdown: bool, memo: _Memo) -> str:
+def _step(text: str, strip_html: bool, strip_markdown: bool, memo: _Memo, budget: ParserBudget | None) -> str:
     text = _decode_entities(text)
     text = _defang_lookalike_tags(text)
     if strip_html:
         text = _strip_tags(text)
     if strip_markdown:
-        text = _flatten_markdown(text, not strip_html, memo.flat)
+        text = _flatten_markdown(text, not strip_html, memo, budget)
     if text != memo.defanged:
         text = memo.defanged = _defang_system_lines(text)
     return text
@@ -555,29 +581,33 @@ def _has_markdown(text: str) -> bool:
     return bool(_MD_INLINE.search(text) or _MD_LINE_START.match(text) or _MD_LINE_ANY.search(text))
 
 
-def _flatten_markdown(text: str, keep_html: bool, memo: dict[str, str]) -> str:
+def _flatten_markdown(text: str, keep_html: bool, memo: _Memo, budget: ParserBudget | None) -> str:
     """Render markdown to plain text: images gone, links as "text (url)", all markers removed."""
-    if len(text) > _MD_TEXT_LIMIT and text in memo:
-        return memo[text]
+    if text in memo.inert:
+        return memo.inert[text]
     if not _has_markdown(text):
         return text
-    if len(text) > _MD_TEXT_LIMIT:
-        if text not in memo:
-            flat = _inert(text, keep_html)
-            # `_inert` runs to its own fixpoint: when the next pass brings this text back unchanged,
-            # it need not be scanned again.  (Whole texts and blocks never share a key: a key here is
-            # longer than _MD_TEXT_LIMIT, a block of a shorter text is not.)
-            memo[text] = memo[flat] = flat
-        return memo[text]
+    if len(text) > _MD_TEXT_LIMIT or (budget is not None and not keep_html and budget.chars < len(text)):
+        flat = _inert(text, keep_html)
+        # `_inert` runs to its own fixpoint: when the next pass brings this text back unchanged,
+        # it need not be scanned again.
+        memo.inert[text] = memo.inert[flat] = flat
+        return flat
     # Blocks separated by blank lines are flattened one by one: no inline construct spans a blank
     # line, only plain text is skipped, and one huge block cannot hold up the others.
-    blocks = _BLANK_LINES.split(text)
     out = []
-    for block in blocks:
-        if block not in memo:
-            memo[block] = _flatten_block(block, keep_html)
-        out.append(memo[block])
-    return "\n\n".join(out)
+    for block in _BLANK_LINES.split(text):
+        if block not in memo.blocks:
+            if budget is not None and not keep_html:
+                budget.chars -= len(block)
+            memo.blocks[block] = _flatten_block(block, keep_html)
+        out.append(memo.blocks[block])
+    flat = "\n\n".join(out)
+    # What the parser leaves goes through the parser-free flattener too, so that both reach the same
+    # fixpoints: a text sanitised with the parser is unchanged when sanitised without it, and the
+    # other way round, which lets a parser budget choose either.  (With HTML kept, `_inert` drops the
+    # escaped tags the parser keeps; that weaker mode keeps the parser and has no budget.)
+    return flat if keep_html else _inert(flat, keep_html)
 
 
 def _flatten_block(block: str, keep_html: bool) -> str:
@@ -629,13 +659,19 @@ def _inert_round(text: str, keep_html: bool, starts_clean: bool = False) -> str:
         text = _INERT_UNDERSCORES.sub("", text)
     if "\\" in text:
         text = _INERT_ESCAPE.sub("", text)  # a backslash escape is markup too: a parser would drop it
+    if starts_clean and text == before:
+        return text  # the round before left line starts, blanks and blank lines as below already
     # Block markers last, once: removing an inline marker or a pipe can bare one at a line start.
-    if not starts_clean or text != before:
-        text = _inert_lines(text)
-    # A parser drops blanks at line edges and blank lines at either end; so does this, so that
-    # flattened text reads the same to the parser when a later pass hands it there.
+    text = _inert_lines(text)
+    # Blanks and blank lines as a parser leaves them, so that flattened text reads the same to the
+    # parser when a later pass hands it there: none at line ends, none of any kind at either end of
+    # a paragraph, one blank line between paragraphs.
     text = _drop_trailing_blanks(text)
-    return text.strip("\n")
+    if _BLOCK_EDGE_GATE.search(text):
+        text = _BLOCK_EDGE_SPACE.sub("", text)
+    if "\n\n\n" in text or "\n\n " in text or "\n\n\t" in text:
+        text = _BLANK_LINES.sub("\n\n", text)
+    return text.strip()
 
 
 def _drop_trailing_blanks(text: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import mcp.types as types
@@ -18,7 +19,7 @@ from referencing import Registry
 
 from proxy.envelope import dump_json, envelope, new_nonce, sanitize_json
 from proxy.policy import OutputPolicy
-from proxy.sanitize import all_unchanged, sanitize_text
+from proxy.sanitize import ParserBudget, all_unchanged, sanitize_text
 
 # Tool-listing keys whose text a model reads as instructions about the tool.
 _DESCRIPTIVE_KEYS = frozenset({"description", "title"})
@@ -37,13 +38,18 @@ class OutputShield:
         self.cfg = output
         self._validators: dict[str, Validator] = {}
 
-    def clean(self, text: str) -> str:
+    def clean(self, text: str, budget: ParserBudget | None = None) -> str:
         return sanitize_text(
             text,
             strip_html=self.cfg.strip_html,
             strip_markdown=self.cfg.strip_markdown,
             max_chars=self.cfg.max_chars,
+            parser_budget=budget,
         )
+
+    def result_clean(self) -> Clean:
+        """`clean` for the texts of one result: one markdown parser budget, each text cleaned once."""
+        return _memo(partial(self.clean, budget=ParserBudget()))
 
     def unchanged(self, texts: list[str]) -> bool:
         """True if `clean` would leave every one of `texts` as it is (asked once per JSON value)."""
@@ -56,7 +62,7 @@ class OutputShield:
 
     def text(self, text: str, source: str, fields: Sequence[str] | None = None, clean: Clean | None = None) -> str:
         """One untrusted text block: JSON keeps its shape with only `fields` cleaned, other text is cleaned whole."""
-        clean = clean or self.clean
+        clean = clean or self.result_clean()
         value = _as_json(text)
         if value is None:
             return self.wrap(clean(text), source)
@@ -80,7 +86,7 @@ class OutputShield:
         """
         if result.is_error:
             fields = None  # an error body does not have the success shape the profile describes
-        clean = _memo(self.clean)  # the text and structuredContent usually repeat the same strings
+        clean = self.result_clean()  # the text and structuredContent usually repeat the same strings
         content = [self._block(b, source, fields, clean) for b in result.content]
         structured = result.structured_content
         if structured is not None:

