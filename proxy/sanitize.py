@@ -23,7 +23,8 @@ result is a fixpoint by construction, so safety and idempotency never depend on 
 Speed comes from skipping: text with no character any step reacts to is returned as it is, and
 each step first runs a cheap test (a substring search, or one regex that starts with a literal).
 markdown-it-py, being pure Python, costs about 2 us per character of dense markdown: it sees
-texts up to _MD_TEXT_LIMIT; longer ones are flattened by `_inert` (see there).
+texts up to _MD_TEXT_LIMIT, and at most a ParserBudget's worth of one result; the rest is flattened
+by `_inert` (see there), which reaches the same fixpoints.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ _MAX_PASSES = 8
 # span, and about 1.5 us per character of any text with many lines.  Text longer than this is
 # flattened by `_inert` (regular expressions, no parser) instead, so one hostile result cannot
 # stall the proxy for seconds: the parser never sees more than 16 KB at once, which takes 25-30 ms
-# at the densest.  The choice is made afresh in every pass from that pass's text alone, so
-# sanitising the output again makes the same choice on the same text: idempotency holds
-# whichever flattener ran, and both leave no markdown construct (the property tests check each).
+# at the densest; a ParserBudget bounds what it reads across all the texts of one result.  The
+# parser's output is flattened by `_inert` too, so both ways reach the same fixpoints: sanitising
+# the output again gives it back whichever way each pass went (the property tests check both ways),
+# and neither leaves a markdown construct.
 _MD_TEXT_LIMIT = 16_384
 # On short texts one quiet check is cheaper than a pass of steps; on long ones the steps' own cheap
 # tests are, and a remembered flattening skips the rest.
