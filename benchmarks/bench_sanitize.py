@@ -8,10 +8,10 @@ numbers from two runs (or two machines) compare like for like.
 
 Where the time goes (2-core machine, Python 3.11): ordinary HTML is removed by regular expressions
 that follow the HTML tokenizer (nh3 judges only what follows a table, <textarea>, <svg> and the
-like), markdown longer than 16 KB is flattened without a parser, and a JSON result pays for
-json.loads/json.dumps and one sanitiser call per untrusted string.  markdown-it-py, pure Python,
-still costs about 0.3 ms per SMS-sized field dense with markdown, which is what the
-"json hostile-md" cases measure; that is the one shape far over the 1 MB budget.
+like); markdown-it-py, pure Python, reads at most a ParserBudget (8 KB) of one result and no text
+over 16 KB, the rest is flattened without it; a JSON result pays for json.loads/json.dumps and,
+when some value may change, one sanitiser call per untrusted string (10-25 us for a hostile one),
+which is what keeps the "json hostile-*" megabytes over the 50 ms budget.
 Timings are taken with the collector paused, as timeit does; this shared machine drifts by a
 third between runs, so compare runs made back to back.
 """
