@@ -116,9 +116,8 @@ class OutputShield:
         return validator
 
     def _block(
-        self, block: types.ContentBlock, source: str, fields: Sequence[str] | None, clean: Clean | None = None
+        self, block: types.ContentBlock, source: str, fields: Sequence[str] | None, clean: Clean
     ) -> types.ContentBlock:
-        clean = clean or self.clean
         if isinstance(block, types.TextContent):
             return block.model_copy(update={"text": self.text(block.text, source, fields, clean)})
         if isinstance(block, types.EmbeddedResource):
@@ -143,14 +142,16 @@ class OutputShield:
         self, source: str, contents: Sequence[types.TextResourceContents | types.BlobResourceContents]
     ) -> list[types.TextResourceContents | types.BlobResourceContents]:
         out: list[types.TextResourceContents | types.BlobResourceContents] = []
+        clean = self.result_clean()
         for item in contents:
             if isinstance(item, types.TextResourceContents):
-                item = item.model_copy(update={"text": self.text(item.text, source)})
+                item = item.model_copy(update={"text": self.text(item.text, source, None, clean)})
             out.append(item)
         return out
 
     def prompt_messages(self, source: str, messages: Sequence[types.PromptMessage]) -> list[types.PromptMessage]:
-        return [m.model_copy(update={"content": self._block(m.content, source, None)}) for m in messages]
+        clean = self.result_clean()
+        return [m.model_copy(update={"content": self._block(m.content, source, None, clean)}) for m in messages]
 
     def listed(self, item: Any) -> Any:
         """A resource/prompt/template entry: its descriptive text is read by the model, so it gets E2."""
