@@ -224,9 +224,6 @@ class _Walker:
         if not untrusted and not below:
             target.extend(source)
             return
-        if self.unchanged is None:
-            target.extend(self.child(item, below, untrusted) for item in source)
-            return
         for item in source:
             target.append(None)
             self.place(target, len(target) - 1, self.child(item, below, untrusted))
