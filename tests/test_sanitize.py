@@ -328,6 +328,21 @@ def test_every_format_character_is_dropped_or_deliberately_kept() -> None:
         assert sanitize_text(f"a{ch}b") == "ab", hex(cp)
 
 
+def test_the_quiet_check_sees_every_character_a_step_reacts_to() -> None:
+    # The quiet check spells its class with wider non-BMP ranges (faster to scan); it may hold more
+    # characters than the steps react to, never fewer.
+    exact = re.compile(
+        f"[{sanitize._CONTROL}{sanitize._LINE_BREAKS}{sanitize._INVISIBLE}{sanitize._VARIATION}<>"
+        f"{sanitize._MD_CHARS}{sanitize._LOOK_OPEN}{sanitize._LOOK_CLOSE}]"
+    )
+    missed = [
+        hex(cp)
+        for cp in range(sys.maxunicode + 1)
+        if exact.match(chr(cp)) and not sanitize._TRIGGER_CHAR.match(chr(cp))
+    ]
+    assert missed == []
+
+
 def test_every_s_lookalike_is_known() -> None:
     # A "SYSTEM:" line can start with any character whose NFKC+casefold starts with "s".
     for cp in range(0x80, sys.maxunicode + 1):
@@ -481,6 +496,20 @@ def test_clearing_line_starts_is_its_own_fixpoint(raw: str) -> None:
     # only because one scan leaves nothing for a second.
     once = sanitize._inert_lines(raw)
     assert sanitize._inert_lines(once) == once, ascii(raw)
+
+
+ASCII_CHAR = st.one_of(st.characters(max_codepoint=0x7F), st.sampled_from([*"<>&*_`[]#|~\\\n\t -=+.)sSyY1"]))
+ASCII_TEXT = st.lists(st.one_of(ASCII_CHAR, st.sampled_from(["&amp;", "&copy", "&#60;", "    ", "\nSy"])), max_size=40)
+
+
+@given(st.one_of(ASCII_TEXT.map("".join), HOSTILE.filter(str.isascii), ORDINARY_TEXT.filter(str.isascii)))
+@example("x\n sy")
+@example("a\n\x1cSY")
+@example("x\n1) y")
+@example("&copy")
+def test_ascii_quiet_check_agrees(text: str) -> None:
+    # The quiet check takes a shortcut for ASCII text; it must answer as the general check does.
+    assert sanitize._is_quiet(text) == sanitize._is_quiet_unicode(text), ascii(text)
 
 
 # --- the parser budget ------------------------------------------------------------------------------
