@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from a source checkout without installing
 
-from proxy.envelope import dump_json, envelope, sanitize_json  # noqa: E402
+from proxy.envelope import clean_json_text, envelope, load_json  # noqa: E402
 from proxy.sanitize import ParserBudget, all_unchanged, sanitize_text  # noqa: E402
 
 KB = 1024
@@ -99,9 +99,10 @@ def run_text(text: str) -> str:
 
 
 def run_json(raw: str) -> str:
-    value = json.loads(raw)
+    loaded = load_json(raw)
+    assert loaded is not None
     clean = partial(sanitize_text, parser_budget=ParserBudget())
-    return envelope(dump_json(sanitize_json(value, ["list[].message"], clean, all_unchanged)), "smsapi:get_sms")
+    return envelope(clean_json_text(raw, loaded, ["list[].message"], clean, all_unchanged), "smsapi:get_sms")
 
 
 def cases() -> list[tuple[str, Callable[[], str], int]]:

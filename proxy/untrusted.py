@@ -17,7 +17,7 @@ from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 from referencing import Registry
 
-from proxy.envelope import dump_json, envelope, new_nonce, sanitize_json
+from proxy.envelope import clean_json_text, envelope, load_json, new_nonce, sanitize_json
 from proxy.policy import OutputPolicy
 from proxy.sanitize import ParserBudget, all_unchanged, sanitize_text
 
@@ -63,10 +63,10 @@ class OutputShield:
     def text(self, text: str, source: str, fields: Sequence[str] | None = None, clean: Clean | None = None) -> str:
         """One untrusted text block: JSON keeps its shape with only `fields` cleaned, other text is cleaned whole."""
         clean = clean or self.result_clean()
-        value = _as_json(text)
-        if value is None:
+        loaded = load_json(text)
+        if loaded is None:
             return self.wrap(clean(text), source)
-        return self.wrap(dump_json(sanitize_json(value, fields, clean, self.unchanged)), source)
+        return self.wrap(clean_json_text(text, loaded, fields, clean, self.unchanged), source)
 
     def tool_result(
         self,
@@ -192,17 +192,6 @@ def _memo(clean: Clean) -> Clean:
         return seen[text]
 
     return cached
-
-
-def _as_json(text: str) -> Any | None:
-    stripped = text.lstrip()
-    if not stripped or stripped[0] not in "{[":
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict | list) else None
 
 
 def relayed_question(server: str, message: str) -> str:
