@@ -8,7 +8,7 @@ numbers from two runs (or two machines) compare like for like.
 
 Where the time goes (2-core machine, Python 3.11): ordinary HTML is removed by regular expressions
 that follow the HTML tokenizer (nh3 judges only what follows a table, <textarea>, <svg> and the
-like); markdown-it-py, pure Python, reads at most a ParserBudget (8 KB) of one result and no text
+like); markdown-it-py, pure Python, reads at most a ParserBudget (2 KB) of one result and no text
 over 16 KB, the rest is flattened without it; a JSON result pays for json.loads/json.dumps and,
 when some value may change, one sanitiser call per untrusted string (10-25 us for a hostile one),
 which is what keeps the "json hostile-*" megabytes over the 50 ms budget.
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from a source checkout without installing
 
-from proxy.envelope import clean_json_text, envelope, load_json  # noqa: E402
+from proxy.envelope import clean_json_text, envelope  # noqa: E402
 from proxy.sanitize import ParserBudget, all_unchanged, sanitize_text  # noqa: E402
 
 KB = 1024
@@ -54,6 +54,15 @@ HOSTILE_MARKDOWN = (
     "# Title {i}\n\n**bold** and _it_ ![x](https://evil.example/?d={i}) [click](https://a.b/{i}) `code`\n\n"
     "> quote {i}\n\n| a | b |\n|---|---|\n| {i} | 2 |\n\n"
 )
+# Markup whose tree-building rules move or re-read text (tables, forms, raw text, foreign content):
+# only nh3's full HTML parser can say what is left, at 45-160 ns a character.
+HOSTILE_TABLES = (
+    "<table><tr><td>SYSTEM: {i}</td><td><select><option>x</option></select></td></tr></table>"
+    "<textarea><script>alert({i})</script></textarea><svg><title>t</title></svg>\n"
+)
+# Cases where every one of a megabyte's thousands of strings is an attack, or all of it is markup
+# only a full HTML parser can read: reported, and shown apart from the budget (see README).
+STRESS = ("text hostile-tables", "json hostile-html", "json hostile-md")
 
 
 def fill(template: str, size: int, start: int = 0) -> str:
@@ -69,8 +78,9 @@ def fill(template: str, size: int, start: int = 0) -> str:
     return "".join(parts)[:size]
 
 
-def smsapi_result(message: str, size: int) -> str:
-    """An SMSAPI-shaped JSON result of about `size` characters whose messages repeat `message`."""
+def smsapi_result(message: str | Callable[[int], str], size: int) -> str:
+    """An SMSAPI-shaped JSON result of about `size` characters whose messages repeat `message`
+    (a template, or a function of the message's index returning one)."""
     items = []
     total = 30
     i = 0
@@ -85,7 +95,7 @@ def smsapi_result(message: str, size: int) -> str:
             "error": None,
             "idx": None,
             "parts": 1,
-            "message": fill(message, 160, i),
+            "message": fill(message if isinstance(message, str) else message(i), 160, i),
         }
         items.append(item)
         total += len(json.dumps(item, ensure_ascii=False)) + 2
@@ -99,20 +109,34 @@ def run_text(text: str) -> str:
 
 
 def run_json(raw: str) -> str:
-    loaded = load_json(raw)
-    assert loaded is not None
     clean = partial(sanitize_text, parser_budget=ParserBudget())
-    return envelope(clean_json_text(raw, loaded, ["list[].message"], clean, all_unchanged), "smsapi:get_sms")
+    body = clean_json_text(raw, ["list[].message"], clean, all_unchanged)
+    assert body is not None
+    return envelope(body, "smsapi:get_sms")
+
+
+def mixed(i: int) -> str:
+    """A list under attack: one message in twenty is hostile HTML or markdown, the rest ordinary."""
+    if i % 20:
+        return PROSE
+    return HOSTILE_HTML if i % 40 else HOSTILE_MARKDOWN
 
 
 def cases() -> list[tuple[str, Callable[[], str], int]]:
     built: list[tuple[str, Callable[[], str], int]] = []
-    for kind, unit in (("plain", PROSE), ("hostile-html", HOSTILE_HTML), ("hostile-md", HOSTILE_MARKDOWN)):
+    texts = (("plain", PROSE), ("hostile-html", HOSTILE_HTML), ("hostile-md", HOSTILE_MARKDOWN))
+    for kind, unit in (*texts, ("hostile-tables", HOSTILE_TABLES)):
         for label, size in SIZES.items():
             text = fill(unit, size)
             built.append((f"text {kind} {label}", partial(run_text, text), len(text)))
     json_sizes = {"2KB": 2 * KB, **SIZES}
-    for kind, unit in (("plain", PROSE), ("hostile-html", HOSTILE_HTML), ("hostile-md", HOSTILE_MARKDOWN)):
+    messages: tuple[tuple[str, str | Callable[[int], str]], ...] = (
+        ("plain", PROSE),
+        ("mixed", mixed),
+        ("hostile-html", HOSTILE_HTML),
+        ("hostile-md", HOSTILE_MARKDOWN),
+    )
+    for kind, unit in messages:
         for label, size in json_sizes.items():
             raw = smsapi_result(unit, size)
             built.append((f"json {kind} {label}", partial(run_json, raw), len(raw)))
@@ -151,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         row = {"case": name, "chars": chars, "median_ms": statistics.median(times), "best_ms": min(times)}
         results.append(row)
         verdict = ("ok" if row["median_ms"] < BUDGET_MS else "OVER") if name.endswith("1MB") else ""
+        if verdict and name.rsplit(" ", 1)[0] in STRESS:
+            verdict = f"{verdict.lower()} (stress)"
         print(f"{name:<28} {chars:>9} {row['median_ms']:>10.3f} {row['best_ms']:>9.3f}  {verdict}", flush=True)
     if args.json_file:
         args.json_file.parent.mkdir(parents=True, exist_ok=True)

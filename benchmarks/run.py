@@ -344,7 +344,13 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         ("in-process pipeline, 2 KB result, hostile rows (ms)", pipeline["hostile"] / 1000, "<=", 0.3),
         ("1 MB through OutputShield, SMSAPI JSON plain (ms)", _case(shield, "shield json plain 1MB"), "<=", 50),
         ("1 MB through OutputShield, text plain (ms)", _case(shield, "shield text plain 1MB"), "<=", 50),
-        ("1 MB sanitise+envelope, worst bench_sanitize case (ms)", _worst_1mb(report["sanitize"]), "<=", 50),
+        (
+            "1 MB sanitise+envelope, slowest result short of a stress case (ms)",
+            _worst_1mb(report["sanitize"]),
+            "<=",
+            50,
+        ),
+        ("1 MB sanitise+envelope, slowest stress case (ms)", _worst_1mb(report["sanitize"], stress=True), "<=", 50),
         (f"throughput at {top} clients, proxied/direct", thr[top]["guard"]["ratio"], ">=", 0.6),
         (f"RSS with {mem['sessions']} sessions (MB)", mem[f"sessions_{mem['sessions']}_mb"], "<=", 150),
     ]
@@ -364,8 +370,18 @@ def _case(rows: list[dict[str, Any]], name: str) -> float | None:
     return next((r["median_ms"] for r in rows if r["case"] == name), None)
 
 
-def _worst_1mb(rows: list[dict[str, Any]]) -> float | None:
-    return max((r["median_ms"] for r in rows if r["case"].endswith(" 1MB")), default=None)
+def _worst_1mb(rows: list[dict[str, Any]], stress: bool = False) -> float | None:
+    """The slowest 1 MB case, among bench_sanitize's stress cases (`stress`) or among the others."""
+    import bench_sanitize
+
+    return max(
+        (
+            r["median_ms"]
+            for r in rows
+            if r["case"].endswith(" 1MB") and (r["case"].rsplit(" ", 1)[0] in bench_sanitize.STRESS) == stress
+        ),
+        default=None,
+    )
 
 
 # -- output -----------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ __all__ = [
     "dump_json",
     "envelope",
     "is_wrapped",
-    "load_json",
     "new_nonce",
     "sanitize_json",
 ]
@@ -85,8 +84,48 @@ def dump_json(value: Any) -> str:
     return _escape_json_text(json.dumps(value, ensure_ascii=False))
 
 
-def load_json(text: str) -> tuple[Any, bool] | None:
-    """`text` parsed, if it is a JSON object or array: (value, whether some object repeats a key)."""
+def clean_json_text(
+    text: str,
+    paths: Sequence[str] | None,
+    clean: Callable[[str], str],
+    unchanged: Callable[[list[str]], bool] | None = None,
+) -> str | None:
+    """JSON text with its untrusted strings cleaned and no raw "<" or ">"; None if `text` is no JSON
+    object or array.
+
+    When cleaning changes no string the upstream's own text is kept, escaped as `dump_json`
+    escapes: trusted values stay exactly as they were spelt (E4), and re-serialising, half the
+    time of a large result, is skipped.  Not when an object repeats a key: a JSON reader keeps the
+    last value, so the text would carry one the walk never saw.
+    """
+    # Repeated keys are only looked for when the text may be kept (looking costs a Python call per
+    # object); a text with markup in it will almost surely be written anew, and if not, it is
+    # parsed a second time.
+    look = not any(sign in text for sign in _CHANGE_SIGNS)
+    loaded = _load(text, look)
+    if loaded is None:
+        return None
+    value, repeats = loaded
+    walker = _Walker(clean, unchanged)
+    result = walker.run(value, _root(paths))
+    if walker.changed:
+        return dump_json(result)
+    if not look:
+        repeats = _load(text, True)[1]  # type: ignore[index]
+    if repeats:
+        return dump_json(result)
+    # Outside strings a JSON text holds only blanks, tabs, newlines and carriage returns (strict
+    # parsing refuses raw controls inside them); a carriage return is dropped, as it could redraw a
+    # terminal line, and no token needs it to stay apart from the next.
+    return _escape_json_text(text.replace("\r", "") if "\r" in text else text)
+
+
+# Any of these in a JSON text means cleaning will very likely change one of its strings (single
+# characters: a longer sign takes a millisecond to look for in a megabyte of non-ASCII text).
+_CHANGE_SIGNS = ("<", "*", "`")
+
+
+def _load(text: str, look_for_repeats: bool) -> tuple[Any, bool] | None:
     stripped = text.lstrip()
     if not stripped or stripped[0] not in "{[":
         return None
@@ -99,35 +138,10 @@ def load_json(text: str) -> tuple[Any, bool] | None:
         return obj
 
     try:
-        value = json.loads(text, object_pairs_hook=pairs_to_dict)
+        value = json.loads(text, object_pairs_hook=pairs_to_dict if look_for_repeats else None)
     except ValueError:
         return None
     return (value, bool(repeats)) if isinstance(value, dict | list) else None
-
-
-def clean_json_text(
-    text: str,
-    loaded: tuple[Any, bool],
-    paths: Sequence[str] | None,
-    clean: Callable[[str], str],
-    unchanged: Callable[[list[str]], bool] | None = None,
-) -> str:
-    """JSON text `text` (parsed by `load_json`) with its untrusted strings cleaned, no raw "<" or ">".
-
-    When cleaning changes no string the upstream's own text is kept, escaped as `dump_json`
-    escapes, which leaves trusted values exactly as they were spelled (E4) and skips
-    re-serialising (half the time of a large result).  Not when an object repeats a key: a JSON
-    reader keeps the last value, so the text would carry a value the walk never saw.
-    """
-    value, repeats = loaded
-    walker = _Walker(clean, unchanged)
-    result = walker.run(value, _root(paths))
-    if walker.changed or repeats:
-        return dump_json(result)
-    # Outside strings a JSON text holds only blanks, tabs, newlines and carriage returns (strict
-    # parsing refuses raw controls inside them); a carriage return is dropped, as it could redraw a
-    # terminal line, and no token needs it to stay apart from the next.
-    return _escape_json_text(text.replace("\r", "") if "\r" in text else text)
 
 
 def _escape_json_text(text: str) -> str:

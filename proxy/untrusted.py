@@ -17,7 +17,7 @@ from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 from referencing import Registry
 
-from proxy.envelope import clean_json_text, envelope, load_json, new_nonce, sanitize_json
+from proxy.envelope import clean_json_text, envelope, new_nonce, sanitize_json
 from proxy.policy import OutputPolicy
 from proxy.sanitize import ParserBudget, all_unchanged, sanitize_text
 
@@ -63,10 +63,8 @@ class OutputShield:
     def text(self, text: str, source: str, fields: Sequence[str] | None = None, clean: Clean | None = None) -> str:
         """One untrusted text block: JSON keeps its shape with only `fields` cleaned, other text is cleaned whole."""
         clean = clean or self.result_clean()
-        loaded = load_json(text)
-        if loaded is None:
-            return self.wrap(clean(text), source)
-        return self.wrap(clean_json_text(text, loaded, fields, clean, self.unchanged), source)
+        cleaned = clean_json_text(text, fields, clean, self.unchanged)
+        return self.wrap(clean(text) if cleaned is None else cleaned, source)
 
     def tool_result(
         self,
