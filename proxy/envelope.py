@@ -147,7 +147,7 @@ def _load(text: str, look_for_repeats: bool) -> tuple[Any, bool] | None:
 def _escape_json_text(text: str) -> str:
     # In JSON text "<" and ">" can only occur inside strings, where \u003c is an equivalent spelling.
     text = text.replace("<", "\\u003c").replace(">", "\\u003e")
-    if _JSON_HIDDEN.search(text):
+    if ("\x7f" in text) if text.isascii() else _JSON_HIDDEN.search(text):  # DEL is the only ASCII one
         text = _JSON_HIDDEN.sub(_json_escape, text)
     return text
 

@@ -275,6 +275,10 @@ def test_dump_json_escapes_hidden_characters_but_keeps_text_readable() -> None:
     assert json.loads(text) == value
 
 
+def test_dump_json_escapes_delete_in_ascii_text() -> None:
+    assert dump_json({"t": "a\x7fb"}) == '{"t": "a\\u007fb"}'
+
+
 def test_dump_json_keeps_numbers_and_non_finite_floats_as_json_does() -> None:
     assert dump_json({"a": 1, "b": 0.16, "c": None, "d": True}) == '{"a": 1, "b": 0.16, "c": null, "d": true}'
     assert math.isinf(json.loads(dump_json(float("inf"))))
