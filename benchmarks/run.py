@@ -61,7 +61,7 @@ class Settings:
 
 # Bursts stay short: a target's clients sit idle while the other two run, and uvicorn closes
 # keep-alive connections idle for 5 s, which would race the next round's first requests.
-FULL = Settings(200, 20, (1, 8, 32), 2, 1.5, 200, 1000, 2, ("1KB", "100KB", "1MB"))
+FULL = Settings(200, 20, (1, 8, 32), 2, 1.5, 200, 1000, 7, ("1KB", "100KB", "1MB"))
 QUICK = Settings(30, 5, (1, 8, 32), 1, 0.5, 20, 100, 1, ("1KB", "100KB"))
 
 

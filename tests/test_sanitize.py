@@ -488,6 +488,21 @@ def test_plain_markup_path_takes_ordinary_html() -> None:
         assert sanitize._strip_plain_markup(hard) is None, hard
 
 
+# The line-start pattern as first written: markers possessively then a rule, or markers alone.
+_LEAD_AS_WRITTEN = sanitize._at_line_start(
+    rf"(?=[ \t>#*_=+-])(?:{sanitize._LEAD_MARKERS}*+{sanitize._RULE_LINE}|{sanitize._LEAD_MARKERS}+)"
+)
+
+
+@given(st.one_of(HOSTILE, st.text(st.sampled_from([*" \t\n>#*_=+-x1.)"]), max_size=40)))
+@example("\n> - - -\n ***\n#  ===\n-x\n#x\n=\n")
+def test_line_start_pattern_clears_what_it_did_as_first_written(raw: str) -> None:
+    # The pattern's lookaheads only skip alternatives that cannot match, and its one-pass form only
+    # adds empty matches ("\n" put back as it was): the text it leaves must be the same.
+    new = sanitize._sub_line_starts(sanitize._INERT_LEAD, "", raw)
+    assert new == sanitize._sub_line_starts(_LEAD_AS_WRITTEN, "", raw), ascii(raw)
+
+
 @given(HOSTILE)
 @example("/script\n>---")
 @example("> - - -\n- ***\n#  ===")
