@@ -9,11 +9,14 @@ numbers from two runs (or two machines) compare like for like.
 Where the time goes (2-core machine, Python 3.11): ordinary HTML is removed by regular expressions
 that follow the HTML tokenizer (nh3 judges only what follows a table, <textarea>, <svg> and the
 like); markdown-it-py, pure Python, reads at most a ParserBudget (2 KB) of one result and no text
-over 16 KB, the rest is flattened without it; a JSON result pays for json.loads/json.dumps and,
-when some value may change, one sanitiser call per untrusted string (10-25 us for a hostile one),
-which is what keeps the "json hostile-*" megabytes over the 50 ms budget.
+over 16 KB, the rest is flattened without it; a JSON result pays for json.loads, one question per
+128 untrusted strings whether any would change, a sanitiser call per string of a slice that may
+(10-25 us for a hostile one), and json.dumps only when something changed (otherwise the
+upstream's text is kept).  The STRESS cases are reported apart: every one of a megabyte's ~2 800
+messages an attack, or a megabyte of tables, forms and <svg> that only nh3's full parser can read
+(nh3 alone takes about 90 ms there).
 Timings are taken with the collector paused, as timeit does; this shared machine drifts by a
-third between runs, so compare runs made back to back.
+third to a half between runs minutes apart, so compare runs made back to back.
 """
 
 from __future__ import annotations
