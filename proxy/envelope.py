@@ -139,8 +139,8 @@ def _load(text: str, look_for_repeats: bool) -> tuple[Any, bool] | None:
 
     try:
         value = json.loads(text, object_pairs_hook=pairs_to_dict if look_for_repeats else None)
-    except ValueError:
-        return None
+    except (ValueError, RecursionError):
+        return None  # not JSON, or nested deeper than the parser goes: cleaned as plain text
     return (value, bool(repeats)) if isinstance(value, dict | list) else None
 
 

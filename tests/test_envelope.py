@@ -421,6 +421,16 @@ def test_json_text_with_a_repeated_key_is_written_anew(shadowed: str) -> None:
     assert clean_json_text(text, ["list[].message"], sanitize_text, all_unchanged) == '{"list": [{"message": "hi"}]}'
 
 
+def test_json_text_nested_deeper_than_the_parser_goes_is_cleaned_as_text() -> None:
+    from proxy.policy import OutputPolicy
+    from proxy.untrusted import OutputShield
+
+    text = "[" * 20_000 + '"<b>x</b>"' + "]" * 20_000  # json.loads stops at the recursion limit
+    assert clean_json_text(text, None, sanitize_text) is None
+    _, _, body = unwrap(OutputShield(OutputPolicy()).text(text, "a:b"))
+    assert "<" not in body and "x" in body
+
+
 def test_json_text_is_only_an_object_or_an_array() -> None:
     for text in ('"just a string"', "[1, 2", "hi", "", "  5", "{} x"):
         assert clean_json_text(text, None, sanitize_text) is None, text
