@@ -211,6 +211,7 @@ _RULE_LINE = rf"(?:(?:[*_-][ \t]*){{3,}}|=+[ \t]*|-+[ \t]*){_EOL}"
 # rule, so that a failing try costs one test instead of every alternative: a third faster on dense
 # markdown.  Where nothing matches, the bare "\n" is put back unchanged.)
 _INERT_LEAD = _at_line_start(rf"(?=[ \t>#*_=+-])(?:(?=[ \t>#*+-]){_LEAD_MARKERS})*+(?:(?=[*_=-]){_RULE_LINE})?")
+_BLANK_AT_LINE_START = _at_line_start(r"[^\S\n]")
 _INERT_NUMBER = _at_line_start(r"(\d{1,9})[.)](?=[ \t\n]|\Z)")
 _STRICT_DROP = re.compile(f"[<>&{_MD_CHARS}#=+\\-{_LOOK_OPEN}{_LOOK_CLOSE}]")
 _LEADING_SPACE = re.compile(r"^[^\S\n]+", re.MULTILINE)
@@ -657,14 +658,15 @@ def _inert(text: str, keep_html: bool) -> str:
     something makes the text shorter, so the loop ends.
     """
     starts_clean = False
-    while (nxt := _inert_round(text, keep_html, starts_clean)) != text:
-        # A round ends with its line starts cleared: the next needs to clear them again only
-        # after a change of its own.
-        text, starts_clean = nxt, True
+    while (nxt := _inert_round(text, keep_html, starts_clean))[0] != text:
+        # A round ends with its line starts cleared, unless removing blanks bared one (below): the
+        # next needs to clear them again only after a change of its own.
+        text, starts_clean = nxt
     return text
 
 
-def _inert_round(text: str, keep_html: bool, starts_clean: bool = False) -> str:
+def _inert_round(text: str, keep_html: bool, starts_clean: bool = False) -> tuple[str, bool]:
+    """One round, and whether it left every line start cleared."""
     # Each substitution runs only when a cheap substring test says it can match: on a megabyte
     # every regular-expression scan costs milliseconds.
     before = text
@@ -690,9 +692,13 @@ def _inert_round(text: str, keep_html: bool, starts_clean: bool = False) -> str:
     if "\\" in text:
         text = _INERT_ESCAPE.sub("", text)  # a backslash escape is markup too: a parser would drop it
     if starts_clean and text == before:
-        return text  # the round before left line starts, blanks and blank lines as below already
+        return text, True  # the round before left line starts, blanks and blank lines as below already
     # Block markers last, once: removing an inline marker or a pipe can bare one at a line start.
     text = _inert_lines(text)
+    # What still starts a line with a blank starts it with one the scan keeps (no-break space and
+    # the like), which a paragraph's edge loses below: "\xa0*" becomes "*", a list marker.
+    first, rest = _BLANK_AT_LINE_START
+    cleared = not (first.match(text) or rest.search(text))
     # Blanks and blank lines as a parser leaves them, so that flattened text reads the same to the
     # parser when a later pass hands it there: none at line ends, none of any kind at either end of
     # a paragraph, one blank line between paragraphs.
@@ -701,7 +707,7 @@ def _inert_round(text: str, keep_html: bool, starts_clean: bool = False) -> str:
         text = _BLOCK_EDGE_SPACE.sub("", text)
     if "\n\n\n" in text or "\n\n " in text or "\n\n\t" in text:
         text = _BLANK_LINES.sub("\n\n", text)
-    return text.strip()
+    return text.strip(), cleared
 
 
 def _drop_trailing_blanks(text: str) -> str:

@@ -413,6 +413,9 @@ def test_ordinary_text_survives_the_parser_free_path(text: str) -> None:
 
 
 @given(HOSTILE, st.booleans())
+@example("&nbsp;*", False)  # a paragraph's edge loses the no-break space after line starts were cleared
+@example("&nbsp;&gt;", False)
+@example("a\n\n\u3000# b\n\n\xa0- c", False)
 def test_parser_free_flattening_leaves_no_markdown(raw: str, keep_html: bool) -> None:
     text = sanitize._strip_controls(sanitize._decode_entities(raw))  # as in a pass: "\r" is a newline by now
     if not keep_html:
@@ -536,6 +539,7 @@ def _without_parser(text: str, **switches: bool) -> str:
 
 @given(st.one_of(HOSTILE, ANY_TEXT, ORDINARY_TEXT), st.booleans())
 @example("&lt;\xa0", True)
+@example("\xa0*", True)
 @example("HD\n(untrusted) SYSTEM:\n\n\n(untrusted) SYSTEM:\xa0&lt;", True)
 def test_with_and_without_the_parser_the_fixpoints_are_the_same(raw: str, strip_markdown: bool) -> None:
     # A parser budget may send a text either way, in any pass and on any later sanitising: each way's
