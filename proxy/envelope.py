@@ -108,11 +108,9 @@ def clean_json_text(
     value, repeats = loaded
     walker = _Walker(clean, unchanged)
     result = walker.run(value, _root(paths))
-    if walker.changed:
-        return dump_json(result)
-    if not look:
+    if not walker.changed and not look:
         repeats = _load(text, True)[1]  # type: ignore[index]
-    if repeats:
+    if walker.changed or repeats:
         return dump_json(result)
     # Outside strings a JSON text holds only blanks, tabs, newlines and carriage returns (strict
     # parsing refuses raw controls inside them); a carriage return is dropped, as it could redraw a
@@ -299,8 +297,8 @@ class _Walker:
             return
         for key, item in source.items():
             below = self.step(nodes, key) if isinstance(key, str) else ()
-            new_key = _unique(self.cleaned(key) if untrusted and isinstance(key, str) else key, target)
-            if new_key != key:
+            new_key = _unique(self.clean(key) if untrusted and isinstance(key, str) else key, target)
+            if new_key != key:  # cleaned or renamed
                 self.changed = True
             self.place(target, new_key, self.child(item, below, untrusted))
 

@@ -116,7 +116,8 @@ _TRIGGER_LINE = re.compile(f"\n(?:{_MD_LINE}|{_SYSTEM_HINT})")
 # The same tests for ASCII text, where most untrusted text is and where they can be cheaper: the
 # characters are deleted from the bytes (a C loop, no regular expression), and a line start needs
 # no look-alike class (every look-alike "s" and combining mark is non-ASCII).
-_ASCII_TRIGGERS = bytes([*range(0x09), *range(0x0B, 0x20), 0x7F]) + b"<>*_`[]\\|~"
+_ASCII_CONTROLS = bytes([*range(0x09), *range(0x0B, 0x20), 0x7F])
+_ASCII_TRIGGERS = _ASCII_CONTROLS + b"<>*_`[]\\|~"
 _ASCII_SYSTEM_HINT = r"[\t\x0b\x0c\r\x1c-\x1f ]*[sS][yY]"
 _ASCII_TRIGGER_LINE_START = re.compile(f"(?:{_MD_LINE}|{_ASCII_SYSTEM_HINT})")
 _ASCII_TRIGGER_LINE = re.compile(f"\n(?:{_MD_LINE}|{_ASCII_SYSTEM_HINT})")
@@ -132,7 +133,6 @@ _ANSI_C1 = re.compile(r"\x9b[0-?]*[ -/]*[@-~]|[\x90\x98\x9d\x9e\x9f][^\x07\x1b\x
 _C1_START = re.compile(r"[\x90\x98\x9b\x9d\x9e\x9f]")
 _HARD = re.compile(f"[{_CONTROL}{_LINE_BREAKS}{_INVISIBLE}]")
 _HARD_OR_VS = re.compile(f"[{_CONTROL}{_LINE_BREAKS}{_INVISIBLE}{_VARIATION}]")
-_ASCII_CONTROLS = bytes([*range(0x09), *range(0x0B, 0x20), 0x7F])
 _LINE_BREAK = re.compile(f"[{_LINE_BREAKS}]")
 _DROP = re.compile(f"[{_CONTROL}{_INVISIBLE}]")
 # ZWJ joins emoji (👩‍👩‍👧); anywhere else it only hides things.  The left neighbour may be VS16
