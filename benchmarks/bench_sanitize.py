@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from a source checkout without installing
 
-from proxy.envelope import clean_json_text, envelope  # noqa: E402
+from proxy.envelope import envelope  # noqa: E402
+from proxy.json_clean import clean_json_text  # noqa: E402
 from proxy.sanitize import ParserBudget, all_unchanged, sanitize_text  # noqa: E402
 
 KB = 1024
@@ -113,7 +114,7 @@ def run_text(text: str) -> str:
 
 def run_json(raw: str) -> str:
     clean = partial(sanitize_text, parser_budget=ParserBudget())
-    body = clean_json_text(raw, ["list[].message"], clean, all_unchanged)
+    body = clean_json_text(raw, clean, all_unchanged)
     assert body is not None
     return envelope(body, "smsapi:get_sms")
 

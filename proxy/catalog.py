@@ -6,6 +6,8 @@ Pure and cheap: every guard asks `Catalog.rule()` on every request, so rules are
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -29,7 +31,7 @@ class ToolRule:
     gate_reasons: tuple[str, ...]  # "destructive", "policy"; the trifecta gate is decided per session
     skip_warning: bool  # gated by default, but confirm.skip removed the gate
     legs: frozenset[Leg]
-    untrusted_fields: tuple[str, ...] | None  # None: every field untrusted; (): the JSON holds none
+    verbatim: Mapping[str, re.Pattern[str]] | None  # result paths whose values may pass byte-exact
     read_only: bool
     destructive: bool
     limits: tuple[LimitRule, ...]
@@ -105,7 +107,7 @@ class Catalog:
             gate_reasons=gate_reasons,
             skip_warning=skipped,
             legs=_legs(entry, read_only),
-            untrusted_fields=entry.untrusted_fields if entry is not None else None,
+            verbatim=entry.verbatim_formats() if entry is not None else None,
             read_only=read_only,
             destructive=destructive,
             limits=limits,
@@ -137,6 +139,16 @@ class Catalog:
         if reasons and first_match(confirm.skip, *names):
             return (), True
         return tuple(reasons), False
+
+    # ---- resources and prompts
+
+    def resource_legs(self, server: str) -> frozenset[Leg]:
+        profile = self.profiles.get(server)
+        return profile.resources.legs if profile is not None else frozenset({"untrusted"})
+
+    def prompt_legs(self, server: str) -> frozenset[Leg]:
+        profile = self.profiles.get(server)
+        return profile.prompts.legs if profile is not None else frozenset({"untrusted"})
 
     # ---- groups and the profile-only view
 

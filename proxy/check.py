@@ -26,6 +26,7 @@ from proxy.policy import (
     env_names,
     load_policy,
 )
+from proxy.untrusted import plain_name
 
 _WIDTH = 100
 _COLUMNS = ("TOOL", "SERVER", "SCOPE", "GATED", "LEGS", "LIMITS", "PINS", "VISIBLE")
@@ -46,7 +47,7 @@ def run_check(path: str, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) 
     catalog = Catalog(loaded)
     rules = catalog.profile_rules()
     warnings = [*_env_warnings(loaded), *_rule_of_two(loaded, rules), *_weakenings(loaded.policy, rules)]
-    warnings += _unmatched_globs(loaded, rules)
+    warnings += _unmatched_globs(loaded, rules) + _profile_notes(loaded)
     sections = [
         [f"mcp-guard check: {path}"],
         _header(loaded),
@@ -229,6 +230,30 @@ def _rule_of_two(loaded: LoadedPolicy, rules: list[ToolRule]) -> list[str]:
                 f"the others as external, so it can complete the trifecta on its own; {effect}"
             )
     return warnings
+
+
+def _profile_notes(loaded: LoadedPolicy) -> list[str]:
+    """Profile entries that can never take effect as written."""
+    notes = []
+    for name, profile in loaded.profiles.items():
+        if profile is None:
+            continue
+        for tool, entry in profile.tools.items():
+            if not plain_name(tool):
+                notes.append(
+                    f"WARNING profile '{profile.name}' lists '{_shown(tool)}', which is not a plain tool name "
+                    "(1-128 of A-Za-z0-9_-./): an upstream tool so named is hidden and refused"
+                )
+            if entry.untrusted_fields is not None:
+                notes.append(
+                    f"NOTE profile '{profile.name}' tool '{_shown(tool)}' (upstream '{name}'): untrusted_fields is "
+                    "ignored; every string of every result is cleaned (name ids under verbatim to keep them exact)"
+                )
+    return notes
+
+
+def _shown(name: str) -> str:
+    return name.encode("unicode_escape").decode("ascii")
 
 
 def _weakenings(policy: Policy, rules: list[ToolRule]) -> list[str]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from proxy import __version__
+from proxy import __version__, redact
 from proxy.policy import AuditPolicy, LoadedPolicy, PolicyError, load_policy, policies_dir
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="mcp-guard %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("mcp_guard.audit").setLevel(logging.INFO)
+    # Before anything logs: with -v the HTTP client and the SDK print upstream URLs and headers.
+    redact.install()
     try:
         return int(args.func(args) or 0)
     except (PolicyError, StartupError) as exc:

@@ -8,15 +8,16 @@ refuses the call (fail closed); the upstream only ever sees calls that passed ev
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import mcp.types as types
 from mcp.client.session import ClientSession
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
 
 from proxy.audit import AuditLog, digest_arguments, digest_session
 from proxy.catalog import Catalog, ToolRule
@@ -28,8 +29,14 @@ from proxy.guards.trifecta import Trifecta
 from proxy.guards.visibility import refuse_hidden
 from proxy.policy import LoadedPolicy
 from proxy.resume import Resume, ResumeStates
-from proxy.untrusted import OutputShield, clean_form_schema, relayed_question
-from proxy.upstream import Relay, UpstreamConnection, UpstreamPool, UpstreamUnavailable, current_relay
+from proxy.untrusted import (
+    OutputShield,
+    clean_form_schema,
+    plain_name,
+    plain_resource_name,
+    relayed_question,
+)
+from proxy.upstream import Relay, UpstreamConnection, UpstreamPool, UpstreamUnavailable, current_relay, raw_request
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +82,9 @@ class Pipeline:
         self.limiter = Limiter()
         self.trifecta = Trifecta(policy.trifecta.action, policy.trifecta.idle_seconds)
         self.resumes = ResumeStates(policy.confirm.timeout_seconds)
+        # URIs of resources hidden for their names, from the listings: reading them is refused too.
+        self._hidden_resources: BoundedSet = BoundedSet(4096)
+        self._odd_names: BoundedSet = BoundedSet(1024)  # tool names already warned about
         self.gate = ConfirmGate(
             policy.team,
             timeout_seconds=policy.confirm.timeout_seconds,
@@ -98,7 +108,8 @@ class Pipeline:
             else:
                 outcome = self._readmit(call, rule, resume)
         except UpstreamUnavailable as exc:
-            return self._finish(call, rule, "error", str(exc), _error(f"mcp-guard: {exc}. The tool was not called."))
+            failed = self._failure(exc, f"mcp-guard: {exc}. The tool was not called.")
+            return self._finish(call, rule, "error", str(exc), failed)
         except Exception:
             logger.exception("guard failed on %s; refusing (fail closed)", call.name)
             outcome = Refusal(
@@ -115,14 +126,19 @@ class Pipeline:
         arguments, decision, why = outcome
         try:
             result = await self.forward(call, rule, arguments, resume if isinstance(resume, Resume) else None)
+        except UpstreamUnavailable as exc:
+            failed = self._failure(
+                exc,
+                f"mcp-guard: upstream '{rule.server}' is unavailable or failed ({exc.detail}); the call may or may "
+                "not have reached it, check before retrying.",
+            )
+            return self._finish(call, rule, "error", "upstream unavailable", failed)
         except BaseException as exc:
             # Cancelled or broken mid-forward: the upstream may have acted, so it is still audited.
             self._audit(call, rule, "error", f"forward ended: {type(exc).__name__}")
             raise
         if isinstance(result, types.InputRequiredResult):
             return self._ask_client(call, rule, result, decision, why)
-        if result.is_error and result.meta and result.meta.get("mcp_guard_upstream_failure"):
-            return self._finish(call, rule, "error", "upstream unavailable", result)
         self.trifecta.record(call.caller.session, rule, expires=call.caller.sessionless)
         return self._finish(call, rule, decision, why, result)
 
@@ -211,11 +227,33 @@ class Pipeline:
         )
         return self._finish(call, rule, "error", f"relay refused: {what}", _error(message))
 
+    def _cleaning(self, relay: Relay) -> Relay:
+        """The relay with the upstream's log lines cleaned before the transport sends them on."""
+        send = relay.log
+        if send is None:
+            return relay
+
+        async def log(server: str, params: types.LoggingMessageNotificationParams) -> None:
+            logger_name = self.shield.clean(params.logger)[:128] if params.logger else None
+            cleaned = params.model_copy(update={"data": self.shield.log_data(params.data), "logger": logger_name})
+            await send(server, cleaned)
+
+        return replace(relay, log=log)
+
+    def _failure(self, exc: UpstreamUnavailable, ours: str) -> types.CallToolResult:
+        """An upstream failure as a result: our words in one block, the upstream's apart and enveloped."""
+        blocks = [types.TextContent(text=ours)]
+        if exc.upstream_text:
+            blocks.append(types.TextContent(text=self.shield.upstream_words(f"{exc.server}:error", exc.upstream_text)))
+        return types.CallToolResult(content=blocks, is_error=True)
+
     async def find_rule(self, caller: Caller, exposed: str) -> ToolRule | None:
         target = self.catalog.resolve(exposed)
         if target is None:
             return None
         server, name = target
+        if not plain_name(name):
+            return None  # an upstream tool whose name is no plain identifier is never listed or called
         tool = await self.pool.get(server, caller.authorization).tool(name)
         if tool is None:
             return None
@@ -224,29 +262,35 @@ class Pipeline:
     async def forward(
         self, call: ToolCall, rule: ToolRule, arguments: dict[str, Any], resume: Resume | None = None
     ) -> types.CallToolResult | types.InputRequiredResult:
+        """Send the admitted call upstream and clean what comes back; a failure raises UpstreamUnavailable."""
         conn = self.pool.get(rule.server, call.caller.authorization)
         source = f"{rule.server}:{rule.name}"
-        token = current_relay.set(call.relay)
+        token = current_relay.set(self._cleaning(call.relay))
+        progress = _clean_progress(call.progress, self.shield) if call.progress is not None else None
         try:
-            result = await conn.request(lambda s: _call_with_input(s, rule, arguments, call, resume))
-        except UpstreamUnavailable as exc:
-            # exc.detail may be the upstream's own error text: it reaches the model only enveloped.
-            failed = _error(
-                f"mcp-guard: upstream '{rule.server}' is unavailable or failed; the call may or may not have "
-                "reached it, check before retrying. Its error:\n" + self.shield.text(exc.detail, source)
-            )
-            return failed.model_copy(update={"meta": {"mcp_guard_upstream_failure": True}})
+            raw = await conn.request(lambda s: _call_with_input(s, rule, arguments, call, resume, progress))
         except RelayRefused as exc:
             return _error(f"{exc} '{rule.exposed}' did not complete; the upstream saw the call but got no answer.")
         except MCPError as exc:
-            return _error(f"upstream '{rule.server}' refused the call:\n" + self.shield.text(exc.message, source))
+            return types.CallToolResult(
+                content=[
+                    types.TextContent(text=f"mcp-guard: upstream '{rule.server}' refused the call."),
+                    types.TextContent(text=self.shield.upstream_words(source, exc.message)),
+                ],
+                is_error=True,
+            )
         finally:
             current_relay.reset(token)
-        if isinstance(result, types.InputRequiredResult):
-            return result
+        if isinstance(raw, types.InputRequiredResult):
+            return raw
         tool = conn.tools.get(rule.name)
         schema = tool.output_schema if tool is not None else None
-        return self.shield.tool_result(source, rule.untrusted_fields, result, schema)
+        cleaned = self.shield.tool_result(source, raw, schema, rule.verbatim)
+        try:
+            return types.CallToolResult.model_validate(cleaned)
+        except ValueError:
+            # Nothing of a result mcp-guard cannot vouch for is passed on, not even in the error.
+            raise UpstreamUnavailable(rule.server, "it sent a tool result that is not valid MCP") from None
 
     def _finish(
         self, call: ToolCall, rule: ToolRule | None, decision: str, reason: str, result: types.CallToolResult
@@ -281,12 +325,15 @@ class Pipeline:
         servers = self.pool.servers
         if len(servers) == 1:
             conn = self.pool.get(servers[0], caller.authorization)
-            page = await conn.request(
-                lambda s: s.list_tools(params=types.PaginatedRequestParams(cursor=cursor)), retry=True
+            page = await self._ask(
+                servers[0],
+                conn,
+                lambda s: s.list_tools(params=types.PaginatedRequestParams(cursor=cursor)),
+                retry=True,
             )
             conn.tools.update((t.name, t) for t in page.tools)
             return types.ListToolsResult(
-                tools=self._present(servers[0], page.tools, caller), next_cursor=page.next_cursor
+                tools=self._present(servers[0], page.tools, caller), next_cursor=_cursor(page.next_cursor)
             )
         tools: list[types.Tool] = []
         for server in servers:
@@ -301,9 +348,20 @@ class Pipeline:
     def _present(self, server: str, tools: list[types.Tool], caller: Caller) -> list[types.Tool]:
         shown = []
         for tool in tools:
+            if not plain_name(tool.name):
+                if tool.name not in self._odd_names:
+                    self._odd_names.update([tool.name])
+                    logger.warning(
+                        "upstream '%s' lists a tool whose name is not a plain identifier (%s): hidden and refused",
+                        server,
+                        tool.name[:200].encode("unicode_escape").decode("ascii"),
+                    )
+                continue
             rule = self.catalog.rule(server, tool.name, tool.annotations)
             if rule.visible and self.catalog.visible_in_group(rule, caller.group):
-                shown.append(self.shield.tool(tool, rule.exposed, effective_annotations(tool.annotations, rule)))
+                wire = _wire(tool)
+                annotations = self.shield.annotations(wire.get("annotations"), _overrides(tool.annotations, rule))
+                shown.append(types.Tool.model_validate(self.shield.tool(wire, rule.exposed, annotations)))
         return shown
 
     def tool_schema(self, exposed: str) -> dict[str, Any] | None:
@@ -320,8 +378,11 @@ class Pipeline:
         page = await self._ask(
             server, conn, lambda s: s.list_resources(params=types.PaginatedRequestParams(cursor=cursor)), retry=True
         )
+        shown = [r for r in page.resources if plain_resource_name(r.name)]
+        self._hidden_resources.update(str(r.uri) for r in page.resources if not plain_resource_name(r.name))
         return types.ListResourcesResult(
-            resources=[self.shield.listed(r) for r in page.resources], next_cursor=page.next_cursor
+            resources=[types.Resource.model_validate(self.shield.listed(_wire(r))) for r in shown],
+            next_cursor=_cursor(page.next_cursor),
         )
 
     async def list_resource_templates(self, caller: Caller, cursor: str | None) -> types.ListResourceTemplatesResult:
@@ -335,15 +396,28 @@ class Pipeline:
             retry=True,
         )
         return types.ListResourceTemplatesResult(
-            resource_templates=[self.shield.listed(r) for r in page.resource_templates], next_cursor=page.next_cursor
+            resource_templates=[
+                types.ResourceTemplate.model_validate(self.shield.listed(_wire(t)))
+                for t in page.resource_templates
+                if plain_resource_name(t.name)
+            ],
+            next_cursor=_cursor(page.next_cursor),
         )
 
     async def read_resource(self, caller: Caller, uri: str) -> types.ReadResourceResult:
         server, conn = self._single(caller, "resources")
-        if conn is None:
-            raise MCPError(code=INVALID_PARAMS, message=f"Unknown resource: {uri}")
-        result = await self._ask(server, conn, lambda s: s.read_resource(uri), retry=True)
-        return types.ReadResourceResult(contents=self.shield.resource_contents(f"{server}:{uri}", result.contents))
+        if conn is None or uri in self._hidden_resources:
+            raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown resource")
+        raw = await self._ask(
+            server,
+            conn,
+            lambda s: _raw(s, types.ReadResourceRequest(params=types.ReadResourceRequestParams(uri=uri))),
+            retry=True,
+        )
+        source = f"{server}:{_source_name(uri)}"
+        result = types.ReadResourceResult(contents=self.shield.resource_contents(source, raw.get("contents")))
+        self.trifecta.record_legs(caller.session, source, self.catalog.resource_legs(server), caller.sessionless)
+        return result
 
     async def list_prompts(self, caller: Caller, cursor: str | None) -> types.ListPromptsResult:
         server, conn = self._single(caller, "prompts")
@@ -353,41 +427,49 @@ class Pipeline:
             server, conn, lambda s: s.list_prompts(params=types.PaginatedRequestParams(cursor=cursor)), retry=True
         )
         return types.ListPromptsResult(
-            prompts=[self.shield.listed(p) for p in page.prompts], next_cursor=page.next_cursor
+            prompts=[
+                types.Prompt.model_validate(self.shield.listed(_wire(p))) for p in page.prompts if plain_name(p.name)
+            ],
+            next_cursor=_cursor(page.next_cursor),
         )
 
     async def get_prompt(self, caller: Caller, name: str, arguments: dict[str, str] | None) -> types.GetPromptResult:
         server, conn = self._single(caller, "prompts")
-        if conn is None:
-            raise MCPError(code=INVALID_PARAMS, message=f"Unknown prompt: {name}")
-        result = await self._ask(server, conn, lambda s: s.get_prompt(name, arguments), retry=True)
-        return types.GetPromptResult(
-            description=self.shield.instructions(result.description),
-            messages=self.shield.prompt_messages(f"{server}:{name}", result.messages),
-        )
+        if conn is None or not plain_name(name):
+            raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown prompt")
+        request = types.GetPromptRequest(params=types.GetPromptRequestParams(name=name, arguments=arguments))
+        raw = await self._ask(server, conn, lambda s: _raw(s, request), retry=True)
+        source = f"{server}:{name}"
+        result = types.GetPromptResult.model_validate(self.shield.prompt_result(source, raw))
+        self.trifecta.record_legs(caller.session, source, self.catalog.prompt_legs(server), caller.sessionless)
+        return result
 
     async def complete(self, caller: Caller, params: types.CompleteRequestParams) -> types.CompleteResult:
         server, conn = self._single(caller, "completions")
         if conn is None:
             return types.CompleteResult(completion=types.Completion(values=[]))
-        argument = {"name": params.argument.name, "value": params.argument.value}
-        context = params.context.arguments if params.context is not None else None
-        result = await self._ask(server, conn, lambda s: s.complete(params.ref, argument, context), retry=True)
-        values = [self.shield.clean(v) for v in result.completion.values]
-        return types.CompleteResult(completion=result.completion.model_copy(update={"values": values}))
+        request = types.CompleteRequest(params=params.model_copy(update={"meta": None}))
+        raw = await self._ask(server, conn, lambda s: _raw(s, request), retry=True)
+        return types.CompleteResult.model_validate(self.shield.completion(raw))
 
     async def _ask(
         self, server: str, conn: UpstreamConnection, fn: Callable[[ClientSession], Awaitable[T]], *, retry: bool = False
     ) -> T:
-        """A listing or read: an upstream's JSON-RPC error text is untrusted, so it is passed on enveloped."""
+        """A listing or read: an upstream's error text is untrusted, so it is passed on apart and enveloped."""
         try:
             return await conn.request(fn, retry=retry)
         except MCPError as exc:
-            raise MCPError(
-                code=exc.code,
-                message=f"upstream '{server}' answered with an error:\n"
-                + self.shield.text(exc.message, f"{server}:error"),
-            ) from None
+            code = exc.code if isinstance(exc.code, int) and -32768 <= exc.code <= -32000 else INTERNAL_ERROR
+            message = self.shield.error_message(
+                f"mcp-guard: upstream '{server}' answered with an error.", server, exc.message
+            )
+            raise MCPError(code=code, message=message) from None
+
+    def upstream_error(self, exc: UpstreamUnavailable) -> MCPError:
+        """An unavailable upstream as a JSON-RPC error: our words, then its own apart and enveloped."""
+        return MCPError(
+            code=INTERNAL_ERROR, message=self.shield.error_message(f"mcp-guard: {exc}", exc.server, exc.upstream_text)
+        )
 
     def _single(self, caller: Caller, capability: str) -> tuple[str, UpstreamConnection | None]:
         """The upstream that serves resources/prompts/completions: the first that offers them.
@@ -411,9 +493,48 @@ class Pipeline:
         return "\n".join(parts) or None
 
 
+def _wire(model: Any) -> dict[str, Any]:
+    dumped: dict[str, Any] = model.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return dumped
+
+
+def _cursor(cursor: str | None) -> str | None:
+    # A cursor is opaque, but it travels back to the model's client: it must be no carrier of text.
+    return cursor if cursor is None or _CURSOR.fullmatch(cursor) else None
+
+
+_CURSOR = re.compile(r"[A-Za-z0-9+/=_.:-]{1,512}")
+
+
+def _source_name(uri: str) -> str:
+    # The envelope keeps only plain characters of a source; a long one is cut, not trusted.
+    return uri[:128]
+
+
+async def _raw(session: ClientSession, request: Any) -> dict[str, Any]:
+    raw = await raw_request(session, request)
+    if raw.get("resultType") == "input_required":
+        raise MCPError(
+            code=INVALID_PARAMS, message="the upstream asked for input, which mcp-guard relays only on tools/call"
+        )
+    return raw
+
+
+def _clean_progress(progress: ProgressFn, shield: OutputShield) -> ProgressFn:
+    async def relay(value: float, total: float | None, message: str | None) -> None:
+        await progress(value, total, shield.progress_message(message))
+
+    return relay
+
+
 async def _call_with_input(
-    session: ClientSession, rule: ToolRule, arguments: dict[str, Any], call: ToolCall, resume: Resume | None
-) -> types.CallToolResult | types.InputRequiredResult:
+    session: ClientSession,
+    rule: ToolRule,
+    arguments: dict[str, Any],
+    call: ToolCall,
+    resume: Resume | None,
+    progress: ProgressFn | None,
+) -> dict[str, Any] | types.InputRequiredResult:
     """Call upstream; if a 2026-era upstream needs input, ask the client and retry.
 
     A handshake-era client is asked mid-call through the relay. A 2026-07-28 client cannot be:
@@ -423,19 +544,20 @@ async def _call_with_input(
     responses: dict[str, Any] | None = call.prompter.input_responses if resume is not None else None
     state: str | None = resume.upstream_state if resume is not None else None
     for _ in range(4):
-        result = await session.call_tool(
-            rule.name,
-            arguments,
-            progress_callback=call.progress,
-            input_responses=responses,
-            request_state=state,
-            allow_input_required=True,
+        request = types.CallToolRequest(
+            params=types.CallToolRequestParams(
+                name=rule.name, arguments=arguments, input_responses=responses, request_state=state
+            )
         )
-        if not isinstance(result, types.InputRequiredResult) or call.prompter.modern:
-            return result
-        responses = await _answer_inputs(result, call.relay, rule.server)
-        state = result.request_state
-    return _error("mcp-guard: the upstream kept asking for more input; the call was abandoned.")
+        raw = await raw_request(session, request, progress=progress)
+        if raw.get("resultType") != "input_required":
+            return raw
+        asked = types.InputRequiredResult.model_validate(raw)
+        if call.prompter.modern:
+            return asked
+        responses = await _answer_inputs(asked, call.relay, rule.server)
+        state = asked.request_state
+    return _wire(_error("mcp-guard: the upstream kept asking for more input; the call was abandoned."))
 
 
 class RelayRefused(Exception):
@@ -457,14 +579,31 @@ async def _answer_inputs(result: types.InputRequiredResult, relay: Relay, server
     return answers
 
 
-def effective_annotations(upstream: types.ToolAnnotations | None, rule: ToolRule) -> types.ToolAnnotations | None:
-    """The upstream's annotations, changed only where the profile overrides them."""
+def _overrides(upstream: types.ToolAnnotations | None, rule: ToolRule) -> dict[str, bool]:
+    """The hints the profile changes: both safety hints, set as the proxy classifies the tool."""
     read_only = bool(upstream and upstream.read_only_hint is True)
     destructive = not read_only and not (upstream and upstream.destructive_hint is False)
     if (read_only, destructive) == (rule.read_only, rule.destructive):
-        return upstream
-    base = upstream or types.ToolAnnotations()
-    return base.model_copy(update={"read_only_hint": rule.read_only, "destructive_hint": rule.destructive})
+        return {}
+    return {"readOnlyHint": rule.read_only, "destructiveHint": rule.destructive}
+
+
+class BoundedSet:
+    """A set that forgets its oldest members past `size`: an upstream cannot grow it without bound."""
+
+    def __init__(self, size: int) -> None:
+        self._items: dict[str, None] = {}
+        self._size = size
+
+    def update(self, items: Any) -> None:
+        for item in items:
+            self._items.pop(item, None)
+            self._items[item] = None
+            if len(self._items) > self._size:
+                del self._items[next(iter(self._items))]
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
 
 
 def _error(text: str) -> types.CallToolResult:

@@ -264,12 +264,37 @@ class RecipientSpec(_Model):
     group_args: tuple[str, ...] = ()
 
 
+def _format(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"a verbatim format must be a regular expression ({exc.msg})") from None
+    return value
+
+
+Format = Annotated[str, AfterValidator(_format)]
+
+
 class ProfileTool(_Model):
     scope: str | None = None
     legs: frozenset[Leg] | None = None
+    # Paths into the JSON result whose values pass byte-exact when the whole value matches the format
+    # (and holds no character that could carry markup); every other value is cleaned (SPEC §5).
+    verbatim: dict[FieldPath, Format] = Field(default_factory=dict)
+    # Removed in favour of cleaning every field; still read so old profiles load, and `check` says
+    # it is ignored (it could only ever narrow what was cleaned).
     untrusted_fields: tuple[FieldPath, ...] | None = None
     annotations: ProfileAnnotations | None = None
     recipients: RecipientSpec | None = None
+
+    def verbatim_formats(self) -> dict[str, re.Pattern[str]] | None:
+        return {path: re.compile(fmt) for path, fmt in self.verbatim.items()} or None
+
+
+class ProfileContent(_Model):
+    """How a profile classifies what resources/read or prompts/get return (untrusted by default)."""
+
+    legs: frozenset[Leg] = frozenset({"untrusted"})
 
 
 class Profile(_Model):
@@ -278,6 +303,8 @@ class Profile(_Model):
     description: str | None = None
     groups: dict[Slug, tuple[str, ...]] = Field(default_factory=dict)
     tools: dict[str, ProfileTool] = Field(default_factory=dict)
+    resources: ProfileContent = ProfileContent()
+    prompts: ProfileContent = ProfileContent()
 
     def scopes(self) -> set[str]:
         return {t.scope for t in self.tools.values() if t.scope is not None}
@@ -452,6 +479,10 @@ class _Interpolation:
         if name is None:
             self.errors.append((line, f"bad variable reference in {where}: write ${{NAME}}, or $$ for a '$'"))
         elif name in self.env:
+            from proxy.redact import register_secret
+
+            # Whatever comes from the environment may be a credential: no log line may show it.
+            register_secret(self.env[name])
             return self.env[name]
         else:
             if name not in self.missing:

@@ -447,8 +447,15 @@ def _digits_only(match: re.Match[str]) -> str:
     return "".join(ch for ch in match.group() if ch.isdigit())
 
 
+# An underscore between two letters or digits can neither open nor close emphasis (CommonMark's
+# flanking rules), so "first_name" or "jon_doe@example.com" is quiet; it stands in as a letter.
+_INTRAWORD_UNDERSCORE = re.compile(r"(?<=[^\W_])_(?=[^\W_])")
+
+
 def _is_quiet(text: str) -> bool:
     """True when no step can change `text`, so it already is its own sanitised form."""
+    if "_" in text:
+        text = _INTRAWORD_UNDERSCORE.sub("a", text)
     if text.isascii():
         # ASCII text is NFC and holds no ZWJ; `test_ascii_quiet_check_agrees` checks this path.
         if len(text.encode("ascii").translate(None, _ASCII_TRIGGERS)) != len(text):

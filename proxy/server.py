@@ -27,10 +27,8 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from proxy import __version__
 from proxy.audit import AuditLog, digest_arguments, digest_session
 from proxy.catalog import Catalog
-from proxy.envelope import sanitize_json
 from proxy.pipeline import Caller, Pipeline, ToolCall
 from proxy.policy import LoadedPolicy
-from proxy.sanitize import sanitize_text
 from proxy.untrusted import clean_form_schema, relayed_question
 from proxy.upstream import Relay, UpstreamPool, UpstreamUnavailable
 
@@ -160,14 +158,13 @@ class Downstream:
         return Relay(elicit=self._relay_elicit, sample=self._relay_sample, log=self._relay_log)
 
     async def _relay_log(self, server: str, params: types.LoggingMessageNotificationParams) -> None:
-        """An upstream's log line, sanitised and named, on this request's stream.
+        """An upstream's log line, already cleaned by the pipeline, named, on this request's stream.
 
         `send_log_message` applies the 2026-07-28 rule that logs go only to requests that opted in;
         it is deprecated along with the logging capability, which is still forwarded faithfully.
         """
         data = params.data
-        data = sanitize_text(data) if isinstance(data, str) else sanitize_json(data, None, sanitize_text)
-        logger_name = f"{server}/{sanitize_text(params.logger)}" if params.logger else server
+        logger_name = f"{server}/{params.logger}" if params.logger else server
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MCPDeprecationWarning)
             await self.ctx.session.send_log_message(
@@ -287,7 +284,7 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         caller, pipeline = pipe(ctx)
-        return await _upstream_errors(pipeline.list_tools(caller, params.cursor if params else None))
+        return await _upstream_errors(pipeline, pipeline.list_tools(caller, params.cursor if params else None))
 
     async def on_call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
@@ -311,37 +308,39 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
         caller, pipeline = pipe(ctx)
-        return await _upstream_errors(pipeline.list_resources(caller, params.cursor if params else None))
+        return await _upstream_errors(pipeline, pipeline.list_resources(caller, params.cursor if params else None))
 
     async def on_list_resource_templates(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
         caller, pipeline = pipe(ctx)
-        return await _upstream_errors(pipeline.list_resource_templates(caller, params.cursor if params else None))
+        return await _upstream_errors(
+            pipeline, pipeline.list_resource_templates(caller, params.cursor if params else None)
+        )
 
     async def on_read_resource(
         ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         caller, pipeline = pipe(ctx)
-        return await _upstream_errors(pipeline.read_resource(caller, str(params.uri)))
+        return await _upstream_errors(pipeline, pipeline.read_resource(caller, str(params.uri)))
 
     async def on_list_prompts(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
         caller, pipeline = pipe(ctx)
-        return await _upstream_errors(pipeline.list_prompts(caller, params.cursor if params else None))
+        return await _upstream_errors(pipeline, pipeline.list_prompts(caller, params.cursor if params else None))
 
     async def on_get_prompt(
         ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
     ) -> types.GetPromptResult:
         caller, pipeline = pipe(ctx)
-        return await _upstream_errors(pipeline.get_prompt(caller, params.name, params.arguments))
+        return await _upstream_errors(pipeline, pipeline.get_prompt(caller, params.name, params.arguments))
 
     async def on_completion(
         ctx: ServerRequestContext[Any, Any], params: types.CompleteRequestParams
     ) -> types.CompleteResult:
         caller, pipeline = pipe(ctx)
-        return await _upstream_errors(pipeline.complete(caller, params))
+        return await _upstream_errors(pipeline, pipeline.complete(caller, params))
 
     def tool_schema(name: str) -> Mapping[str, Any] | None:
         # Not scoped to a caller (the SDK calls it before middleware); schemas are not secret.
@@ -378,9 +377,9 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
     return server
 
 
-async def _upstream_errors(awaitable: Any) -> Any:
+async def _upstream_errors(pipeline: Pipeline, awaitable: Any) -> Any:
     """Listings and reads: an unavailable upstream is a JSON-RPC error naming it, never a crash."""
     try:
         return await awaitable
     except UpstreamUnavailable as exc:
-        raise MCPError(code=INTERNAL_ERROR, message=f"mcp-guard: {exc}") from None
+        raise pipeline.upstream_error(exc) from None

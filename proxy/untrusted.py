@@ -1,42 +1,70 @@
-"""Untrusted output: applies the sanitiser and the envelope to every MCP result shape (SPEC §5).
+"""Untrusted output: every MCP shape an upstream sends, cleaned by default (SPEC §5).
 
-`sanitize.py` and `envelope.py` are pure string/JSON functions; this module knows where
-untrusted text sits in tool results, resources, prompts, errors and tool listings.
+Works on wire JSON (dicts), not on the SDK's models: an allowlist decides which keys and block
+types pass, and what it does not know never passes (bleach's rule).  Every string and every key
+that passes is cleaned, at any depth, JSON text inside strings included; model-visible text goes
+into a `<tool_output>` envelope.  `sanitize.py`, `json_clean.py` and `envelope.py` are the pure
+string/JSON functions; this module knows where text sits in each MCP shape.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-import mcp.types as types
 from jsonschema import SchemaError
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 from referencing import Registry
 
-from proxy.envelope import clean_json_text, envelope, new_nonce, sanitize_json
+from proxy.envelope import envelope
+from proxy.json_clean import Verbatim, clean_json_text, dump_json, sanitize_json
 from proxy.policy import OutputPolicy
 from proxy.sanitize import ParserBudget, all_unchanged, sanitize_text
 
-# Tool-listing keys whose text a model reads as instructions about the tool.
-_DESCRIPTIVE_KEYS = frozenset({"description", "title"})
+Clean = Callable[[str], str]
+JSON = dict[str, Any]
+
+# SEP-986: the names a tool, prompt or resource may have; anything else is hidden and refused.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_\-./]{1,128}")
+# Resource names are display names in practice ("Resource 1"): single blanks between words pass.
+PLAIN_RESOURCE_NAME = re.compile(r"(?=.{1,128}\Z)[A-Za-z0-9_\-./]+(?: [A-Za-z0-9_\-./]+)*")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_MIME = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}(?:;[ -~]{0,128})?")
+_JSON_START = re.compile(r"\s*[\[{\"]")
+_JSON_LINE = re.compile(r'(?m)^\s*[\[{"]')
+# JSON text inside a string inside JSON text ... : past this depth it is removed, not trusted.
+_MAX_JSON_DEPTH = 8
+_NESTED_TOO_DEEP = "[mcp-guard removed JSON text nested in strings more than 8 levels deep]"
 _VALIDATORS_KEPT = 256
+_SHORT = 64
+_SHORT_KEPT = 8192
+_ROLES = frozenset({"user", "assistant"})
 
 SCHEMA_BROKEN = (
     "mcp-guard: the tool's structured output no longer matches its outputSchema once its untrusted text was "
     "sanitised, so it is returned as an error with the sanitised text only."
 )
 
-Clean = Callable[[str], str]
+
+def plain_name(name: object) -> bool:
+    return isinstance(name, str) and PLAIN_NAME.fullmatch(name) is not None
+
+
+def plain_resource_name(name: object) -> bool:
+    return isinstance(name, str) and PLAIN_RESOURCE_NAME.fullmatch(name) is not None
 
 
 class OutputShield:
     def __init__(self, output: OutputPolicy) -> None:
         self.cfg = output
         self._validators: dict[str, Validator] = {}
+        self._short: dict[str, str] = {}  # short strings already cleaned: the same function, any result
+
+    # -- strings ---------------------------------------------------------------------------------
 
     def clean(self, text: str, budget: ParserBudget | None = None) -> str:
         return sanitize_text(
@@ -48,62 +76,189 @@ class OutputShield:
         )
 
     def result_clean(self) -> Clean:
-        """`clean` for the texts of one result: one markdown parser budget, each text cleaned once."""
-        return _memo(partial(self.clean, budget=ParserBudget()))
+        """`clean` for the strings of one result: one markdown parser budget, JSON text inside a
+        string parsed and cleaned as JSON, each string cleaned once."""
+        plain = partial(self.clean, budget=ParserBudget())
+        seen: dict[str, str] = {}
+        short = self._short
+
+        def at(depth: int) -> Clean:
+            def clean(text: str) -> str:
+                out = seen.get(text) or short.get(text)
+                if out is None:
+                    out = seen[text] = self._json_or_text(text, plain, depth, at)
+                    if len(text) <= _SHORT and len(short) < _SHORT_KEPT:
+                        short[text] = out  # keys and statuses repeat across every result of a tool
+                return out
+
+            return clean
+
+        return at(0)
+
+    def _json_or_text(self, text: str, plain: Clean, depth: int, at: Callable[[int], Clean]) -> str:
+        if not _JSON_START.match(text):
+            return plain(text)
+        # A renderer decodes JSON text, so "\u003cscript\u003e" inside it is markup like "<script>".
+        if depth >= _MAX_JSON_DEPTH:
+            return _NESTED_TOO_DEEP if _json_value(text) is not None else plain(text)
+        inner = at(depth + 1)
+        out = clean_json_text(text, inner, self.unchanged)
+        if out is not None:
+            return out
+        value = _json_value(text)
+        if isinstance(value, str):  # a JSON string literal: its decoded text is what a reader sees
+            cleaned = inner(value)
+            return dump_json(cleaned) if cleaned != value or _escape_needed(text) else text
+        return plain(text)
 
     def unchanged(self, texts: list[str]) -> bool:
-        """True if `clean` would leave every one of `texts` as it is (asked once per JSON value)."""
-        return all_unchanged(texts, self.cfg.max_chars)
+        """True if cleaning would leave every one of `texts` as it is (asked once per many values)."""
+        if not all_unchanged(texts, self.cfg.max_chars):
+            return False
+        return not _JSON_LINE.search("\n".join(texts))
 
     def wrap(self, body: str, source: str) -> str:
         if not self.cfg.envelope:
             return body
-        return envelope(body, source, new_nonce())
+        return envelope(body, source)
 
-    def text(self, text: str, source: str, fields: Sequence[str] | None = None, clean: Clean | None = None) -> str:
-        """One untrusted text block: JSON keeps its shape with only `fields` cleaned, other text is cleaned whole."""
+    def text(self, text: str, source: str, clean: Clean | None = None, verbatim: Verbatim | None = None) -> str:
+        """One model-visible text, enveloped: JSON keeps its shape with every string cleaned."""
         clean = clean or self.result_clean()
-        cleaned = clean_json_text(text, fields, clean, self.unchanged)
+        cleaned = clean_json_text(text, clean, self.unchanged, verbatim) if _JSON_START.match(text) else None
         return self.wrap(clean(text) if cleaned is None else cleaned, source)
+
+    def json(self, value: Any, clean: Clean | None = None) -> Any:
+        """Any JSON value (a `_meta`, a log's data): every string and key cleaned."""
+        return sanitize_json(value, clean or self.result_clean(), self.unchanged)
+
+    def meta(self, value: Any, clean: Clean | None = None) -> JSON | None:
+        return self.json(value, clean) if isinstance(value, dict) and value else None
+
+    # -- tool results ----------------------------------------------------------------------------
 
     def tool_result(
         self,
         source: str,
-        fields: Sequence[str] | None,
-        result: types.CallToolResult,
+        raw: Mapping[str, Any],
         output_schema: Mapping[str, Any] | None = None,
-    ) -> types.CallToolResult:
-        """Sanitise and wrap a tool result; `output_schema` is the tool's, when it declares one.
+        verbatim: Verbatim | None = None,
+    ) -> JSON:
+        """A tools/call result as wire JSON, cleaned; only content, structuredContent, isError and
+        _meta pass.
 
-        structuredContent is kept, cleaned like the text (E5): clients and tools read it, and
-        dropping it would break every client whose tool declares an outputSchema. Cleaning can
-        make a value break the schema (escaping "<" lengthens a string past maxLength, a removed
-        tag leaves a string outside an enum or pattern); the client's SDK would then reject the
-        whole result. So the cleaned value is checked here, and a result that no longer fits
-        fails closed: an error carrying the cleaned, enveloped text, never the raw value.
+        structuredContent is kept, cleaned like the text (E5): the text block that repeats it is
+        cleaned by the same function, so the two stay consistent.  Cleaning can make a value break
+        the schema (a removed tag leaves a string outside an enum or pattern); the client's SDK
+        would then reject the whole result, so the cleaned value is checked here, and a result that
+        no longer fits fails closed: an error carrying the cleaned, enveloped text, never the raw value.
         """
-        if result.is_error:
-            fields = None  # an error body does not have the success shape the profile describes
-        clean = self.result_clean()  # the text and structuredContent usually repeat the same strings
-        content = [self._block(b, source, fields, clean) for b in result.content]
-        structured = result.structured_content
-        if structured is not None:
-            structured = sanitize_json(structured, fields, clean, self.unchanged)
-            if output_schema is not None and not result.is_error and not self._fits(output_schema, structured):
-                return types.CallToolResult(content=[types.TextContent(text=SCHEMA_BROKEN), *content], is_error=True)
-        return result.model_copy(update={"content": content, "structured_content": structured})
+        is_error = raw.get("isError") is True
+        if is_error:
+            verbatim = None  # an error body does not have the success shape the profile describes
+        clean = self.result_clean()
+        blocks = raw.get("content")
+        content = [self.block(b, source, clean, verbatim) for b in blocks] if isinstance(blocks, list) else []
+        out: JSON = {"content": content}
+        if is_error:
+            out["isError"] = True
+        if (meta := self.meta(raw.get("_meta"), clean)) is not None:
+            out["_meta"] = meta
+        if "structuredContent" in raw:
+            structured = sanitize_json(raw["structuredContent"], clean, self.unchanged, verbatim)
+            if not isinstance(structured, dict):
+                structured = None  # MCP allows only an object here
+            broken = structured is None or (
+                output_schema is not None and not is_error and not self._fits(output_schema, structured)
+            )
+            if broken and output_schema is not None and not is_error:
+                return {"content": [_text(SCHEMA_BROKEN), *content], "isError": True}
+            if structured is not None:
+                out["structuredContent"] = structured
+        return out
+
+    def block(self, block: Any, source: str, clean: Clean, verbatim: Verbatim | None = None) -> JSON:
+        """One content block; a type mcp-guard does not know, or a malformed one, becomes a placeholder."""
+        kind = block.get("type") if isinstance(block, dict) else None
+        try:
+            out = self._block(block, kind, source, clean, verbatim) if isinstance(block, dict) else None
+        except (TypeError, ValueError, KeyError):
+            out = None
+        if out is None:
+            shown = kind if plain_name(kind) else "unnamed"
+            return _text(f"[mcp-guard removed a content block of type '{shown}' that it does not pass on]")
+        if (meta := self.meta(block.get("_meta"), clean)) is not None:
+            out["_meta"] = meta
+        if (annotations := _annotations(block.get("annotations"), clean)) is not None:
+            out["annotations"] = annotations
+        return out
+
+    def _block(self, block: JSON, kind: Any, source: str, clean: Clean, verbatim: Verbatim | None) -> JSON | None:
+        if kind == "text" and isinstance(block.get("text"), str):
+            return {"type": "text", "text": self.text(block["text"], source, clean, verbatim)}
+        if kind in ("image", "audio") and _base64(block.get("data")):
+            return {"type": kind, "data": block["data"], "mimeType": _mime(block.get("mimeType"), clean)}
+        if kind == "resource" and isinstance(block.get("resource"), dict):
+            resource = self.contents(block["resource"], source, clean)
+            return None if resource is None else {"type": "resource", "resource": resource}
+        if kind == "resource_link":
+            return self._link(block, source, clean)
+        return None
+
+    def _link(self, block: JSON, source: str, clean: Clean) -> JSON | None:
+        # Name, title and description are the upstream's words for the model: they go into an
+        # envelope; the name that stays outside must be a plain name.
+        if not isinstance(block.get("uri"), str):
+            return None
+        name = block.get("name")
+        out: JSON = {"type": "resource_link", "uri": clean(block["uri"])}
+        out["name"] = name if plain_resource_name(name) else "resource"
+        words = [
+            f"{label}: {block[key]}"
+            for key, label in (("name", "name"), ("title", "title"), ("description", "description"))
+            if isinstance(block.get(key), str) and not (key == "name" and name == out["name"])
+        ]
+        if words:
+            out["description"] = self.text("\n".join(words), source, clean)
+        if isinstance(block.get("mimeType"), str):
+            out["mimeType"] = _mime(block["mimeType"], clean)
+        if isinstance(block.get("size"), int) and not isinstance(block.get("size"), bool):
+            out["size"] = block["size"]
+        return out
+
+    def contents(self, item: Any, source: str, clean: Clean) -> JSON | None:
+        """One resource's contents (text or blob); None when it is neither."""
+        if not isinstance(item, dict) or not isinstance(item.get("uri"), str):
+            return None
+        out: JSON = {"uri": clean(item["uri"])}
+        if isinstance(item.get("mimeType"), str):
+            out["mimeType"] = _mime(item["mimeType"], clean)
+        if isinstance(item.get("text"), str):
+            out["text"] = self.text(item["text"], source, clean)
+        elif _base64(item.get("blob")):
+            out["blob"] = item["blob"]
+        else:
+            return None
+        if (meta := self.meta(item.get("_meta"), clean)) is not None:
+            out["_meta"] = meta
+        return out
 
     def _fits(self, schema: Mapping[str, Any], value: Any) -> bool:
         try:
             validator = self._validator(schema)
         except SchemaError:
             return False  # a schema nobody can check against cannot vouch for the value either
-        return next(iter(validator.iter_errors(value)), None) is None
+        try:
+            return next(iter(validator.iter_errors(value)), None) is None
+        except Exception:  # an unresolvable $ref and the like: no proof the value fits
+            return False
 
-    def _validator(self, schema: Mapping[str, Any]) -> Validator:
-        key = json.dumps(schema, sort_keys=True, default=str)
+    def _validator(self, upstream_schema: Mapping[str, Any]) -> Validator:
+        # Checked against the schema as the client sees it in tools/list: cleaned like the values.
+        key = json.dumps(upstream_schema, sort_keys=True, default=str)
         validator = self._validators.get(key)
         if validator is None:
+            schema = self.schema(upstream_schema)
             cls = validator_for(schema)
             cls.check_schema(schema)
             # No remote $ref resolution: an upstream's schema must not make the proxy fetch URLs.
@@ -113,83 +268,171 @@ class OutputShield:
             self._validators[key] = validator
         return validator
 
-    def _block(
-        self, block: types.ContentBlock, source: str, fields: Sequence[str] | None, clean: Clean
-    ) -> types.ContentBlock:
-        if isinstance(block, types.TextContent):
-            return block.model_copy(update={"text": self.text(block.text, source, fields, clean)})
-        if isinstance(block, types.EmbeddedResource):
-            res = block.resource
-            if isinstance(res, types.TextResourceContents):
-                res = res.model_copy(update={"text": self.text(res.text, source, None, clean)})
-            return block.model_copy(update={"resource": res})
-        if isinstance(block, types.ResourceLink):
-            return block.model_copy(update=self._descriptive(block, clean))
-        return block
+    # -- resources, prompts, completions, errors, notifications ------------------------------------
 
-    def _descriptive(self, item: Any, clean: Clean | None = None) -> dict[str, Any]:
-        clean = clean or self.clean
-        update: dict[str, Any] = {}
-        for attr in ("name", "title", "description"):
-            value = getattr(item, attr, None)
-            if isinstance(value, str):
-                update[attr] = clean(value)
-        return update
-
-    def resource_contents(
-        self, source: str, contents: Sequence[types.TextResourceContents | types.BlobResourceContents]
-    ) -> list[types.TextResourceContents | types.BlobResourceContents]:
-        out: list[types.TextResourceContents | types.BlobResourceContents] = []
+    def resource_contents(self, source: str, contents: Any) -> list[JSON]:
         clean = self.result_clean()
-        for item in contents:
-            if isinstance(item, types.TextResourceContents):
-                item = item.model_copy(update={"text": self.text(item.text, source, None, clean)})
-            out.append(item)
+        items = contents if isinstance(contents, list) else []
+        out = []
+        for item in items:
+            cleaned = self.contents(item, source, clean)
+            out.append(
+                cleaned
+                if cleaned is not None
+                else {
+                    "uri": "mcp-guard:removed",
+                    "text": self.wrap(
+                        "[mcp-guard removed resource contents that were neither text nor base64 data]", source
+                    ),
+                }
+            )
         return out
 
-    def prompt_messages(self, source: str, messages: Sequence[types.PromptMessage]) -> list[types.PromptMessage]:
+    def prompt_result(self, source: str, raw: Mapping[str, Any]) -> JSON:
         clean = self.result_clean()
-        return [m.model_copy(update={"content": self._block(m.content, source, None, clean)}) for m in messages]
+        messages = raw.get("messages") if isinstance(raw.get("messages"), list) else []
+        out_messages = []
+        for message in messages:
+            role = message.get("role") if isinstance(message, dict) else None
+            content = message.get("content") if isinstance(message, dict) else None
+            out_messages.append(
+                {"role": role if role in _ROLES else "user", "content": self.block(content, source, clean)}
+            )
+        out: JSON = {"messages": out_messages}
+        if isinstance(raw.get("description"), str):
+            out["description"] = self.wrap(clean(raw["description"]), source)
+        if (meta := self.meta(raw.get("_meta"), clean)) is not None:
+            out["_meta"] = meta
+        return out
 
-    def listed(self, item: Any) -> Any:
-        """A resource/prompt/template entry: its descriptive text is read by the model, so it gets E2."""
-        return item.model_copy(update=self._descriptive(item))
+    def completion(self, raw: Mapping[str, Any]) -> JSON:
+        completion = raw.get("completion") if isinstance(raw.get("completion"), dict) else {}
+        clean = self.result_clean()
+        values = completion.get("values") if isinstance(completion.get("values"), list) else []
+        out: JSON = {"values": [clean(v) for v in values if isinstance(v, str)][:100]}
+        if isinstance(completion.get("total"), int) and not isinstance(completion.get("total"), bool):
+            out["total"] = completion["total"]
+        if isinstance(completion.get("hasMore"), bool):
+            out["hasMore"] = completion["hasMore"]
+        return {"completion": out}
 
-    def tool(self, tool: types.Tool, name: str, annotations: types.ToolAnnotations | None) -> types.Tool:
-        update: dict[str, Any] = {"name": name, "annotations": annotations}
-        if tool.description is not None:
-            update["description"] = self.clean(tool.description)
-        if tool.title is not None:
-            update["title"] = self.clean(tool.title)
-        update["input_schema"] = self._schema_text(tool.input_schema)
-        if tool.output_schema is not None:
-            update["output_schema"] = self._schema_text(tool.output_schema)
-        return tool.model_copy(update=update)
+    def upstream_words(self, source: str, text: str) -> str:
+        """An upstream's own text (an error, a failure reason), cleaned and enveloped (E6)."""
+        return self.text(text, source)
 
-    def _schema_text(self, schema: Any) -> Any:
-        # Descriptions inside schemas are read by the model too; the structure stays untouched.
-        if isinstance(schema, dict):
-            return {
-                k: (self.clean(v) if k in _DESCRIPTIVE_KEYS and isinstance(v, str) else self._schema_text(v))
-                for k, v in schema.items()
-            }
-        if isinstance(schema, list):
-            return [self._schema_text(v) for v in schema]
-        return schema
+    def error_message(self, ours: str, server: str, upstream_text: str | None) -> str:
+        """A JSON-RPC error message: mcp-guard's words, then the upstream's apart and enveloped."""
+        if not upstream_text:
+            return ours
+        return f"{ours}\nIts error:\n{self.upstream_words(f'{server}:error', upstream_text)}"
+
+    def progress_message(self, message: str | None) -> str | None:
+        return None if message is None else self.result_clean()(message)
+
+    def log_data(self, data: Any) -> Any:
+        clean = self.result_clean()
+        return clean(data) if isinstance(data, str) else self.json(data, clean)
 
     def instructions(self, text: str | None) -> str | None:
         return None if text is None else self.clean(text)
 
+    # -- listings --------------------------------------------------------------------------------
 
-def _memo(clean: Clean) -> Clean:
-    seen: dict[str, str] = {}
+    def tool(self, tool: Mapping[str, Any], exposed: str, annotations: JSON | None) -> JSON:
+        """A tool for tools/list: every string of it is read by the model, so every one is cleaned."""
+        clean = self.clean
+        out: JSON = {"name": exposed, "inputSchema": self.schema(tool.get("inputSchema"), clean)}
+        for key in ("title", "description"):
+            if isinstance(tool.get(key), str):
+                out[key] = clean(tool[key])
+        if isinstance(tool.get("outputSchema"), dict):
+            out["outputSchema"] = self.schema(tool["outputSchema"], clean)
+        if annotations is not None:
+            out["annotations"] = annotations
+        if (meta := self.meta(tool.get("_meta"), clean)) is not None:
+            out["_meta"] = meta
+        if isinstance(tool.get("execution"), dict):
+            out["execution"] = self.json(tool["execution"], clean)
+        return out
 
-    def cached(text: str) -> str:
-        if text not in seen:
-            seen[text] = clean(text)
-        return seen[text]
+    def schema(self, schema: Any, clean: Clean | None = None) -> JSON:
+        """A JSON Schema with every string and key cleaned.  A `pattern` is a regular expression the
+        upstream checks, which cleaning would corrupt: one that cleaning would change is dropped
+        (the upstream still checks it), never passed on as markup."""
+        clean = clean or self.clean
+        if not isinstance(schema, dict):
+            return {"type": "object"}
+        return sanitize_json(_without_changed_patterns(schema, clean), clean, self.unchanged)
 
-    return cached
+    def listed(self, item: Mapping[str, Any]) -> JSON:
+        """A resource, template or prompt entry: every string and key of it cleaned."""
+        return self.json(dict(item), self.clean)
+
+    def annotations(self, upstream: Mapping[str, Any] | None, overrides: Mapping[str, bool]) -> JSON | None:
+        """Tool annotations: hints are booleans, the title is cleaned, anything else is dropped."""
+        out: JSON = {}
+        for key in ("readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint"):
+            value = overrides.get(key, upstream.get(key) if upstream else None)
+            if isinstance(value, bool):
+                out[key] = value
+        if upstream and isinstance(upstream.get("title"), str):
+            out["title"] = self.clean(upstream["title"])
+        return out or None
+
+
+def _text(text: str) -> JSON:
+    return {"type": "text", "text": text}
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _escape_needed(text: str) -> bool:
+    return dump_json(text) != json.dumps(text, ensure_ascii=False)
+
+
+def _base64(value: Any) -> bool:
+    return isinstance(value, str) and len(value) % 4 == 0 and _BASE64.fullmatch(value) is not None
+
+
+def _mime(value: Any, clean: Clean) -> str:
+    if isinstance(value, str) and _MIME.fullmatch(value) and not re.search(r"[<>&`*_\[\]]", value):
+        return value
+    return "application/octet-stream"
+
+
+def _annotations(value: Any, clean: Clean) -> JSON | None:
+    if not isinstance(value, dict):
+        return None
+    out: JSON = {}
+    audience = value.get("audience")
+    if isinstance(audience, list):
+        out["audience"] = [role for role in audience if role in _ROLES]
+    priority = value.get("priority")
+    if isinstance(priority, int | float) and not isinstance(priority, bool) and 0 <= priority <= 1:
+        out["priority"] = priority
+    if isinstance(value.get("lastModified"), str):
+        out["lastModified"] = clean(value["lastModified"])
+    return out or None
+
+
+def _without_changed_patterns(schema: Any, clean: Clean) -> Any:
+    if isinstance(schema, dict):
+        return {
+            k: _without_changed_patterns(v, clean)
+            for k, v in schema.items()
+            if not (k == "pattern" and isinstance(v, str) and clean(v) != v)
+        }
+    if isinstance(schema, list):
+        return [_without_changed_patterns(v, clean) for v in schema]
+    return schema
+
+
+# -- an upstream's questions for the human ------------------------------------------------------------
 
 
 def relayed_question(server: str, message: str) -> str:
@@ -197,21 +440,7 @@ def relayed_question(server: str, message: str) -> str:
     return f"The upstream server '{server}' asks (its words, not mcp-guard's):\n{sanitize_text(message)}"
 
 
-_SCHEMA_TEXT = frozenset({"title", "description"})
-
-
 def clean_form_schema(schema: Any) -> Any:
-    """The upstream's form schema with its human-readable labels sanitised; names, types and values kept."""
-    if isinstance(schema, dict):
-        cleaned: dict[str, Any] = {}
-        for key, value in schema.items():
-            if key in _SCHEMA_TEXT and isinstance(value, str):
-                cleaned[key] = sanitize_text(value)
-            elif key == "enumNames" and isinstance(value, list):
-                cleaned[key] = [sanitize_text(v) if isinstance(v, str) else v for v in value]
-            else:
-                cleaned[key] = clean_form_schema(value)
-        return cleaned
-    if isinstance(schema, list):
-        return [clean_form_schema(v) for v in schema]
-    return schema
+    """The upstream's form schema with every string and key sanitised (labels, enum values and
+    their titles, defaults); a pattern that cleaning would change is dropped."""
+    return sanitize_json(_without_changed_patterns(schema, sanitize_text), sanitize_text, all_unchanged)

@@ -28,30 +28,36 @@ from mcp import Client, StdioServerParameters
 from mcp.client.session import ClientRequestContext, ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, METHOD_NOT_FOUND, REQUEST_TIMEOUT
+from mcp.shared.inbound import MCP_NAME_HEADER, encode_header_value
+from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, INVALID_REQUEST, REQUEST_TIMEOUT
+from pydantic import ValidationError
 
-from proxy import __version__
+from proxy import __version__, redact
 from proxy.policy import Upstream
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Errors a live upstream sends about one request; anything else means the connection itself is suspect.
-_REQUEST_LEVEL_ERRORS = frozenset({INVALID_PARAMS, METHOD_NOT_FOUND})
-
 MAX_CONNECTIONS = 256
 IDLE_SECONDS = 600.0
 
 
 class UpstreamUnavailable(Exception):
-    """The upstream could not be reached or broke mid-request. The message names it and carries no secret."""
+    """The upstream could not be reached or broke mid-request.
 
-    def __init__(self, server: str, detail: str) -> None:
+    `detail` is mcp-guard's own words and carries no secret; `upstream_text` is what the upstream
+    itself said (an error message), untrusted: it never enters `str(exc)`, and reaches a client
+    only cleaned and enveloped (E6).
+    """
+
+    def __init__(self, server: str, detail: str, upstream_text: str | None = None) -> None:
         super().__init__(f"upstream '{server}' is unavailable: {detail}")
         self.server = server
         self.detail = detail
+        self.upstream_text = upstream_text
         self.answered = False  # the server sent an MCP/HTTP error: it is there, just not usable as asked
 
 
@@ -79,9 +85,11 @@ def credential_key(value: str | None) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    """A short, secret-free description of a connection failure."""
+    """A short, secret-free description of a connection failure, in mcp-guard's own words."""
     if isinstance(exc, MCPError):
-        return exc.message
+        return f"it answered with error {exc.code}"
+    if isinstance(exc, ValidationError):
+        return "it sent a response that is not valid MCP"
     if isinstance(exc, httpx2.ConnectError):
         return "connection refused or host unreachable"
     if isinstance(exc, httpx2.TimeoutException):
@@ -164,7 +172,7 @@ class UpstreamConnection:
             stop.set()
             if isinstance(exc, anyio.get_cancelled_exc_class()):
                 raise
-            failure = UpstreamUnavailable(self.name, self._with_status(_describe(exc)))
+            failure = UpstreamUnavailable(self.name, self._with_status(_describe(exc)), _upstream_text(exc))
             failure.answered = _server_answered(exc)
             raise failure from None
 
@@ -265,11 +273,16 @@ class UpstreamConnection:
             try:
                 return await fn(session)
             except MCPError as exc:
-                if exc.code in _REQUEST_LEVEL_ERRORS:
-                    raise
+                if not self._connection_level(exc):
+                    raise  # the upstream answered this request with an error; the connection is fine
                 self._mark_broken(stop)
                 if attempt + 1 == attempts:
-                    raise UpstreamUnavailable(self.name, self._with_status(_upstream_error_text(exc))) from None
+                    detail = self._with_status(_upstream_error_kind(exc))
+                    raise UpstreamUnavailable(self.name, detail, _upstream_text(exc)) from None
+            except ValidationError:
+                # The SDK could not read the answer; pydantic's message quotes the upstream's values,
+                # so none of it is passed on.  The connection itself is fine.
+                raise UpstreamUnavailable(self.name, "it sent a response that is not valid MCP") from None
             except (httpx2.HTTPError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
                 self._mark_broken(stop)
                 if attempt + 1 == attempts:
@@ -278,6 +291,14 @@ class UpstreamConnection:
                 self.in_flight -= 1
                 self.last_used = time.monotonic()
         raise AssertionError("unreachable")
+
+    def _connection_level(self, exc: MCPError) -> bool:
+        """An error that says the connection, not the request, failed: the transport gave up, the HTTP
+        exchange failed (the SDK then says only "Server returned an error response"), or the upstream
+        forgot our session (it restarted)."""
+        if exc.code in (CONNECTION_CLOSED, REQUEST_TIMEOUT) or self.http_status is not None:
+            return True
+        return exc.code == INVALID_REQUEST and exc.message == "Session terminated"
 
     async def list_all_tools(self) -> dict[str, types.Tool]:
         """Every tool over every page; refreshes the cache the pipeline classifies calls with."""
@@ -343,12 +364,53 @@ def _server_answered(exc: BaseException) -> bool:
     return False
 
 
-def _upstream_error_text(exc: MCPError) -> str:
+def _upstream_error_kind(exc: MCPError) -> str:
     if exc.code == CONNECTION_CLOSED:
         return "connection closed"
     if exc.code == REQUEST_TIMEOUT:
         return "timed out"
-    return exc.message
+    return f"it answered with error {exc.code}"
+
+
+def _upstream_text(exc: BaseException) -> str | None:
+    """The upstream's own words in a failure, if it sent any (never our transport's)."""
+    if isinstance(exc, MCPError) and exc.code not in (CONNECTION_CLOSED, REQUEST_TIMEOUT):
+        return exc.message
+    if isinstance(exc, BaseExceptionGroup):
+        texts = [t for e in exc.exceptions[:3] if (t := _upstream_text(e))]
+        return "\n".join(texts) or None
+    return None
+
+
+async def raw_request(
+    session: ClientSession,
+    request: types.ClientRequest,
+    *,
+    progress: ProgressFnT | None = None,
+) -> dict[str, Any]:
+    """Send `request` on the SDK session and return the upstream's result as wire JSON, unvalidated.
+
+    The SDK validates a result against the MCP schema before anyone sees it, so one content block
+    of a type it does not know fails the whole result.  mcp-guard reads results through its own
+    allowlist instead (proxy/untrusted.py), which turns such a block into a placeholder.  This uses
+    the session's dispatcher as `ClientSession.send_request` does (mcp is pinned to one version).
+    """
+    data = request.model_dump(by_alias=True, mode="json", exclude_none=True)
+    opts: CallOptions = {}
+    session._stamp(data, opts)
+    headers = opts.setdefault("headers", {})
+    if (key := type(request).name_param) is not None and MCP_NAME_HEADER not in headers:
+        name = (data.get("params") or {}).get(key)
+        if isinstance(name, str):
+            headers[MCP_NAME_HEADER] = encode_header_value(name)
+    if session._session_read_timeout_seconds is not None:
+        opts["timeout"] = session._session_read_timeout_seconds
+    if progress is not None:
+        opts["on_progress"] = progress
+    raw = await session._dispatcher.send_raw_request(data["method"], data.get("params"), opts)
+    if not isinstance(raw, dict):
+        raise UpstreamUnavailable("upstream", "it sent a result that is not a JSON object")
+    return raw
 
 
 class _ClosingHttp:
@@ -404,6 +466,7 @@ class UpstreamPool:
         if config.url is not None and client_authorization and not _has_header(headers, "authorization"):
             headers["Authorization"] = client_authorization
             forwarded = client_authorization
+            redact.register_client_secret(client_authorization)  # kept out of every log line from here on
         key = (server, credential_key(forwarded))
         conn = self._conns.get(key)
         if conn is None:

@@ -25,7 +25,7 @@ tools:
   get_sms:
     scope: sms
     legs: [untrusted, sensitive]
-    untrusted_fields: ["list[].message"]
+    verbatim: {"list[].id": "^[0-9]+$"}
     annotations: {readOnlyHint: true}
   delete_sms:
     scope: sms
@@ -104,7 +104,7 @@ def test_unlisted_allow_shows_with_default_classification(tmp_path: Path) -> Non
     reader = cat.rule("sms", "surprise", READ_ONLY)
     assert reader.visible and not reader.listed
     assert reader.legs == {"untrusted", "sensitive"}
-    assert reader.untrusted_fields is None
+    assert reader.verbatim is None  # every value cleaned, none byte-exact
     writer = cat.rule("sms", "other", None)
     assert writer.visible and writer.gated
     assert writer.legs == {"external"}
@@ -174,7 +174,7 @@ def test_profile_legs_and_fields(tmp_path: Path) -> None:
     cat = catalog(tmp_path)
     get_sms = cat.rule("sms", "get_sms", READ_ONLY)
     assert get_sms.legs == {"untrusted", "sensitive"}
-    assert get_sms.untrusted_fields == ("list[].message",)
+    assert get_sms.verbatim is not None and get_sms.verbatim["list[].id"].pattern == "^[0-9]+$"
     assert cat.rule("sms", "delete_sms", None).legs == frozenset()
     send = cat.rule("sms", "send_sms", None)
     assert send.legs == {"external"}

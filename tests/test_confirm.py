@@ -239,18 +239,22 @@ async def test_prompt_shows_arguments_as_plain_text_that_cannot_fake_lines(
         refused(await client.call_tool("send_sms", plain), "declined")
         refused(await client.call_tool("send_sms", hostile), "declined")
     lines = assert_honest_prompt(human.prompts[0].message, "send_sms", "destructive")
-    assert f"  to: {NUMBER}" in lines
-    assert f"  message: Meeting moved to 15:00, see you there {mark}" in lines
-    assert "  test: true" in lines
+    assert f'  "to": "{NUMBER}",' in lines
+    assert f'  "message": "Meeting moved to 15:00, see you there {mark}",' in lines
+    assert '  "test": true' in lines
 
+    # SPEC §6: what the human sees is what is sent. The hostile message is shown whole, as a JSON literal
+    # inside a fence, every markup and hidden character escaped or inert, and it reads back exactly.
     prompt = human.prompts[1].message
     lines = assert_honest_prompt(prompt, "send_sms", "destructive")
     assert not any(line.startswith(("Confirm:", "#", ">")) for line in lines), prompt
-    message_line = next(line for line in lines if line.startswith("  message: "))
-    assert mark + "h" in message_line and "URGENT" in message_line and "nothing to worry about" in message_line
-    for fake in ("**", "![", "<b>", "`", "\x1b", "\x00", "\u202e", "\u200b", "\u2028", "\x85", "\r"):
+    message_line = next(line for line in lines if line.startswith('  "message": '))
+    assert json.loads("{" + message_line.rstrip(",") + "}")["message"] == hostile["message"]
+    for fake in ("<b>", "\x1b", "\x00", "\u202e", "\u200b", "\u2028", "\x85", "\r"):
         assert fake not in prompt, (fake, prompt)
-    assert "click here (https://evil.example/x)" in message_line
+    fence = [i for i, line in enumerate(lines) if line == "```"]
+    assert len(fence) == 2 and not any("`" in line for line in lines[fence[0] + 1 : fence[1]])
+    assert any(line.startswith('WARNING: argument "message" holds markup') for line in lines)
     assert reached(record, mark) == 0
 
 

@@ -213,7 +213,7 @@ async def test_an_accepted_send_reaches_the_sandbox(demo: Demo, mode: str) -> No
     [prompt] = human.prompts
     assert "mcp-guard asks you to confirm an action for team 'demo'." in prompt
     assert "Tool: send_sms" in prompt
-    assert f"message: demo {mark}" in prompt
+    assert f'  "message": "demo {mark}"' in prompt
     assert wait_for(lambda: _decisions(demo, "send_sms").count("confirmed") == before + 1)
 
 

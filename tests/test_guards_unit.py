@@ -37,7 +37,7 @@ def tool(name: str, **changes: Any) -> ToolRule:
         gate_reasons=(),
         skip_warning=False,
         legs=frozenset(),
-        untrusted_fields=None,
+        verbatim=None,
         read_only=False,
         destructive=False,
         limits=(),

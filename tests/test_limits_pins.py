@@ -76,7 +76,7 @@ async def test_elks_dry_run_is_injected_and_cannot_be_overridden(mode: str, tmp_
     assert not sent.is_error and "DRY RUN" in text(sent)
     (received,) = calls(record, "send_sms")  # exactly one send reached 46elks
     assert received["arguments"]["dry_run"] is True
-    assert len(human.messages) == 1 and "dry_run: true" in human.messages[0]  # the human sees the pinned value
+    assert len(human.messages) == 1 and '  "dry_run": true' in human.messages[0]  # the human sees the pinned value
     for refused in (overridden, as_text):
         assert refused.is_error and "pinned to true" in text(refused) and "It was not called" in text(refused)
 

@@ -94,7 +94,8 @@ def test_smsapi_profile_covers_every_scope_and_group() -> None:
     assert list(profile.groups) == ["sms", "contacts", "account", "subusers", "short-url", "hlr", "blacklist"]
     grouped = {name for names in profile.groups.values() for name in names}
     assert grouped == set(profile.tools)
-    assert "collection[].first_name" in (profile.tools["get_contacts"].untrusted_fields or ())
+    assert profile.tools["get_contacts"].verbatim == {"collection[].id": "^[0-9a-f]{24}$"}
+    assert all(tool.untrusted_fields is None for tool in profile.tools.values())  # the old key is gone
     assert profile.tools["send_sms"].recipients is not None
     assert profile.tools["send_sms"].recipients.args == ("to",)
     assert profile.tools["send_group_sms"].recipients is not None
@@ -114,7 +115,7 @@ def test_elks46_profile_classifies_every_tool() -> None:
     for name, tool in profile.tools.items():
         assert tool.annotations is not None
         assert tool.annotations.read_only_hint is (name != "send_sms")
-        assert tool.untrusted_fields is None  # plain-text results: the whole text is untrusted
+        assert not tool.verbatim  # plain-text results: cleaned whole
     assert profile.tools["send_sms"].annotations.destructive_hint is True  # type: ignore[union-attr]
 
 

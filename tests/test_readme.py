@@ -33,7 +33,7 @@ EXAMPLES = REPO / "examples"
 CHECKOUT = "/path/to/mcp-guard/"
 LOCAL_URL = "http://127.0.0.1:8787/"
 _CHECK_BLOCK = re.compile(r"<!-- check: (\S+) -->\n```text\n(.*?)\n```", re.S)
-_PROMPT_BLOCK = re.compile(r"<!-- confirm-prompt -->\n```text\n(.*?)\n```", re.S)
+_PROMPT_BLOCK = re.compile(r"<!-- confirm-prompt -->\n````text\n(.*?)\n````", re.S)
 
 
 def _readme() -> str:

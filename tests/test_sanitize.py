@@ -527,7 +527,24 @@ ASCII_TEXT = st.lists(st.one_of(ASCII_CHAR, st.sampled_from(["&amp;", "&copy", "
 @example("&copy")
 def test_ascii_quiet_check_agrees(text: str) -> None:
     # The quiet check takes a shortcut for ASCII text; it must answer as the general check does.
-    assert sanitize._is_quiet(text) == sanitize._is_quiet_unicode(text), ascii(text)
+    # (Both see intraword underscores as letters: they can neither open nor close emphasis.)
+    unicode_view = sanitize._INTRAWORD_UNDERSCORE.sub("a", text)
+    assert sanitize._is_quiet(text) == sanitize._is_quiet_unicode(unicode_view), ascii(text)
+
+
+@given(st.from_regex(r"[A-Za-z0-9éł]{1,4}(?:_[A-Za-z0-9éł]{1,4}){1,3}", fullmatch=True), st.text(max_size=8))
+def test_intraword_underscores_are_quiet_because_no_step_changes_them(word: str, tail: str) -> None:
+    assert sanitize_text(word) == word
+    for text in (word, word + tail, tail + " " + word):
+        if sanitize._is_quiet(text):
+            assert sanitize_text(text) == text, ascii(text)
+
+
+def test_keys_and_emails_with_intraword_underscores_are_quiet() -> None:
+    for text in ("first_name", "birthday_date", "jon_doe@example.com", "a_b_c", "zażółć_gęślą"):
+        assert sanitize._is_quiet(text), text
+    for text in ("_x_", "__init__", "a _b_", "x__y__"):
+        assert not sanitize._is_quiet(text), text
 
 
 # --- the parser budget ------------------------------------------------------------------------------

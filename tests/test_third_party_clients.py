@@ -249,7 +249,7 @@ async def test_mcp_remote_relays_the_confirmation_prompt(guarded: Guarded, proto
     assert not send.is_error, send.content
     [prompt] = human.prompts
     assert "mcp-guard asks you to confirm an action for team 'support'." in prompt
-    assert f"message: bridge {token}" in prompt
+    assert f'  "message": "bridge {token}"' in prompt
     assert len(_calls_with(guarded, "send_sms", token)) == 1
     entries = _audit(guarded, "send_sms", token)
     # 2026-07-28: the first call answers input_required ("pending"), mcp-remote asks and retries.

@@ -140,17 +140,19 @@ def contact_rows() -> list[dict[str, str]]:
 
 
 @cache
-def untrusted_names() -> frozenset[str]:
+def verbatim_ids() -> re.Pattern[str]:
     profile = yaml.safe_load((policies_dir() / "profiles" / "smsapi.yaml").read_text())
-    paths = profile["tools"]["get_contacts"]["untrusted_fields"]
-    assert all(p.startswith("collection[].") for p in paths)
-    return frozenset(p.removeprefix("collection[].") for p in paths)
+    return re.compile(profile["tools"]["get_contacts"]["verbatim"]["collection[].id"])
 
 
 def promised(contact: dict[str, Any]) -> dict[str, Any]:
-    """The contact as the proxy must deliver it: untrusted strings sanitised, everything else as it was."""
-    untrusted = untrusted_names()
-    return {k: expected(v) if k in untrusted and isinstance(v, str) else v for k, v in contact.items()}
+    """The contact as the proxy must deliver it: every string sanitised (an id of the profile's format
+    passes byte-exact, which sanitising would leave it anyway), numbers and nulls as they were."""
+    ids = verbatim_ids()
+    return {
+        k: v if not isinstance(v, str) or (k == "id" and ids.fullmatch(v)) else expected(v)
+        for k, v in contact.items()
+    }
 
 
 def pages(contacts: list[dict[str, Any]]) -> list[tuple[int, int]]:
@@ -305,11 +307,10 @@ async def test_resources_prompts_and_errors_are_enveloped(
     assert unwrap(texts(echo)[0], "features:echo") == expected(hostile)
 
     # The upstream answered with a JSON-RPC error: the client gets an error result whose upstream text
-    # is inside an envelope, sanitised; only the proxy's own words stand outside it.
+    # is carried apart, in a block of its own inside an envelope, sanitised (E6); the proxy's words stand alone.
     assert failed.is_error
-    [message] = texts(failed)
-    assert PREAMBLE in message, message
-    head, wrapped = message[: message.index(PREAMBLE)], message[message.index(PREAMBLE) :]
+    head, wrapped = texts(failed)
+    assert PREAMBLE not in head and head.startswith("mcp-guard: upstream 'features' refused the call")
     assert unwrap(wrapped, "features:fail") == expected(f"fail() failed on purpose: {hostile}")
     assert "fail()" not in head and "<" not in head and "attacker" not in head
 
@@ -478,8 +479,12 @@ async def test_structured_content_is_kept_sanitised_or_fails_closed(
         oops = await client.call_tool("oops", {})
         completion = await client.complete(types.PromptReference(name="p"), {"name": "who", "value": ""})
 
-    # The schema is kept (clients rely on it), its constraints unchanged.
-    assert listed["card_strict"].output_schema == NICK_SCHEMA
+    # The schema is kept (clients rely on it), its constraints unchanged; its strings are cleaned like any
+    # other (the enum value "<new>" is a tag), and the result is checked against the schema as listed.
+    assert listed["card_strict"].output_schema == {
+        **NICK_SCHEMA,
+        "properties": {**NICK_SCHEMA["properties"], "badge": {"type": "string", "enum": ["", "old"]}},
+    }
     assert listed["card_loose"].output_schema == LOOSE_SCHEMA
     assert listed["card_strict"].description == expected(STRICT_DESCRIPTION)
     assert PREAMBLE not in (listed["card_strict"].description or "")

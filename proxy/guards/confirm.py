@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,11 +26,11 @@ from mcp.shared.exceptions import MCPError
 from proxy.catalog import ToolRule
 from proxy.guards import Refusal
 from proxy.guards.onetime import OneTimeStates, parse
+from proxy.guards.prompt import Prompt
 from proxy.sanitize import sanitize_text
 
 CONFIRM_KEY = "mcp_guard_confirm"
 STATE_VERSION = 1
-_MAX_ARG_CHARS = 400
 
 CONFIRM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -69,39 +69,29 @@ class Accepted:
     reason: str = "the human confirmed"
 
 
-def render_message(team: str, rule: ToolRule, reasons: list[str], arguments: dict[str, Any]) -> str:
-    """The prompt a person judges in two seconds; model-written values can't fake its structure."""
-    # Tool names and limit/trifecta reasons can carry upstream-chosen text: one line each, like arguments.
-    why = "; ".join(_one_line(_WHY.get(r, r)) for r in reasons)
-    lines = [
-        f"mcp-guard asks you to confirm an action for team '{team}'.",
-        f"Server: {rule.server}",
-        f"Tool: {_one_line(rule.name)}",
-        f"Why: {why}",
-        "Arguments:",
-    ]
-    if not arguments:
-        lines.append("  (none)")
-    for name, value in arguments.items():
-        lines.append(f"  {_one_line(str(name))}: {_render_value(value)}")
-    lines.append("Confirm only if you asked for exactly this.")
-    return "\n".join(lines)
+def render_message(
+    team: str,
+    rule: ToolRule,
+    reasons: list[str],
+    arguments: dict[str, Any],
+    facts: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The prompt a person judges in two seconds; what it shows of the arguments is exactly what is sent.
+
+    `facts` are extra "Label: text" lines for the header (e.g. the parts and cost of an SMS).
+    """
+    why = "; ".join(_WHY.get(r, r) for r in reasons)
+    return Prompt(
+        intro=f"mcp-guard asks you to confirm an action for team '{team}'.",
+        facts=[("Server", rule.server), ("Tool", rule.name), ("Why", why), *facts],
+        arguments=arguments,
+    ).render()
 
 
 def _one_line(text: str) -> str:
     clean = sanitize_text(text)
-    # json.dumps makes newlines and quotes visible, so a value cannot start a fake line.
+    # json.dumps makes newlines and quotes visible, so a client's error text cannot start a fake audit line.
     return json.dumps(clean, ensure_ascii=False)[1:-1]
-
-
-def _render_value(value: Any) -> str:
-    if isinstance(value, str):
-        shown = _one_line(value)
-    else:
-        shown = _one_line(json.dumps(value, ensure_ascii=False, sort_keys=True))
-    if len(shown) > _MAX_ARG_CHARS:
-        shown = shown[:_MAX_ARG_CHARS] + f"... ({len(shown) - _MAX_ARG_CHARS} more characters)"
-    return shown
 
 
 class ConfirmGate:

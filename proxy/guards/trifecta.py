@@ -25,6 +25,8 @@ LEGS = ("untrusted", "sensitive", "external")
 # Sessions whose end we are never told about (handshake sessions closed without DELETE) must
 # not grow memory without bound: past this many, the least recently used are forgotten.
 MAX_SESSIONS = 10_000
+# Names kept per leg to say what tainted a session: the leg counts either way, the list is for people.
+_NAMES_KEPT = 32
 
 
 @dataclass
@@ -85,12 +87,16 @@ class Trifecta:
         return None, why
 
     def record(self, session: str, rule: ToolRule, *, expires: bool = False) -> None:
+        self.record_legs(session, rule.exposed, rule.legs, expires)
+
+    def record_legs(self, session: str, source: str, legs: frozenset[str], expires: bool = False) -> None:
+        """`source` (a tool, a resource read, a prompt) returned content with these legs to the session."""
         # Every forwarded call counts as activity, legs or not: the idle window runs from the last call.
         touched = self._session(session, expires).touched
-        for leg in rule.legs:
+        for leg in legs:
             tools = touched.setdefault(leg, [])
-            if rule.exposed not in tools:
-                tools.append(rule.exposed)
+            if source not in tools and len(tools) < _NAMES_KEPT:
+                tools.append(source)
 
     def legs(self, session: str) -> dict[str, list[str]]:
         state = self._sessions.get(session)
