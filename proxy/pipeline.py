@@ -36,7 +36,15 @@ from proxy.untrusted import (
     plain_resource_name,
     relayed_question,
 )
-from proxy.upstream import Relay, UpstreamConnection, UpstreamPool, UpstreamUnavailable, current_relay, raw_request
+from proxy.upstream import (
+    Listener,
+    Relay,
+    UpstreamConnection,
+    UpstreamPool,
+    UpstreamUnavailable,
+    current_relay,
+    raw_request,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -265,10 +273,12 @@ class Pipeline:
         """Send the admitted call upstream and clean what comes back; a failure raises UpstreamUnavailable."""
         conn = self.pool.get(rule.server, call.caller.authorization)
         source = f"{rule.server}:{rule.name}"
-        token = current_relay.set(self._cleaning(call.relay))
+        relay = self._cleaning(call.relay)
+        token = current_relay.set(relay)
         progress = _clean_progress(call.progress, self.shield) if call.progress is not None else None
         try:
-            raw = await conn.request(lambda s: _call_with_input(s, rule, arguments, call, resume, progress))
+            with conn.calling(relay):
+                raw = await conn.request(lambda s: _call_with_input(s, rule, arguments, call, resume, progress))
         except RelayRefused as exc:
             return _error(f"{exc} '{rule.exposed}' did not complete; the upstream saw the call but got no answer.")
         except MCPError as exc:
@@ -459,17 +469,56 @@ class Pipeline:
         try:
             return await conn.request(fn, retry=retry)
         except MCPError as exc:
-            code = exc.code if isinstance(exc.code, int) and -32768 <= exc.code <= -32000 else INTERNAL_ERROR
-            message = self.shield.error_message(
-                f"mcp-guard: upstream '{server}' answered with an error.", server, exc.message
-            )
-            raise MCPError(code=code, message=message) from None
+            raise self._answered(server, exc) from None
+
+    def _answered(self, server: str, exc: MCPError) -> MCPError:
+        code = exc.code if isinstance(exc.code, int) and -32768 <= exc.code <= -32000 else INTERNAL_ERROR
+        message = self.shield.error_message(
+            f"mcp-guard: upstream '{server}' answered with an error.", server, exc.message
+        )
+        return MCPError(code=code, message=message)
 
     def upstream_error(self, exc: UpstreamUnavailable) -> MCPError:
         """An unavailable upstream as a JSON-RPC error: our words, then its own apart and enveloped."""
         return MCPError(
             code=INTERNAL_ERROR, message=self.shield.error_message(f"mcp-guard: {exc}", exc.server, exc.upstream_text)
         )
+
+    # -- subscriptions, log level, listeners --------------------------------------------------------
+
+    def listen(self, caller: Caller, listener: Listener) -> None:
+        """`listener` (a downstream session) hears list_changed and resource updates from its upstreams."""
+        for server in self.pool.servers:
+            self.pool.get(server, caller.authorization).listeners.add(listener)
+
+    async def subscribe(self, caller: Caller, uri: str) -> None:
+        server, conn = self._single(caller, "resources")
+        if conn is None or uri in self._hidden_resources:
+            raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown resource")
+        try:
+            await conn.subscribe(uri)
+        except MCPError as exc:
+            raise self._answered(server, exc) from None
+
+    async def unsubscribe(self, caller: Caller, uri: str) -> None:
+        server, conn = self._single(caller, "resources")
+        if conn is not None:
+            try:
+                await conn.unsubscribe(uri)
+            except MCPError as exc:
+                raise self._answered(server, exc) from None
+
+    async def set_logging_level(self, caller: Caller, level: types.LoggingLevel) -> None:
+        """Every upstream that logs is told the level; one that refuses is named in the proxy's log."""
+        for server in self.pool.servers:
+            conn = self.pool.get(server, caller.authorization)
+            caps = conn.capabilities()
+            if caps is not None and caps.logging is None:
+                continue
+            try:
+                await conn.request(lambda s: s.set_logging_level(level), retry=True)
+            except (MCPError, UpstreamUnavailable) as exc:
+                logger.warning("upstream '%s' did not take the log level: %s", server, type(exc).__name__)
 
     def _single(self, caller: Caller, capability: str) -> tuple[str, UpstreamConnection | None]:
         """The upstream that serves resources/prompts/completions: the first that offers them.

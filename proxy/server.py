@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import warnings
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
@@ -18,6 +20,7 @@ import anyio.abc
 import mcp.types as types
 from mcp.server import Server, ServerRequestContext
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware
+from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
@@ -163,6 +166,10 @@ class Downstream:
         `send_log_message` applies the 2026-07-28 rule that logs go only to requests that opted in;
         it is deprecated along with the logging capability, which is still forwarded faithfully.
         """
+        listener = listener_of(self.ctx)
+        floor = listener.log_level if listener is not None else None
+        if floor is not None and _LEVELS.index(params.level) < _LEVELS.index(floor):
+            return  # below the level this client asked for; an upstream shared with others may log more
         data = params.data
         logger_name = f"{server}/{params.logger}" if params.logger else server
         with warnings.catch_warnings():
@@ -219,6 +226,52 @@ class Downstream:
 
     async def progress(self, progress: float, total: float | None, message: str | None) -> None:
         await self.ctx.session.report_progress(progress, total, message)
+
+
+class SessionListener:
+    """What one handshake-era downstream connection hears from its upstreams outside any request:
+    list_changed, and updates of the resources it subscribed to (and no other's).
+
+    Sent on the connection's standalone stream; held weakly, so a closed connection is forgotten.
+    """
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = weakref.ref(connection)
+        self.subscriptions: set[str] = set()
+        self.log_level: types.LoggingLevel | None = None  # what logging/setLevel asked for, if it did
+
+    async def notify(self, server: str, notification: types.ServerNotification) -> None:
+        connection = self._connection()
+        if connection is None:
+            return
+        if isinstance(notification, types.ResourceUpdatedNotification):
+            if str(notification.params.uri) not in self.subscriptions:
+                return
+        elif not isinstance(notification, _LIST_CHANGED):
+            return
+        data = notification.model_dump(by_alias=True, mode="json", exclude_none=True)
+        await connection.notify(data["method"], data.get("params"))
+
+
+_LIST_CHANGED = (
+    types.ToolListChangedNotification,
+    types.PromptListChangedNotification,
+    types.ResourceListChangedNotification,
+)
+_LISTENERS: weakref.WeakKeyDictionary[Any, SessionListener] = weakref.WeakKeyDictionary()
+_LEVELS: list[str] = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
+
+
+def listener_of(ctx: ServerRequestContext[Any, Any]) -> SessionListener | None:
+    """The connection's listener; none in the sessionless 2026-07-28 era, which has no channel for it."""
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        return None
+    # A ServerSession lives for one request; the connection it belongs to is what lasts.
+    connection = ctx.session._connection
+    listener = _LISTENERS.get(connection)
+    if listener is None:
+        listener = _LISTENERS[connection] = SessionListener(connection)
+    return listener
 
 
 def _relay_refusal(why: str) -> types.ErrorData:
@@ -278,7 +331,10 @@ def _audit_state_refusal(ctx: ServerRequestContext[Any, Any], gateway: Gateway) 
 def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server[Gateway]:
     def pipe(ctx: ServerRequestContext[Any, Any]) -> tuple[Caller, Pipeline]:
         caller = caller_of(ctx, gateway)
-        return caller, gateway.pipeline(caller.team)
+        pipeline = gateway.pipeline(caller.team)
+        if (listener := listener_of(ctx)) is not None:
+            pipeline.listen(caller, listener)
+        return caller, pipeline
 
     async def on_list_tools(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
@@ -342,6 +398,36 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
         caller, pipeline = pipe(ctx)
         return await _upstream_errors(pipeline, pipeline.complete(caller, params))
 
+    async def on_subscribe_resource(
+        ctx: ServerRequestContext[Any, Any], params: types.SubscribeRequestParams
+    ) -> types.EmptyResult:
+        caller, pipeline = pipe(ctx)
+        uri = str(params.uri)
+        await _upstream_errors(pipeline, pipeline.subscribe(caller, uri))
+        if (listener := listener_of(ctx)) is not None:
+            listener.subscriptions.add(uri)
+        return types.EmptyResult()
+
+    async def on_unsubscribe_resource(
+        ctx: ServerRequestContext[Any, Any], params: types.UnsubscribeRequestParams
+    ) -> types.EmptyResult:
+        caller, pipeline = pipe(ctx)
+        uri = str(params.uri)
+        listener = listener_of(ctx)
+        if listener is not None and uri in listener.subscriptions:
+            listener.subscriptions.discard(uri)
+            await _upstream_errors(pipeline, pipeline.unsubscribe(caller, uri))
+        return types.EmptyResult()
+
+    async def on_set_logging_level(
+        ctx: ServerRequestContext[Any, Any], params: types.SetLevelRequestParams
+    ) -> types.EmptyResult:
+        caller, pipeline = pipe(ctx)
+        if (listener := listener_of(ctx)) is not None:
+            listener.log_level = params.level
+        await pipeline.set_logging_level(caller, params.level)
+        return types.EmptyResult()
+
     def tool_schema(name: str) -> Mapping[str, Any] | None:
         # Not scoped to a caller (the SDK calls it before middleware); schemas are not secret.
         for pipeline in gateway.pipelines.values():
@@ -368,7 +454,13 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
         on_list_prompts=on_list_prompts,
         on_get_prompt=on_get_prompt,
         on_completion=on_completion,
+        on_subscribe_resource=on_subscribe_resource,
+        on_unsubscribe_resource=on_unsubscribe_resource,
+        on_set_logging_level=on_set_logging_level,
     )
+    # Upstream list_changed notifications are relayed (SessionListener), so the capability says so.
+    announce = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+    server.create_initialization_options = partial(server.create_initialization_options, announce)  # type: ignore[method-assign]
     timeout = max(p.policy.confirm.timeout_seconds for p in gateway.policies.values())
     server.middleware.append(_audit_refused_state(gateway))
     server.middleware.append(

@@ -13,12 +13,13 @@ import hashlib
 import logging
 import sys
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -28,10 +29,12 @@ from mcp import Client, StdioServerParameters
 from mcp.client.session import ClientRequestContext, ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost, listen
 from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_NAME_HEADER, encode_header_value
 from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, INVALID_REQUEST, REQUEST_TIMEOUT
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from proxy import __version__, redact
@@ -75,6 +78,21 @@ class Relay:
 
 
 current_relay: ContextVar[Relay | None] = ContextVar("mcp_guard_relay", default=None)
+
+
+class Listener(Protocol):
+    """A downstream session that hears what an upstream announces outside any request."""
+
+    async def notify(self, server: str, notification: types.ServerNotification) -> None: ...
+
+
+# Notifications relayed to downstream sessions; anything else an upstream announces stays here.
+_RELAYED = (
+    types.ResourceUpdatedNotification,
+    types.ToolListChangedNotification,
+    types.PromptListChangedNotification,
+    types.ResourceListChangedNotification,
+)
 
 
 def credential_key(value: str | None) -> str:
@@ -128,6 +146,16 @@ class UpstreamConnection:
         self.last_used = time.monotonic()
         self.in_flight = 0
         self.tools: dict[str, types.Tool] = {}
+        # Downstream sessions that used this connection, to hear list_changed and resource updates;
+        # weak, so a closed session is forgotten without being told.
+        self.listeners: weakref.WeakSet[Any] = weakref.WeakSet()
+        # Resources subscribed upstream -> how many downstream subscriptions stand on each.
+        self.subscribed: dict[str, int] = {}
+        # Relays of the calls in flight, for an upstream question that arrives outside the call's context.
+        self._relays: dict[int, Relay] = {}
+        self._refilter = anyio.Event()  # set: the change stream (2026-07-28) is to be opened anew
+        self._acked = anyio.Event()  # set once the change stream took the latest filter (or failed)
+        self._listen_failed = False
         # The SDK turns an upstream's HTTP error into "Server returned an error response"; the status
         # (401 bad token, 403 missing scope) is what a person needs to fix it, so we note it here.
         self.http_status: int | None = None
@@ -167,6 +195,7 @@ class UpstreamConnection:
         try:
             with anyio.fail_after(self.config.timeout_seconds):
                 self._client = await self._tg.start(self._own, stop, sse)
+                await self._resubscribe(self._client.session)
             self.http_status = None
         except BaseException as exc:
             stop.set()
@@ -183,7 +212,13 @@ class UpstreamConnection:
             async with self._client_cm(sse=sse) as client:
                 task_status.started(client)
                 started = True
-                await stop.wait()
+                if _modern(client.session) and _announces(client.session.server_capabilities):
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._listen, client.session)
+                        await stop.wait()
+                        tg.cancel_scope.cancel()
+                else:
+                    await stop.wait()
         except Exception as exc:
             if not started:
                 raise
@@ -199,6 +234,7 @@ class UpstreamConnection:
             "cache": None,  # shared between callers: never serve one caller's listing to another
             "elicitation_callback": self._on_elicit,
             "logging_callback": self._on_log,
+            "message_handler": self._on_message,
             # 2026-era servers log only for requests that opt in; the downstream decides what it receives.
             "log_level": "debug",
             "client_info": types.Implementation(name="mcp-guard", version=__version__),
@@ -334,26 +370,159 @@ class UpstreamConnection:
 
     # -- upstream-initiated requests -----------------------------------------------------------------
 
+    def _relay(self) -> Relay | None:
+        """The downstream request an upstream's question belongs to.
+
+        It runs in the calling request's context when the upstream sends it on that request's
+        stream. Some upstreams send it on the connection's own stream instead; then it can only be
+        the one call in flight here. With several calls in flight nobody can tell whose it is, and a
+        question must never reach another caller: it is refused.
+        """
+        relay = current_relay.get()
+        if relay is None and len(self._relays) == 1:
+            relay = next(iter(self._relays.values()))
+        return relay
+
     async def _on_elicit(
         self, context: ClientRequestContext, params: types.ElicitRequestParams
     ) -> types.ElicitResult | types.ErrorData:
-        relay = current_relay.get()
+        relay = self._relay()
         if relay is None:
             return types.ErrorData(code=INVALID_PARAMS, message="mcp-guard: no client request to relay this to")
         return await relay.elicit(self.name, params)
 
     async def _on_log(self, params: types.LoggingMessageNotificationParams) -> None:
-        relay = current_relay.get()
+        relay = self._relay()
         if relay is not None and relay.log is not None:
             await relay.log(self.name, params)
 
     async def _on_sample(
         self, context: ClientRequestContext, params: types.CreateMessageRequestParams
     ) -> types.CreateMessageResult | types.ErrorData:
-        relay = current_relay.get()
+        relay = self._relay()
         if relay is None:
             return types.ErrorData(code=INVALID_PARAMS, message="mcp-guard: no client request to relay this to")
         return await relay.sample(self.name, params)
+
+    async def _on_message(self, message: Any) -> None:
+        if not isinstance(message, _RELAYED):
+            return
+        if isinstance(message, types.ToolListChangedNotification):
+            self.tools.clear()  # listed again on next use, so pins and the catalog see the new tools
+        for listener in list(self.listeners):
+            try:
+                await listener.notify(self.name, message)
+            except Exception:  # one gone session must not stop the others hearing it
+                logger.debug("a downstream session could not be notified", exc_info=True)
+
+    def calling(self, relay: Relay) -> AbstractContextManager[None]:
+        """Mark a call in flight with its relay (see `_relay`)."""
+        return _InFlight(self._relays, relay)
+
+    # -- subscriptions ---------------------------------------------------------------------------
+
+    async def subscribe(self, uri: str) -> None:
+        session = await self.session()
+        if self.subscribed.get(uri, 0) == 0:
+            if _modern(session):
+                self.subscribed[uri] = 1
+                await self._relisten()
+                return
+            await self.request(lambda s: s.subscribe_resource(uri))
+        self.subscribed[uri] = self.subscribed.get(uri, 0) + 1
+
+    async def unsubscribe(self, uri: str) -> None:
+        count = self.subscribed.get(uri, 0)
+        if count <= 1:
+            self.subscribed.pop(uri, None)
+            if count == 1:
+                session = await self.session()
+                if _modern(session):
+                    await self._relisten()
+                else:
+                    await self.request(lambda s: s.unsubscribe_resource(uri))
+        else:
+            self.subscribed[uri] = count - 1
+
+    async def _relisten(self) -> None:
+        """A 2026-07-28 upstream takes subscriptions as a filter of one `subscriptions/listen` stream:
+        it is opened again with the new filter, and this returns once the upstream acknowledged it."""
+        acked = self._acked = anyio.Event()
+        self._refilter.set()
+        with anyio.fail_after(self.config.timeout_seconds):
+            await acked.wait()
+        if self._listen_failed:
+            raise UpstreamUnavailable(self.name, "it did not accept the resource subscription")
+
+    async def _listen(self, session: ClientSession) -> None:
+        """The `subscriptions/listen` stream of a 2026-07-28 upstream, relayed as notifications."""
+        while True:
+            self._refilter = anyio.Event()
+            uris = sorted(self.subscribed)
+            try:
+                async with listen(
+                    session,
+                    tools_list_changed=True,
+                    prompts_list_changed=True,
+                    resources_list_changed=True,
+                    resource_subscriptions=uris,
+                ) as sub:
+                    self._listen_failed = False
+                    self._acked.set()
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(_cancel_on, self._refilter, tg.cancel_scope)
+                        async for _event in sub:
+                            pass  # the session hands each notification to `_on_message` as well
+                        tg.cancel_scope.cancel()
+            except (MCPError, SubscriptionLost, ListenNotSupportedError, TimeoutError) as exc:
+                logger.warning("upstream '%s' ended its change stream: %s", self.name, type(exc).__name__)
+                self._listen_failed = True
+                self._acked.set()
+            if not self._refilter.is_set():
+                await self._refilter.wait()  # nothing to listen for until the filter changes
+
+    async def _resubscribe(self, session: ClientSession) -> None:
+        # A new upstream session knows nothing of the old one's subscriptions: they are made again.
+        if _modern(session):
+            return  # the change stream is opened with the whole filter when the client starts
+        for uri in list(self.subscribed):
+            try:
+                await session.subscribe_resource(uri)
+            except MCPError:
+                logger.warning("upstream '%s' refused to renew a resource subscription after reconnecting", self.name)
+                self.subscribed.pop(uri, None)
+
+
+def _modern(session: ClientSession) -> bool:
+    return session.protocol_version in MODERN_PROTOCOL_VERSIONS
+
+
+def _announces(caps: types.ServerCapabilities | None) -> bool:
+    """Whether a 2026-07-28 upstream serves `subscriptions/listen` (it says so through these flags)."""
+    if caps is None:
+        return False
+    return bool(
+        (caps.tools and caps.tools.list_changed)
+        or (caps.prompts and caps.prompts.list_changed)
+        or (caps.resources and (caps.resources.list_changed or caps.resources.subscribe))
+    )
+
+
+async def _cancel_on(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+class _InFlight:
+    def __init__(self, relays: dict[int, Relay], relay: Relay) -> None:
+        self._relays = relays
+        self._relay = relay
+
+    def __enter__(self) -> None:
+        self._relays[id(self)] = self._relay
+
+    def __exit__(self, *exc: object) -> None:
+        self._relays.pop(id(self), None)
 
 
 def _server_answered(exc: BaseException) -> bool:
