@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+import anyio
+import anyio.lowlevel
 import mcp.types as types
 from mcp.client.session import ClientSession
 from mcp.shared.exceptions import MCPError
@@ -235,7 +237,7 @@ class Pipeline:
         )
         return self._finish(call, rule, "error", f"relay refused: {what}", _error(message))
 
-    def _cleaning(self, relay: Relay) -> Relay:
+    def _cleaning(self, relay: Relay, pending: _Pending) -> Relay:
         """The relay with the upstream's log lines cleaned before the transport sends them on."""
         send = relay.log
         if send is None:
@@ -244,7 +246,8 @@ class Pipeline:
         async def log(server: str, params: types.LoggingMessageNotificationParams) -> None:
             logger_name = self.shield.clean(params.logger)[:128] if params.logger else None
             cleaned = params.model_copy(update={"data": self.shield.log_data(params.data), "logger": logger_name})
-            await send(server, cleaned)
+            with pending:
+                await send(server, cleaned)
 
         return replace(relay, log=log)
 
@@ -273,12 +276,16 @@ class Pipeline:
         """Send the admitted call upstream and clean what comes back; a failure raises UpstreamUnavailable."""
         conn = self.pool.get(rule.server, call.caller.authorization)
         source = f"{rule.server}:{rule.name}"
-        relay = self._cleaning(call.relay)
+        pending = _Pending()
+        relay = self._cleaning(call.relay, pending)
         token = current_relay.set(relay)
-        progress = _clean_progress(call.progress, self.shield) if call.progress is not None else None
+        progress = _clean_progress(call.progress, self.shield, pending) if call.progress is not None else None
         try:
             with conn.calling(relay):
                 raw = await conn.request(lambda s: _call_with_input(s, rule, arguments, call, resume, progress))
+                # The SDK hands each notification to a task of its own, which may still be on its way
+                # when the result is: the upstream's progress and log lines go out before the result.
+                await pending.drained()
         except RelayRefused as exc:
             return _error(f"{exc} '{rule.exposed}' did not complete; the upstream saw the call but got no answer.")
         except MCPError as exc:
@@ -491,22 +498,37 @@ class Pipeline:
         for server in self.pool.servers:
             self.pool.get(server, caller.authorization).listeners.add(listener)
 
-    async def subscribe(self, caller: Caller, uri: str) -> None:
+    async def subscribe(self, caller: Caller, uri: str, relay: Relay | None = None) -> None:
         server, conn = self._single(caller, "resources")
         if conn is None or uri in self._hidden_resources:
             raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown resource")
         try:
-            await conn.subscribe(uri)
+            await self._relaying(conn, relay, lambda: conn.subscribe(uri))
         except MCPError as exc:
             raise self._answered(server, exc) from None
 
-    async def unsubscribe(self, caller: Caller, uri: str) -> None:
+    async def unsubscribe(self, caller: Caller, uri: str, relay: Relay | None = None) -> None:
         server, conn = self._single(caller, "resources")
         if conn is not None:
             try:
-                await conn.unsubscribe(uri)
+                await self._relaying(conn, relay, lambda: conn.unsubscribe(uri))
             except MCPError as exc:
                 raise self._answered(server, exc) from None
+
+    async def _relaying(self, conn: UpstreamConnection, relay: Relay | None, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run `fn` with the upstream's log lines meanwhile relayed, cleaned, to the request's client."""
+        if relay is None:
+            return await fn()
+        pending = _Pending()
+        cleaned = self._cleaning(relay, pending)
+        token = current_relay.set(cleaned)
+        try:
+            with conn.calling(cleaned):
+                result = await fn()
+                await pending.drained()
+            return result
+        finally:
+            current_relay.reset(token)
 
     async def set_logging_level(self, caller: Caller, level: types.LoggingLevel) -> None:
         """Every upstream that logs is told the level; one that refuses is named in the proxy's log."""
@@ -569,11 +591,39 @@ async def _raw(session: ClientSession, request: Any) -> dict[str, Any]:
     return raw
 
 
-def _clean_progress(progress: ProgressFn, shield: OutputShield) -> ProgressFn:
+def _clean_progress(progress: ProgressFn, shield: OutputShield, pending: _Pending) -> ProgressFn:
     async def relay(value: float, total: float | None, message: str | None) -> None:
-        await progress(value, total, shield.progress_message(message))
+        with pending:
+            await progress(value, total, shield.progress_message(message))
 
     return relay
+
+
+class _Pending:
+    """Notifications of one call still being relayed downstream."""
+
+    _ROUNDS = 4  # scheduler rounds in which a notification task already started gets to run
+    _WAIT = 2.0  # at most this long for one that is sending
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = anyio.Event()
+
+    def __enter__(self) -> None:
+        self.count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+            self._idle = anyio.Event()
+
+    async def drained(self) -> None:
+        for _ in range(self._ROUNDS):
+            await anyio.lowlevel.checkpoint()
+        with anyio.move_on_after(self._WAIT):
+            while self.count:
+                await self._idle.wait()
 
 
 async def _call_with_input(

@@ -193,6 +193,10 @@ _INERT_DELIMITER_ROW = _at_line_start(rf"[ \t]*(?:\|{_CELL}(?:\|{_CELL})*\|?|{_C
 # starts with its literal character and looks behind only after it, which keeps the scan fast.
 _INERT_STARS = re.compile(r"\*(?<!\*\*)(?:(?<=\S\*)\**|\**(?=[^\s*]))")
 _INERT_UNDERSCORES = re.compile(r"_(?<!__)(?:(?<=[^\s\w]_)_*|_*(?=[^\s\w])|(?<!\S_)_*(?=[^\W_])|(?<=[^\W_]_)_*(?!\S))")
+# Emphasis with "_" needs a run that can open it: one not preceded by a letter or digit and
+# followed by a non-blank (CommonMark's flanking rules).  A text without one keeps every "_"
+# ("Python_(language)", "file_name_.txt"); with one, the runs above go.
+_UNDERSCORE_OPENER = re.compile(r"(?<![^\W_])_+(?=\S)")
 _TRAILING_BLANKS = re.compile(r"[ \t]+\n")
 _BLOCK_EDGE_SPACE = re.compile(r"(?:\A|(?<=\n\n))[^\S\n]+|[^\S\n]+(?=\n\n|\Z)")
 # The same inside the text, found from its literal "\n\n" (the pattern above tries every position).
@@ -412,7 +416,7 @@ class _Memo:
 
 
 def _step(text: str, strip_html: bool, strip_markdown: bool, memo: _Memo, budget: ParserBudget | None) -> str:
-    text = _decode_entities(text)
+    text = _decode_json_escapes(_decode_entities(text))
     text = _defang_lookalike_tags(text)
     if strip_html:
         text = _strip_tags(text)
@@ -427,6 +431,8 @@ def _is_settled(text: str, strip_html: bool) -> bool:
     # The loop already guarantees these; checking them keeps E2 and idempotency true even if some
     # step interaction were missed (the result then goes through _strict instead).
     if "&" in text and _decode_entities(text) != text:
+        return False
+    if "\\u" in text and _decode_json_escapes(text) != text:
         return False
     return not strip_html or "<" not in text or not _TAG_START.search(text)
 
@@ -518,6 +524,33 @@ def _decode_entities(text: str) -> str:
     if "&" not in text:
         return text
     return _DECODABLE.sub(_decode_ref, text)
+
+
+# A JSON escape ("\u003c") is what a reader that decodes JSON sees as the character: one that
+# spells markup or a hidden character is decoded, and the steps after it deal with the character.
+# Escapes of ordinary characters stay as the upstream wrote them.
+_JSON_ESCAPE = re.compile(r"\\u([0-9A-Fa-f]{4})(?:\\u([dD][c-fC-F][0-9A-Fa-f]{2}))?")
+_DECODED_ESCAPES = frozenset("<>&`*_[]()!#|~\\")
+
+
+def _decode_json_escapes(text: str) -> str:
+    if "\\u" not in text:
+        return text
+    return _JSON_ESCAPE.sub(_json_unescape, text)
+
+
+def _json_unescape(match: re.Match[str]) -> str:
+    code = int(match.group(1), 16)
+    low = match.group(2)
+    if low is not None and 0xD800 <= code <= 0xDBFF:
+        char = chr(0x10000 + ((code - 0xD800) << 10) + (int(low, 16) - 0xDC00))
+        rest = ""
+    else:
+        char = chr(code)
+        rest = match.group()[6:]  # a second escape that was no low surrogate: judged on its own next pass
+    if char in _DECODED_ESCAPES or unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+        return char + rest
+    return match.group()
 
 
 def _decode_ref(match: re.Match[str]) -> str:
@@ -694,7 +727,7 @@ def _inert_round(text: str, keep_html: bool, starts_clean: bool = False) -> tupl
         text = text.replace("<", "").replace(">", "")
     if "*" in text:
         text = _INERT_STARS.sub("", text)
-    if "_" in text:
+    if "_" in text and _UNDERSCORE_OPENER.search(text):
         text = _INERT_UNDERSCORES.sub("", text)
     if "\\" in text:
         text = _INERT_ESCAPE.sub("", text)  # a backslash escape is markup too: a parser would drop it

@@ -403,7 +403,7 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
     ) -> types.EmptyResult:
         caller, pipeline = pipe(ctx)
         uri = str(params.uri)
-        await _upstream_errors(pipeline, pipeline.subscribe(caller, uri))
+        await _upstream_errors(pipeline, pipeline.subscribe(caller, uri, _log_relay(ctx, pipeline)))
         if (listener := listener_of(ctx)) is not None:
             listener.subscriptions.add(uri)
         return types.EmptyResult()
@@ -416,7 +416,7 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
         listener = listener_of(ctx)
         if listener is not None and uri in listener.subscriptions:
             listener.subscriptions.discard(uri)
-            await _upstream_errors(pipeline, pipeline.unsubscribe(caller, uri))
+            await _upstream_errors(pipeline, pipeline.unsubscribe(caller, uri, _log_relay(ctx, pipeline)))
         return types.EmptyResult()
 
     async def on_set_logging_level(
@@ -467,6 +467,12 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
         RequestStateBoundary(RequestStateSecurity.ephemeral(ttl=timeout + 60), default_audience="mcp-guard")
     )
     return server
+
+
+def _log_relay(ctx: ServerRequestContext[Any, Any], pipeline: Pipeline) -> Relay:
+    """The relay of a request that is no tool call: it carries the upstream's log lines, nothing else."""
+    policy = pipeline.loaded.policy
+    return Downstream(ctx, None, allow_sampling=False, timeout=policy.confirm.timeout_seconds).relay()
 
 
 async def _upstream_errors(pipeline: Pipeline, awaitable: Any) -> Any:

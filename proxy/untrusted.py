@@ -97,7 +97,13 @@ class OutputShield:
 
     def _json_or_text(self, text: str, plain: Clean, depth: int, at: Callable[[int], Clean]) -> str:
         if not _JSON_START.match(text):
-            return plain(text)
+            out = plain(text)
+            # Cleaning can bare JSON text (a control before "{" dropped): a reader decodes it then.
+            if out != text and _JSON_START.match(out) and depth < _MAX_JSON_DEPTH:
+                return self._json_or_text(out, plain, depth + 1, at)
+            return out
+        if text[:1].isspace() and (stripped := text.strip()) != text:
+            text = stripped  # blanks a lenient reader skips but json.loads does not
         # A renderer decodes JSON text, so "\u003cscript\u003e" inside it is markup like "<script>".
         if depth >= _MAX_JSON_DEPTH:
             return _NESTED_TOO_DEEP if _json_value(text) is not None else plain(text)
@@ -334,13 +340,13 @@ class OutputShield:
         return clean(data) if isinstance(data, str) else self.json(data, clean)
 
     def instructions(self, text: str | None) -> str | None:
-        return None if text is None else self.clean(text)
+        return None if text is None else self.result_clean()(text)
 
     # -- listings --------------------------------------------------------------------------------
 
     def tool(self, tool: Mapping[str, Any], exposed: str, annotations: JSON | None) -> JSON:
         """A tool for tools/list: every string of it is read by the model, so every one is cleaned."""
-        clean = self.clean
+        clean = self.result_clean()
         out: JSON = {"name": exposed, "inputSchema": self.schema(tool.get("inputSchema"), clean)}
         for key in ("title", "description"):
             if isinstance(tool.get(key), str):
@@ -359,14 +365,14 @@ class OutputShield:
         """A JSON Schema with every string and key cleaned.  A `pattern` is a regular expression the
         upstream checks, which cleaning would corrupt: one that cleaning would change is dropped
         (the upstream still checks it), never passed on as markup."""
-        clean = clean or self.clean
+        clean = clean or self.result_clean()
         if not isinstance(schema, dict):
             return {"type": "object"}
         return sanitize_json(_without_changed_patterns(schema, clean), clean, self.unchanged)
 
     def listed(self, item: Mapping[str, Any]) -> JSON:
         """A resource, template or prompt entry: every string and key of it cleaned."""
-        return self.json(dict(item), self.clean)
+        return self.json(dict(item))
 
     def annotations(self, upstream: Mapping[str, Any] | None, overrides: Mapping[str, bool]) -> JSON | None:
         """Tool annotations: hints are booleans, the title is cleaned, anything else is dropped."""
@@ -376,7 +382,7 @@ class OutputShield:
             if isinstance(value, bool):
                 out[key] = value
         if upstream and isinstance(upstream.get("title"), str):
-            out["title"] = self.clean(upstream["title"])
+            out["title"] = self.result_clean()(upstream["title"])
         return out or None
 
 
@@ -435,12 +441,15 @@ def _without_changed_patterns(schema: Any, clean: Clean) -> Any:
 # -- an upstream's questions for the human ------------------------------------------------------------
 
 
+_DEFAULT = OutputShield(OutputPolicy())
+
+
 def relayed_question(server: str, message: str) -> str:
     """An upstream's question for the human, named and sanitised: its words, not mcp-guard's."""
-    return f"The upstream server '{server}' asks (its words, not mcp-guard's):\n{sanitize_text(message)}"
+    return f"The upstream server '{server}' asks (its words, not mcp-guard's):\n{_DEFAULT.result_clean()(message)}"
 
 
 def clean_form_schema(schema: Any) -> Any:
     """The upstream's form schema with every string and key sanitised (labels, enum values and
     their titles, defaults); a pattern that cleaning would change is dropped."""
-    return sanitize_json(_without_changed_patterns(schema, sanitize_text), sanitize_text, all_unchanged)
+    return _DEFAULT.schema(schema) if isinstance(schema, dict) else {"type": "object", "properties": {}}

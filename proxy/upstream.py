@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import sys
 import time
 import weakref
@@ -332,7 +333,11 @@ class UpstreamConnection:
         """An error that says the connection, not the request, failed: the transport gave up, the HTTP
         exchange failed (the SDK then says only "Server returned an error response"), or the upstream
         forgot our session (it restarted)."""
-        if exc.code in (CONNECTION_CLOSED, REQUEST_TIMEOUT) or self.http_status is not None:
+        if _sdk_said(exc):
+            return True
+        # An HTTP error whose body was a JSON-RPC error is the upstream answering this request; the SDK
+        # says only this when the body was something else.
+        if self.http_status is not None and exc.message in ("Server returned an error response", "Not Found"):
             return True
         return exc.code == INVALID_REQUEST and exc.message == "Session terminated"
 
@@ -533,17 +538,28 @@ def _server_answered(exc: BaseException) -> bool:
     return False
 
 
-def _upstream_error_kind(exc: MCPError) -> str:
+# What the SDK itself says when the transport gave up.  An upstream may answer -32000 or -32001 for
+# errors of its own (servers use -32000 for ordinary errors): those are its words, not a lost link.
+_SDK_TIMED_OUT = re.compile(r"Request '[^']*' timed out")
+_SDK_CLOSED = ("Connection closed", "SSE stream ended without a response",
+               "SSE stream ended and reconnection attempts were exhausted")  # fmt: skip
+
+
+def _sdk_said(exc: MCPError) -> bool:
     if exc.code == CONNECTION_CLOSED:
-        return "connection closed"
-    if exc.code == REQUEST_TIMEOUT:
-        return "timed out"
+        return exc.message in _SDK_CLOSED or exc.message.startswith("SSE stream failed: ")
+    return exc.code == REQUEST_TIMEOUT and _SDK_TIMED_OUT.fullmatch(exc.message) is not None
+
+
+def _upstream_error_kind(exc: MCPError) -> str:
+    if _sdk_said(exc):
+        return "connection closed" if exc.code == CONNECTION_CLOSED else "timed out"
     return f"it answered with error {exc.code}"
 
 
 def _upstream_text(exc: BaseException) -> str | None:
     """The upstream's own words in a failure, if it sent any (never our transport's)."""
-    if isinstance(exc, MCPError) and exc.code not in (CONNECTION_CLOSED, REQUEST_TIMEOUT):
+    if isinstance(exc, MCPError) and not _sdk_said(exc):
         return exc.message
     if isinstance(exc, BaseExceptionGroup):
         texts = [t for e in exc.exceptions[:3] if (t := _upstream_text(e))]

@@ -144,7 +144,8 @@ def test_banner_configs_paste_as_they_are(demo: Demo) -> None:
 
 def test_banner_pins_the_npm_clients_the_tests_run() -> None:
     pins = json.loads((REPO / "tests" / "npm" / "package.json").read_text())["dependencies"]
-    assert {f"{name}@{version}" for name, version in pins.items()} == {MCP_REMOTE, INSPECTOR}
+    # The clients the banner names are the ones the tests run (tests/npm also pins test servers).
+    assert {MCP_REMOTE, INSPECTOR} <= {f"{name}@{version}" for name, version in pins.items()}
 
 
 def _json_blocks(text: str) -> list[Any]:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from proxy.catalog import Catalog, ToolRule
 from proxy.guards import Refusal
+from proxy.guards.prompt import inert
+from proxy.untrusted import PLAIN_NAME
 
 
 def refuse_hidden(catalog: Catalog, rule: ToolRule | None, exposed: str, group: str | None) -> Refusal | None:
     if rule is None:
-        return Refusal("denied", "unknown tool", f"Tool '{exposed}' does not exist on this server. It was not called.")
+        # The name is the model's words: echoed only as a plain identifier, or inert.
+        shown = exposed if PLAIN_NAME.fullmatch(exposed) else inert(unicodedata.normalize("NFC", exposed[:128]))
+        return Refusal("denied", "unknown tool", f"Tool '{shown}' does not exist on this server. It was not called.")
     if not rule.visible:
         return Refusal(
             "denied",
