@@ -131,13 +131,13 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
 def _cmd_stdio(args: argparse.Namespace) -> int:
     loaded = [load_policy(args.policy)]
-    instructions = anyio.run(_probe, loaded)
+    instructions, offered = anyio.run(_probe, loaded)
 
     async def run() -> None:
         from proxy.server import Gateway
         from proxy.stdio import serve_stdio
 
-        await serve_stdio(Gateway(loaded), instructions=instructions)
+        await serve_stdio(Gateway(loaded, offered=offered), instructions=instructions)
 
     anyio.run(run)
     return 0
@@ -199,7 +199,7 @@ def _serve_http(
     from proxy.netutil import bind, run_until_signalled, serve_asgi
     from proxy.server import Gateway
 
-    instructions = anyio.run(_probe, loaded)
+    instructions, offered = anyio.run(_probe, loaded)
     if args.host not in LOOPBACK and not args.allowed_host:
         print(
             f"mcp-guard: WARNING serving on {args.host} without --allowed-host: only loopback Host headers are "
@@ -212,7 +212,7 @@ def _serve_http(
             "a TLS-terminating proxy is in front (see README, Deployment).",
             file=sys.stderr,
         )
-    gateway = Gateway(loaded)
+    gateway = Gateway(loaded, offered=offered)
     app = build_http_app(
         gateway, host=args.host, allowed_hosts=args.allowed_host, instructions=instructions, keyring=keyring
     )
@@ -232,13 +232,18 @@ def _serve_http(
     return run_until_signalled(lambda: serve_asgi(app, sock, announce=announce), "mcp-guard")
 
 
-async def _probe(loaded: list[LoadedPolicy]) -> str | None:
-    """Connect to every upstream once before serving: an unreachable one stops start-up."""
-    from proxy.server import Gateway
+async def _probe(loaded: list[LoadedPolicy]) -> tuple[str | None, frozenset[str] | None]:
+    """Connect to every upstream once before serving: an unreachable one stops start-up.
+
+    Returns the upstreams' instructions and the features they offer (None when one could not be
+    asked): mcp-guard advertises only what some upstream offers.
+    """
+    from proxy.server import Gateway, offered_by
     from proxy.upstream import UpstreamUnavailable
 
     gateway = Gateway(loaded)
     parts: list[str] = []
+    features: set[str] | None = set()
     failure: str | None = None
     # Errors are raised after the task group closes, so they leave as themselves, not as a group.
     async with gateway.running():
@@ -251,11 +256,15 @@ async def _probe(loaded: list[LoadedPolicy]) -> str | None:
                         failure = f"mcp-guard: {exc} (team '{team}')"
                         break
                     print(f"mcp-guard: WARNING {exc}; will retry on first use", file=sys.stderr)
+                    features = None
+                    continue
+                if features is not None:
+                    features |= offered_by(pipeline.pool.get(server).capabilities())
             if failure is None and (text := await pipeline.instructions()) is not None:
                 parts.append(text)
     if failure is not None:
         raise StartupError(failure)
-    return "\n".join(parts) or None
+    return "\n".join(parts) or None, frozenset(features) if features is not None else None
 
 
 def _unreachable(exc: Exception) -> bool:

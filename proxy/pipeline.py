@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import anyio
-import anyio.lowlevel
 import mcp.types as types
 from mcp.client.session import ClientSession
+from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
 
@@ -30,6 +31,7 @@ from proxy.guards.pins import apply_pins
 from proxy.guards.trifecta import Trifecta
 from proxy.guards.visibility import refuse_hidden
 from proxy.policy import LoadedPolicy
+from proxy.relay import PARKED, Outcome, ParkedCalls, Pending, RelayRefused, call_with_input, counted_progress
 from proxy.resume import Resume, ResumeStates
 from proxy.untrusted import (
     OutputShield,
@@ -92,6 +94,7 @@ class Pipeline:
         self.limiter = Limiter()
         self.trifecta = Trifecta(policy.trifecta.action, policy.trifecta.idle_seconds)
         self.resumes = ResumeStates(policy.confirm.timeout_seconds)
+        self.parked = ParkedCalls(pool.spawn, policy.confirm.timeout_seconds)
         # URIs of resources hidden for their names, from the listings: reading them is refused too.
         self._hidden_resources: BoundedSet = BoundedSet(4096)
         self._odd_names: BoundedSet = BoundedSet(1024)  # tool names already warned about
@@ -120,6 +123,10 @@ class Pipeline:
         except UpstreamUnavailable as exc:
             failed = self._failure(exc, f"mcp-guard: {exc}. The tool was not called.")
             return self._finish(call, rule, "error", str(exc), failed)
+        except anyio.get_cancelled_exc_class():
+            # The client gave up (notifications/cancelled) before the call was admitted: never forwarded.
+            self._audit(call, rule, "declined", "cancelled by the client before it was forwarded")
+            raise
         except Exception:
             logger.exception("guard failed on %s; refusing (fail closed)", call.name)
             outcome = Refusal(
@@ -237,7 +244,7 @@ class Pipeline:
         )
         return self._finish(call, rule, "error", f"relay refused: {what}", _error(message))
 
-    def _cleaning(self, relay: Relay, pending: _Pending) -> Relay:
+    def _cleaning(self, relay: Relay, pending: Pending) -> Relay:
         """The relay with the upstream's log lines cleaned before the transport sends them on."""
         send = relay.log
         if send is None:
@@ -276,16 +283,39 @@ class Pipeline:
         """Send the admitted call upstream and clean what comes back; a failure raises UpstreamUnavailable."""
         conn = self.pool.get(rule.server, call.caller.authorization)
         source = f"{rule.server}:{rule.name}"
-        pending = _Pending()
+        pending = Pending()
         relay = self._cleaning(call.relay, pending)
-        token = current_relay.set(relay)
-        progress = _clean_progress(call.progress, self.shield, pending) if call.progress is not None else None
+        progress = counted_progress(call.progress, self.shield.progress_message, pending) if call.progress else None
+        state = resume.upstream_state if resume is not None else None
+        responses = call.prompter.input_responses if resume is not None else None
+
+        async def run(via: Relay) -> Outcome:
+            token = current_relay.set(via)
+            try:
+                with conn.calling(via):
+                    outcome = await conn.request(
+                        lambda s: call_with_input(
+                            s, rule.name, arguments, modern_client=call.prompter.modern, relay=via,
+                            server=rule.server, responses=responses, state=state, progress=progress,
+                        )
+                    )  # fmt: skip
+                    # The SDK hands each notification to a task of its own, which may still be on its
+                    # way when the result is: the upstream's progress and log lines go out first.
+                    await pending.drained()
+                    return outcome
+            finally:
+                current_relay.reset(token)
+
         try:
-            with conn.calling(relay):
-                raw = await conn.request(lambda s: _call_with_input(s, rule, arguments, call, resume, progress))
-                # The SDK hands each notification to a task of its own, which may still be on its way
-                # when the result is: the upstream's progress and log lines go out before the result.
-                await pending.drained()
+            if state is not None and state.startswith(PARKED):
+                raw = await self.parked.resume(state.removeprefix(PARKED), call.prompter.input_responses)
+                if raw is None:
+                    return _error(f"mcp-guard: '{rule.exposed}' was no longer waiting for that answer; not resumed.")
+            elif call.prompter.modern and not await conn.modern():
+                # A handshake-era upstream asks mid-call, which a 2026-07-28 client cannot answer then.
+                raw = await self.parked.start(run, relay)
+            else:
+                raw = await run(relay)
         except RelayRefused as exc:
             return _error(f"{exc} '{rule.exposed}' did not complete; the upstream saw the call but got no answer.")
         except MCPError as exc:
@@ -296,8 +326,6 @@ class Pipeline:
                 ],
                 is_error=True,
             )
-        finally:
-            current_relay.reset(token)
         if isinstance(raw, types.InputRequiredResult):
             return raw
         tool = conn.tools.get(rule.name)
@@ -519,7 +547,7 @@ class Pipeline:
         """Run `fn` with the upstream's log lines meanwhile relayed, cleaned, to the request's client."""
         if relay is None:
             return await fn()
-        pending = _Pending()
+        pending = Pending()
         cleaned = self._cleaning(relay, pending)
         token = current_relay.set(cleaned)
         try:
@@ -529,6 +557,32 @@ class Pipeline:
             return result
         finally:
             current_relay.reset(token)
+
+    @asynccontextmanager
+    async def listening(self, caller: Caller, uris: list[str]) -> AsyncIterator[InMemorySubscriptionBus]:
+        """A 2026-07-28 client's change stream: the upstream subscribed to `uris` while it lasts, and
+        the bus its connection publishes announcements on (one per credential: nobody hears another's)."""
+        server, conn = self._single(caller, "resources")
+        if conn is None:
+            conn = self.pool.get(self.pool.servers[0], caller.authorization)
+        if any(uri in self._hidden_resources for uri in uris):
+            raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown resource")
+        done: list[str] = []
+        try:
+            for uri in uris:
+                try:
+                    await conn.subscribe(uri)
+                except MCPError as exc:
+                    raise self._answered(server, exc) from None
+                done.append(uri)
+            yield conn.bus
+        finally:
+            with anyio.CancelScope(shield=True):
+                for uri in done:
+                    try:
+                        await conn.unsubscribe(uri)
+                    except (MCPError, UpstreamUnavailable):
+                        logger.debug("upstream '%s' did not take back a subscription", server)
 
     async def set_logging_level(self, caller: Caller, level: types.LoggingLevel) -> None:
         """Every upstream that logs is told the level; one that refuses is named in the proxy's log."""
@@ -589,93 +643,6 @@ async def _raw(session: ClientSession, request: Any) -> dict[str, Any]:
             code=INVALID_PARAMS, message="the upstream asked for input, which mcp-guard relays only on tools/call"
         )
     return raw
-
-
-def _clean_progress(progress: ProgressFn, shield: OutputShield, pending: _Pending) -> ProgressFn:
-    async def relay(value: float, total: float | None, message: str | None) -> None:
-        with pending:
-            await progress(value, total, shield.progress_message(message))
-
-    return relay
-
-
-class _Pending:
-    """Notifications of one call still being relayed downstream."""
-
-    _ROUNDS = 4  # scheduler rounds in which a notification task already started gets to run
-    _WAIT = 2.0  # at most this long for one that is sending
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._idle = anyio.Event()
-
-    def __enter__(self) -> None:
-        self.count += 1
-
-    def __exit__(self, *exc: object) -> None:
-        self.count -= 1
-        if self.count == 0:
-            self._idle.set()
-            self._idle = anyio.Event()
-
-    async def drained(self) -> None:
-        for _ in range(self._ROUNDS):
-            await anyio.lowlevel.checkpoint()
-        with anyio.move_on_after(self._WAIT):
-            while self.count:
-                await self._idle.wait()
-
-
-async def _call_with_input(
-    session: ClientSession,
-    rule: ToolRule,
-    arguments: dict[str, Any],
-    call: ToolCall,
-    resume: Resume | None,
-    progress: ProgressFn | None,
-) -> dict[str, Any] | types.InputRequiredResult:
-    """Call upstream; if a 2026-era upstream needs input, ask the client and retry.
-
-    A handshake-era client is asked mid-call through the relay. A 2026-07-28 client cannot be:
-    the upstream's request goes back to the pipeline, which asks the client with its own
-    InputRequiredResult, and the client's retry resumes here with `resume`.
-    """
-    responses: dict[str, Any] | None = call.prompter.input_responses if resume is not None else None
-    state: str | None = resume.upstream_state if resume is not None else None
-    for _ in range(4):
-        request = types.CallToolRequest(
-            params=types.CallToolRequestParams(
-                name=rule.name, arguments=arguments, input_responses=responses, request_state=state
-            )
-        )
-        raw = await raw_request(session, request, progress=progress)
-        if raw.get("resultType") != "input_required":
-            return raw
-        asked = types.InputRequiredResult.model_validate(raw)
-        if call.prompter.modern:
-            return asked
-        responses = await _answer_inputs(asked, call.relay, rule.server)
-        state = asked.request_state
-    return _wire(_error("mcp-guard: the upstream kept asking for more input; the call was abandoned."))
-
-
-class RelayRefused(Exception):
-    """The proxy (not the upstream) refused to relay an upstream's question; the message is ours, trusted."""
-
-
-async def _answer_inputs(result: types.InputRequiredResult, relay: Relay, server: str) -> dict[str, Any]:
-    answers: dict[str, Any] = {}
-    for key, request in (result.input_requests or {}).items():
-        if isinstance(request, types.ElicitRequest):
-            answer = await relay.elicit(server, request.params)
-        elif isinstance(request, types.CreateMessageRequest):
-            answer = await relay.sample(server, request.params)
-        else:
-            answer = types.ErrorData(code=INVALID_PARAMS, message="mcp-guard does not relay this request")
-        if isinstance(answer, types.ErrorData):
-            raise RelayRefused(answer.message)
-        answers[key] = answer
-    return answers
 
 
 def _overrides(upstream: types.ToolAnnotations | None, rule: ToolRule) -> dict[str, bool]:

@@ -22,6 +22,7 @@ from mcp.server import Server, ServerRequestContext
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
+from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
@@ -55,8 +56,10 @@ class Identity:
 class Gateway:
     """Every team this process serves, each with its own pipeline and upstream connections."""
 
-    def __init__(self, policies: Sequence[LoadedPolicy]) -> None:
+    def __init__(self, policies: Sequence[LoadedPolicy], *, offered: frozenset[str] | None = None) -> None:
         self.policies = {p.policy.team: p for p in policies}
+        # What the upstreams offer (resources, subscribe, prompts, completions, logging); None: unknown.
+        self.offered = offered
         self.pipelines: dict[str, Pipeline] = {}
         self.default_team = policies[0].policy.team
         self._audits: list[AuditLog] = []
@@ -259,6 +262,8 @@ _LIST_CHANGED = (
     types.ResourceListChangedNotification,
 )
 _LISTENERS: weakref.WeakKeyDictionary[Any, SessionListener] = weakref.WeakKeyDictionary()
+# One handler per upstream connection's bus: it bounds the streams open on it.
+_LISTEN_HANDLERS: weakref.WeakKeyDictionary[Any, ListenHandler] = weakref.WeakKeyDictionary()
 _LEVELS: list[str] = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
 
 
@@ -419,6 +424,17 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
             await _upstream_errors(pipeline, pipeline.unsubscribe(caller, uri, _log_relay(ctx, pipeline)))
         return types.EmptyResult()
 
+    async def on_subscriptions_listen(
+        ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
+    ) -> types.SubscriptionsListenResult:
+        caller, pipeline = pipe(ctx)
+        uris = list(params.notifications.resource_subscriptions or ())
+        async with pipeline.listening(caller, uris) as bus:
+            handler = _LISTEN_HANDLERS.get(bus)
+            if handler is None:
+                handler = _LISTEN_HANDLERS[bus] = ListenHandler(bus)
+            return await handler(ctx, params)
+
     async def on_set_logging_level(
         ctx: ServerRequestContext[Any, Any], params: types.SetLevelRequestParams
     ) -> types.EmptyResult:
@@ -448,15 +464,22 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
         get_tool_input_schema=tool_schema,
         on_list_tools=on_list_tools,
         on_call_tool=on_call_tool,
-        on_list_resources=on_list_resources,
-        on_list_resource_templates=on_list_resource_templates,
-        on_read_resource=on_read_resource,
-        on_list_prompts=on_list_prompts,
-        on_get_prompt=on_get_prompt,
-        on_completion=on_completion,
-        on_subscribe_resource=on_subscribe_resource,
-        on_unsubscribe_resource=on_unsubscribe_resource,
-        on_set_logging_level=on_set_logging_level,
+        on_subscriptions_listen=on_subscriptions_listen,
+        **_offered(
+            gateway.offered,
+            resources={
+                "on_list_resources": on_list_resources,
+                "on_list_resource_templates": on_list_resource_templates,
+                "on_read_resource": on_read_resource,
+            },
+            subscribe={
+                "on_subscribe_resource": on_subscribe_resource,
+                "on_unsubscribe_resource": on_unsubscribe_resource,
+            },
+            prompts={"on_list_prompts": on_list_prompts, "on_get_prompt": on_get_prompt},
+            completions={"on_completion": on_completion},
+            logging={"on_set_logging_level": on_set_logging_level},
+        ),
     )
     # Upstream list_changed notifications are relayed (SessionListener), so the capability says so.
     announce = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
@@ -473,6 +496,26 @@ def _log_relay(ctx: ServerRequestContext[Any, Any], pipeline: Pipeline) -> Relay
     """The relay of a request that is no tool call: it carries the upstream's log lines, nothing else."""
     policy = pipeline.loaded.policy
     return Downstream(ctx, None, allow_sampling=False, timeout=policy.confirm.timeout_seconds).relay()
+
+
+def offered_by(caps: types.ServerCapabilities | None) -> set[str]:
+    """The features an upstream's capabilities offer, as `Gateway.offered` names them."""
+    if caps is None:
+        return set()
+    names = {name for name in ("resources", "prompts", "completions", "logging") if getattr(caps, name) is not None}
+    if caps.resources is not None and caps.resources.subscribe:
+        names.add("subscribe")
+    return names
+
+
+def _offered(offered: frozenset[str] | None, **handlers: dict[str, Any]) -> dict[str, Any]:
+    """The handlers of the features some upstream offers (all of them when that is not known), so an
+    advertised method never answers "Method not found"."""
+    chosen: dict[str, Any] = {}
+    for feature, group in handlers.items():
+        if offered is None or feature in offered:
+            chosen.update(group)
+    return chosen
 
 
 async def _upstream_errors(pipeline: Pipeline, awaitable: Any) -> Any:

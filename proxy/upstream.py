@@ -31,9 +31,17 @@ from mcp.client.session import ClientRequestContext, ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost, listen
+from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_NAME_HEADER, encode_header_value
+from mcp.shared.subscriptions import (
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ServerEvent,
+    ToolsListChanged,
+)
 from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, INVALID_REQUEST, REQUEST_TIMEOUT
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
@@ -152,6 +160,8 @@ class UpstreamConnection:
         self.listeners: weakref.WeakSet[Any] = weakref.WeakSet()
         # Resources subscribed upstream -> how many downstream subscriptions stand on each.
         self.subscribed: dict[str, int] = {}
+        # The same announcements for 2026-07-28 clients, whose subscriptions/listen streams read this bus.
+        self.bus = InMemorySubscriptionBus()
         # Relays of the calls in flight, for an upstream question that arrives outside the call's context.
         self._relays: dict[int, Relay] = {}
         self._refilter = anyio.Event()  # set: the change stream (2026-07-28) is to be opened anew
@@ -329,6 +339,10 @@ class UpstreamConnection:
                 self.last_used = time.monotonic()
         raise AssertionError("unreachable")
 
+    async def modern(self) -> bool:
+        """Whether this upstream speaks the 2026-07-28 era (connecting first if need be)."""
+        return _modern(await self.session())
+
     def _connection_level(self, exc: MCPError) -> bool:
         """An error that says the connection, not the request, failed: the transport gave up, the HTTP
         exchange failed (the SDK then says only "Server returned an error response"), or the upstream
@@ -414,6 +428,7 @@ class UpstreamConnection:
             return
         if isinstance(message, types.ToolListChangedNotification):
             self.tools.clear()  # listed again on next use, so pins and the catalog see the new tools
+        await self.bus.publish(_as_event(message))
         for listener in list(self.listeners):
             try:
                 await listener.notify(self.name, message)
@@ -511,6 +526,16 @@ def _announces(caps: types.ServerCapabilities | None) -> bool:
         or (caps.prompts and caps.prompts.list_changed)
         or (caps.resources and (caps.resources.list_changed or caps.resources.subscribe))
     )
+
+
+def _as_event(message: Any) -> ServerEvent:
+    if isinstance(message, types.ResourceUpdatedNotification):
+        return ResourceUpdated(uri=str(message.params.uri))
+    if isinstance(message, types.ToolListChangedNotification):
+        return ToolsListChanged()
+    if isinstance(message, types.PromptListChangedNotification):
+        return PromptsListChanged()
+    return ResourcesListChanged()
 
 
 async def _cancel_on(event: anyio.Event, scope: anyio.CancelScope) -> None:
@@ -643,6 +668,10 @@ class UpstreamPool:
     @property
     def servers(self) -> list[str]:
         return list(self._upstreams)
+
+    def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run `fn` for as long as the pool lives (a call that outlives the request that started it)."""
+        self._tg.start_soon(fn)
 
     def get(self, server: str, client_authorization: str | None = None) -> UpstreamConnection:
         config = self._upstreams[server]

@@ -510,3 +510,33 @@ async def test_a_session_header_does_not_split_a_2026_caller(main: Setup, record
     lines = [line for line in records(main.audit) if line.get("args_sha256") == digest_arguments(arguments)]
     assert [line["decision"] for line in lines] == ["pending", "confirmed"]
     assert len({line["session"] for line in lines}) == 1
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_call_cancelled_while_the_human_decides_never_reaches_the_upstream(
+    transport: str, quick: Setup, record: Path
+) -> None:
+    # Handshake era (a 2026-07-28 client cancels by never retrying). The client cancels the call while
+    # the prompt is open; the human then says yes anyway: nothing may reach the upstream.
+    mark = marker()
+    arguments = sms(mark)
+    asked, answer = anyio.Event(), anyio.Event()
+
+    async def late() -> None:
+        asked.set()
+        await answer.wait()
+
+    human = Human({mark: "late"}, late=late)
+    async with connect(quick, transport, "legacy", human) as client:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.call_tool, "send_sms", arguments)
+            with anyio.fail_after(20):
+                await asked.wait()
+            tg.cancel_scope.cancel()  # the SDK sends notifications/cancelled for the call
+        answer.set()  # the human's late yes
+        # A later, ungated call on the same connection arrives after anything the late yes could cause.
+        profiles = len(calls(record, "get_profile"))
+        assert not (await client.call_tool("get_profile", {})).is_error
+        assert len(calls(record, "get_profile")) == profiles + 1
+    assert reached(record, mark) == 0
+    assert decisions(quick.audit, arguments) == ["declined"]  # audited as the client's cancel

@@ -42,6 +42,7 @@ import mcp.types as types
 import pytest
 from mcp import Client
 from mcp.client.session import ClientRequestContext
+from mcp.shared.subscriptions import ResourceUpdated
 
 from tests.harness import MODES, PY, REPO, Proc, all_tools, proxy_http, records, spawn, write_policy
 from tests.servers.conformance_fixture import JSON_SCHEMA_2020_12
@@ -642,6 +643,21 @@ async def test_everything_resource_updates_reach_a_subscribed_handshake_client(e
         )
 
 
+async def test_everything_resource_updates_reach_a_2026_listener(everything: Proc) -> None:
+    async with Client(everything.url, mode="auto", read_timeout_seconds=30) as client:
+        assert client.protocol_version == "2026-07-28"
+        async with client.listen(resource_subscriptions=[DOCUMENT]) as sub:
+            assert DOCUMENT in (sub.honored.resource_subscriptions or [])
+            await _call(client, "toggle-subscriber-updates")
+            try:
+                with anyio.fail_after(10):
+                    async for event in sub:
+                        if isinstance(event, ResourceUpdated) and event.uri == DOCUMENT:
+                            break
+            finally:
+                await _call(client, "toggle-subscriber-updates")
+
+
 ANSWER: dict[str, str | int | float | bool | list[str]] = {
     "name": "Ada Lovelace",
     "check": True,
@@ -653,8 +669,7 @@ ANSWER: dict[str, str | int | float | bool | list[str]] = {
 
 
 @pytest.mark.parametrize("action", ["accept", "decline"])
-# Handshake-era clients: a 2026-07-28 client asked mid-call by a handshake-era upstream is refused (README).
-@pytest.mark.parametrize("mode", ["legacy"])
+@pytest.mark.parametrize("mode", MODES)
 async def test_everything_elicitation_is_relayed_and_answered(
     mode: str, action: Literal["accept", "decline"], everything: Proc
 ) -> None:

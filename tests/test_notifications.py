@@ -2,9 +2,9 @@
 
 `resources/subscribe` and `unsubscribe` are forwarded; `notifications/resources/updated` goes to the
 sessions that subscribed to that resource and to no other; `tools/list_changed` is relayed after the
-proxy forgets its cached listing; `logging/setLevel` reaches the upstream. Handshake era (the
-2026-07-28 era has no channel for unsolicited notifications outside `subscriptions/listen`), over
-stdio and Streamable HTTP, with a real upstream that records what it received.
+proxy forgets its cached listing; `logging/setLevel` reaches the upstream. Handshake-era clients hear
+them on their connection; 2026-07-28 clients on their `subscriptions/listen` stream. Over stdio and
+Streamable HTTP, with a real upstream that records what it received.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import anyio
 import mcp.types as types
 import pytest
 from mcp import Client
+from mcp.shared.subscriptions import ResourceUpdated
 
 from tests.harness import PY, REPO, Proc, proxy_http, proxy_stdio, records, spawn, write_policy
 
@@ -130,6 +131,8 @@ async def test_list_changed_and_log_level_pass_through(
         caps = c.session.server_capabilities
         assert caps is not None and caps.tools is not None and caps.tools.list_changed
         assert caps.resources is not None and caps.resources.subscribe and caps.logging is not None
+        # Only what the upstream offers is advertised: it has no prompts and no completions.
+        assert caps.prompts is None and caps.completions is None
         before = len(upstream_saw(record, "logging/setLevel"))
         await c.set_logging_level("warning")
         # A handshake-era upstream is told; a 2026-07-28 one takes the level per request (mcp-guard asks for
@@ -146,3 +149,31 @@ async def test_list_changed_and_log_level_pass_through(
             await c.call_tool("touch", {"uri": "note://b"})
             await heard.until(lambda: heard.updated())
             assert heard.updated() == ["note://b"]
+
+
+async def test_a_2026_listener_hears_only_the_resources_it_asked_for(
+    upstream: tuple[Proc, Path], policy: Path, proxy: Proc
+) -> None:
+    async def first_update(sub: Any) -> str:
+        with anyio.fail_after(WAIT):
+            async for event in sub:
+                if isinstance(event, ResourceUpdated):
+                    return str(event.uri)
+        raise AssertionError("the stream ended")
+
+    async with (
+        Client(proxy.url, mode="auto", read_timeout_seconds=WAIT) as a,
+        Client(proxy.url, mode="auto", read_timeout_seconds=WAIT) as b,
+        Client(proxy.url, mode="auto", read_timeout_seconds=WAIT) as caller,
+    ):
+        assert a.protocol_version == "2026-07-28"
+        async with (
+            a.listen(resource_subscriptions=["note://a"]) as sub_a,
+            b.listen(resource_subscriptions=["note://b"]) as sub_b,
+        ):
+            assert sub_a.honored.resource_subscriptions == ["note://a"]
+            await caller.call_tool("touch", {"uri": "note://a"})
+            assert await first_update(sub_a) == "note://a"
+            await caller.call_tool("touch", {"uri": "note://b"})
+            # Relayed in order: had b's stream been sent note://a, it would have come first.
+            assert await first_update(sub_b) == "note://b"
