@@ -28,7 +28,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,9 @@ def run_text(text: str) -> str:
 
 
 def run_json(raw: str) -> str:
-    clean = partial(sanitize_text, parser_budget=ParserBudget())
+    # Every key and string is cleaned; as in the proxy, each distinct one once per result (a list of
+    # 2 800 messages repeats its ten keys 2 800 times).
+    clean = cache(partial(sanitize_text, parser_budget=ParserBudget()))
     body = clean_json_text(raw, clean, all_unchanged)
     assert body is not None
     return envelope(body, "smsapi:get_sms")

@@ -100,6 +100,13 @@ _S_LIKE = _s_lookalikes()
 _LEAD = rf"[^\S\n]|[{_MARKS}]"
 _SYSTEM_HINT = rf"(?:{_LEAD})*(?:[sS](?:[yY]|[^\x00-\x7f])|[{_S_LIKE}])"
 _MD_LINE = r"[ \t]*(?:[#>=+\-]|\d{1,9}[.)])| {4}| {0,3}\t"
+# For the quiet check only: a line start that could open a block.  "+", "-", "=" and "#" open one
+# only before a blank, the line's end or (for rules and headings) their own kind, so a phone
+# number "+48 600...", a negative number "-5" or an amount "0.16" at a line start leaves it quiet.
+_QUIET_MD_LINE = (
+    r"[ \t]*(?:>|[+](?=[ \t\n]|\Z)|-(?=[ \t\n-]|\Z)|=(?=[= \t\n]|\Z)|#(?=[# \t\n]|\Z)"
+    r"|\d{1,9}[.)](?=[ \t\n]|\Z))| {4}| {0,3}\t"
+)
 
 # Any of these means the text may need work; text with none of them (and already NFC, with no
 # lone ZWJ and no "&" a renderer would decode) is returned untouched, which keeps ordinary text and
@@ -111,16 +118,16 @@ _TRIGGER_CHAR = re.compile(
     f"[{_CONTROL}{_LINE_BREAKS}{_INVISIBLE_BMP}\ufe00-\ufe0f<>{_MD_CHARS}"
     f"{_LOOK_OPEN}{_LOOK_CLOSE}\U0001bca0-\U0001d17a\U000e0000-\U000e01ef]"
 )
-_TRIGGER_LINE_START = re.compile(f"(?:{_MD_LINE}|{_SYSTEM_HINT})")
-_TRIGGER_LINE = re.compile(f"\n(?:{_MD_LINE}|{_SYSTEM_HINT})")
+_TRIGGER_LINE_START = re.compile(f"(?:{_QUIET_MD_LINE}|{_SYSTEM_HINT})")
+_TRIGGER_LINE = re.compile(f"\n(?:{_QUIET_MD_LINE}|{_SYSTEM_HINT})")
 # The same tests for ASCII text, where most untrusted text is and where they can be cheaper: the
 # characters are deleted from the bytes (a C loop, no regular expression), and a line start needs
 # no look-alike class (every look-alike "s" and combining mark is non-ASCII).
 _ASCII_CONTROLS = bytes([*range(0x09), *range(0x0B, 0x20), 0x7F])
 _ASCII_TRIGGERS = _ASCII_CONTROLS + b"<>*_`[]\\|~"
 _ASCII_SYSTEM_HINT = r"[\t\x0b\x0c\r\x1c-\x1f ]*[sS][yY]"
-_ASCII_TRIGGER_LINE_START = re.compile(f"(?:{_MD_LINE}|{_ASCII_SYSTEM_HINT})")
-_ASCII_TRIGGER_LINE = re.compile(f"\n(?:{_MD_LINE}|{_ASCII_SYSTEM_HINT})")
+_ASCII_TRIGGER_LINE_START = re.compile(f"(?:{_QUIET_MD_LINE}|{_ASCII_SYSTEM_HINT})")
+_ASCII_TRIGGER_LINE = re.compile(f"\n(?:{_QUIET_MD_LINE}|{_ASCII_SYSTEM_HINT})")
 
 # Patterns that begin with a literal character are scanned for with a fast substring search;
 # the others cost about 10 ms per MB, so each is run only when a cheap test says it can match.
@@ -366,7 +373,7 @@ def sanitize_text(
     return _limit(out, max_chars, omitted, strip_html, strip_markdown)
 
 
-def all_unchanged(texts: Sequence[str], max_chars: int | None = None) -> bool:
+def all_unchanged(texts: Sequence[str], max_chars: int | None = None, reject: re.Pattern[str] | None = None) -> bool:
     """True if sanitize_text (any switches, this max_chars) would return every one of `texts` as is.
 
     One scan of them all, joined by newlines, instead of one call each; False may be wrong, True
@@ -375,7 +382,10 @@ def all_unchanged(texts: Sequence[str], max_chars: int | None = None) -> bool:
     """
     if max_chars is not None and any(len(text) > max_chars for text in texts):
         return False
-    return _is_quiet("\n".join(texts))
+    joined = "\n".join(texts)
+    if reject is not None and reject.search(joined):
+        return False  # the caller's own reason to look at them one by one
+    return _is_quiet(joined)
 
 
 def truncate(text: str, max_chars: int) -> str:
@@ -420,6 +430,8 @@ def _step(text: str, strip_html: bool, strip_markdown: bool, memo: _Memo, budget
     text = _defang_lookalike_tags(text)
     if strip_html:
         text = _strip_tags(text)
+    if "<" in text and _NEAR_TAG.search(text):
+        text = _NEAR_TAG.sub(_without_bracket, text)
     if strip_markdown:
         text = _flatten_markdown(text, not strip_html, memo, budget)
     if text != memo.defanged:
@@ -564,6 +576,15 @@ def _decoded(ref: str) -> str:
     if ref[1] == "#":
         return html.unescape(ref)
     return _HTML5.get(ref[1:], ref)
+
+
+# "< /tool_output>" is no tag to a parser (a blank after "<"), so it survives as text; a reader
+# could still take it for the envelope's end: its "<" goes.
+_NEAR_TAG = re.compile(r"<[\s/]*tool_output", re.IGNORECASE)
+
+
+def _without_bracket(match: re.Match[str]) -> str:
+    return match.group()[1:]
 
 
 def _defang_lookalike_tags(text: str) -> str:

@@ -119,9 +119,7 @@ class OutputShield:
 
     def unchanged(self, texts: list[str]) -> bool:
         """True if cleaning would leave every one of `texts` as it is (asked once per many values)."""
-        if not all_unchanged(texts, self.cfg.max_chars):
-            return False
-        return not _JSON_LINE.search("\n".join(texts))
+        return all_unchanged(texts, self.cfg.max_chars, reject=_JSON_LINE)
 
     def wrap(self, body: str, source: str) -> str:
         if not self.cfg.envelope:
