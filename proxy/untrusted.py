@@ -50,6 +50,12 @@ SCHEMA_BROKEN = (
 )
 
 
+SCHEMA_MISSING = (
+    "mcp-guard: the tool declares an outputSchema but the upstream returned no structured output, so the "
+    "result is returned as an error with its sanitised text only."
+)
+
+
 def plain_name(name: object) -> bool:
     return isinstance(name, str) and PLAIN_NAME.fullmatch(name) is not None
 
@@ -168,6 +174,9 @@ class OutputShield:
             out["isError"] = True
         if (meta := self.meta(raw.get("_meta"), clean)) is not None:
             out["_meta"] = meta
+        if output_schema is not None and not is_error and "structuredContent" not in raw:
+            # The client would reject a result without the structured output its tool promised.
+            return {"content": [_text(SCHEMA_MISSING), *content], "isError": True}
         if "structuredContent" in raw:
             structured = sanitize_json(raw["structuredContent"], clean, self.unchanged, verbatim)
             if not isinstance(structured, dict):

@@ -279,6 +279,16 @@ def test_structured_content_that_no_longer_fits_fails_closed_with_the_sanitised_
     assert "Jo<3" not in out["content"][1]["text"]
 
 
+def test_a_result_missing_the_structured_output_its_tool_promised_is_an_error() -> None:
+    from proxy.policy import OutputPolicy
+    from proxy.untrusted import SCHEMA_MISSING, OutputShield
+
+    raw = {"content": [{"type": "text", "text": "<b>hi</b>"}]}
+    out = OutputShield(OutputPolicy()).tool_result("s:t", raw, NICK_SCHEMA)
+    assert out["isError"] is True and out["content"][0]["text"] == SCHEMA_MISSING
+    assert unwrap(out["content"][1]["text"])[2] == "hi"
+
+
 def test_an_unusable_schema_fails_closed_too() -> None:
     out = _shielded({"nick": "ok"}, {"type": "no-such-type"})
     assert out["isError"] is True and "structuredContent" not in out
