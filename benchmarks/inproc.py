@@ -44,6 +44,7 @@ class NoPrompter:
 
     modern = False
     can_elicit = False
+    can_elicit_url = False
     request_state: str | None = None
     input_responses: dict[str, Any] | None = None
 

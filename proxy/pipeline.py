@@ -36,9 +36,11 @@ from proxy.resume import Resume, ResumeStates
 from proxy.untrusted import (
     OutputShield,
     clean_form_schema,
+    clean_url,
     plain_name,
     plain_resource_name,
     relayed_question,
+    url_question,
 )
 from proxy.upstream import (
     Listener,
@@ -210,16 +212,33 @@ class Pipeline:
     ) -> types.CallToolResult | types.InputRequiredResult:
         """The upstream's questions, named and sanitised, as our own InputRequiredResult (2026-07-28 client)."""
         requests: dict[str, Any] = {}
+
+        def refuse(what: str) -> types.CallToolResult:
+            if (asked.request_state or "").startswith(PARKED):
+                self.parked.cancel(asked.request_state.removeprefix(PARKED))  # type: ignore[union-attr]
+            return self._refuse_relay(call, rule, what)
+
         for key, request in (asked.input_requests or {}).items():
             if isinstance(request, types.ElicitRequest) and isinstance(request.params, types.ElicitRequestFormParams):
                 if not call.prompter.can_elicit:
-                    return self._refuse_relay(call, rule, "asked the user a question, but this client cannot elicit")
+                    return refuse("asked the user a question, but this client cannot elicit")
                 params = request.params.model_copy(
                     update={
                         "message": relayed_question(rule.server, request.params.message),
                         "requested_schema": clean_form_schema(request.params.requested_schema),
                     }
                 )
+                requests[key] = types.ElicitRequest(params=params)
+            elif isinstance(request, types.ElicitRequest) and isinstance(request.params, types.ElicitRequestURLParams):
+                if self.loaded.policy.url_elicitation != "allow":
+                    return refuse("asked to send the user to a URL, which this policy refuses")
+                url = clean_url(request.params.url)
+                if url is None:
+                    return refuse("asked to send the user to a URL that is no plain https URL")
+                if not call.prompter.can_elicit_url:
+                    return refuse("asked to send the user to a URL, but this client cannot")
+                message = url_question(rule.server, request.params.message, url)
+                params = request.params.model_copy(update={"message": message, "url": url})
                 requests[key] = types.ElicitRequest(params=params)
             elif isinstance(request, types.CreateMessageRequest) and self.loaded.policy.sampling == "allow":
                 # An upstream may not pull the client's other conversations or servers into its prompt.
@@ -232,7 +251,7 @@ class Pipeline:
                     if isinstance(request, types.CreateMessageRequest)
                     else "a request mcp-guard does not relay"
                 )
-                return self._refuse_relay(call, rule, f"asked for {kind}")
+                return refuse(f"asked for {kind}")
         state = self.resumes.mint(call.caller.session, asked.request_state, decision, why)
         self._audit(call, rule, "pending", f"upstream '{rule.server}' asked the human")
         return types.InputRequiredResult(input_requests=requests, request_state=state)

@@ -243,6 +243,8 @@ class Policy(_Model):
     limits: tuple[LimitRule, ...] = ()
     pins: tuple[PinRule, ...] = ()
     sampling: Literal["deny", "allow"] = "deny"
+    # An upstream's URL-mode elicitation sends the human to a page of its choosing: refused unless allowed.
+    url_elicitation: Literal["deny", "allow"] = "deny"
     auth: AuthPolicy = AuthPolicy()
     audit: AuditPolicy = AuditPolicy()
 

@@ -143,11 +143,7 @@ class _Parked:
     answer: MemoryObjectSendStream[types.ElicitResult] | None = None
 
     async def ask(self, server: str, params: types.ElicitRequestParams) -> types.ElicitResult | types.ErrorData:
-        if not isinstance(params, types.ElicitRequestFormParams):
-            return types.ErrorData(
-                code=INVALID_PARAMS,
-                message=f"mcp-guard: upstream '{server}' asked for URL-mode elicitation, which mcp-guard never relays",
-            )
+        # Form or URL: the pipeline decides what reaches the client (`Pipeline._ask_client`).
         send, receive = anyio.create_memory_object_stream[types.ElicitResult](1)
         self.answer = send
         self.events[0].send_nowait(("ask", params))
@@ -203,6 +199,12 @@ class ParkedCalls:
             answer = types.ElicitResult(action="cancel")  # an unreadable answer is no yes
         parked.answer.send_nowait(answer)
         return await self._next(parked_id, parked)
+
+    def cancel(self, parked_id: str) -> None:
+        """The client will not be asked: the waiting upstream hears `cancel` at once."""
+        parked = self._calls.pop(parked_id, None)
+        if parked is not None and parked.answer is not None:
+            parked.answer.send_nowait(types.ElicitResult(action="cancel"))
 
     async def _next(self, parked_id: str, parked: _Parked) -> Outcome:
         kind, value = await parked.events[1].receive()

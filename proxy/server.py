@@ -7,6 +7,7 @@ it to the team's `Pipeline`. It never decides anything itself.
 from __future__ import annotations
 
 import logging
+import secrets
 import warnings
 import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -33,7 +34,7 @@ from proxy.audit import AuditLog, digest_arguments, digest_session
 from proxy.catalog import Catalog
 from proxy.pipeline import Caller, Pipeline, ToolCall
 from proxy.policy import LoadedPolicy
-from proxy.untrusted import clean_form_schema, relayed_question
+from proxy.untrusted import clean_form_schema, clean_url, relayed_question, url_question
 from proxy.upstream import Relay, UpstreamPool, UpstreamUnavailable
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,11 @@ def caller_of(ctx: ServerRequestContext[Any, Any], gateway: Gateway) -> Caller:
 # -- what the gate and the relay need from the downstream request ------------------------------------
 
 
+def _can_elicit_url(ctx: ServerRequestContext[Any, Any]) -> bool:
+    caps = ctx.session.client_capabilities
+    return caps is not None and caps.elicitation is not None and caps.elicitation.url is not None
+
+
 def _can_elicit_form(ctx: ServerRequestContext[Any, Any]) -> bool:
     caps = ctx.session.client_capabilities
     if caps is None or caps.elicitation is None:
@@ -146,10 +152,13 @@ class Downstream:
         *,
         allow_sampling: bool,
         timeout: float,
+        allow_url: bool = False,
     ) -> None:
         self.ctx = ctx
         self.modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
         self.can_elicit = _can_elicit_form(ctx)
+        self.can_elicit_url = _can_elicit_url(ctx)
+        self.allow_url = allow_url
         self.request_state = params.request_state if params is not None else None
         responses = params.input_responses if params is not None else None
         self.input_responses: dict[str, Any] | None = dict(responses) if responses else None
@@ -184,9 +193,10 @@ class Downstream:
     async def _relay_elicit(
         self, server: str, params: types.ElicitRequestParams
     ) -> types.ElicitResult | types.ErrorData:
+        if isinstance(params, types.ElicitRequestURLParams):
+            return await self._relay_url(server, params)
         if not isinstance(params, types.ElicitRequestFormParams):
-            # A URL from an upstream could send the human anywhere; refuse rather than relay.
-            return _relay_refusal(f"upstream '{server}' asked for URL-mode elicitation, which mcp-guard never relays")
+            return _relay_refusal(f"upstream '{server}' asked for a kind of elicitation mcp-guard does not relay")
         if self.modern:
             return _mid_call_refusal(server, "asked the user a question")
         if not self.can_elicit:
@@ -199,6 +209,32 @@ class Downstream:
                 return await self.ctx.session.elicit_form(
                     message, clean_form_schema(params.requested_schema), related_request_id=self.ctx.request_id
                 )
+        except TimeoutError:
+            return _relay_refusal(f"the user did not answer upstream '{server}' within {self.timeout:g} s")
+        except MCPError as exc:
+            return types.ErrorData(code=exc.code, message=exc.message)
+
+    async def _relay_url(
+        self, server: str, params: types.ElicitRequestURLParams
+    ) -> types.ElicitResult | types.ErrorData:
+        # A URL from an upstream sends the human to a page of its choosing: only where the policy allows it.
+        if not self.allow_url:
+            return _relay_refusal(
+                f"upstream '{server}' asked to send the user to a URL, which this team's policy refuses"
+            )
+        if self.modern:
+            return _mid_call_refusal(server, "asked to send the user to a URL")
+        url = clean_url(params.url)
+        if url is None:
+            return _relay_refusal(f"upstream '{server}' asked to send the user to a URL that is not a plain https URL")
+        if not self.can_elicit_url:
+            return _relay_refusal(f"upstream '{server}' asked to send the user to a URL, but this client cannot")
+        try:
+            with anyio.fail_after(self.timeout):
+                return await self.ctx.session.elicit_url(
+                    url_question(server, params.message, url), url, params.elicitation_id or secrets.token_hex(8),
+                    related_request_id=self.ctx.request_id,
+                )  # fmt: skip
         except TimeoutError:
             return _relay_refusal(f"the user did not answer upstream '{server}' within {self.timeout:g} s")
         except MCPError as exc:
@@ -353,7 +389,11 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
         caller, pipeline = pipe(ctx)
         policy = pipeline.loaded.policy
         downstream = Downstream(
-            ctx, params, allow_sampling=policy.sampling == "allow", timeout=policy.confirm.timeout_seconds
+            ctx,
+            params,
+            allow_sampling=policy.sampling == "allow",
+            timeout=policy.confirm.timeout_seconds,
+            allow_url=policy.url_elicitation == "allow",
         )
         call = ToolCall(
             caller=caller,

@@ -456,6 +456,26 @@ def relayed_question(server: str, message: str) -> str:
     return f"The upstream server '{server}' asks (its words, not mcp-guard's):\n{_DEFAULT.result_clean()(message)}"
 
 
+_URL = re.compile(
+    r"https://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~!$'()*+,;=:@%/-]*)?(?:\?[A-Za-z0-9._~!$'()*+,;=:@%/?&-]*)?"
+)
+
+
+def url_question(server: str, message: str, url: str) -> str:
+    """An upstream's request to open a page: its words, and exactly where the link goes."""
+    return f"{relayed_question(server, message)}\nIt asks you to open this page: {url}"
+
+
+def clean_url(url: str) -> str | None:
+    """An upstream's URL for the human, if it is a plain https URL a person can read whole; else None.
+
+    No userinfo, no fragment, no blank, no character that could carry markup or hide text, at most
+    2048 characters: the human sees exactly where the link goes."""
+    if len(url) > 2048 or not _URL.fullmatch(url):
+        return None
+    return url
+
+
 def clean_form_schema(schema: Any) -> Any:
     """The upstream's form schema with every string and key sanitised (labels, enum values and
     their titles, defaults); a pattern that cleaning would change is dropped."""

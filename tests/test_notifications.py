@@ -143,7 +143,7 @@ async def test_list_changed_and_log_level_pass_through(
         assert lines == ["a warning line"]
         await c.call_tool("change", {})
         await heard.until(lambda: heard.tools_changed() >= 1)
-        assert {t.name for t in (await c.list_tools()).tools} == {"touch", "change", "log"}
+        assert {t.name for t in (await c.list_tools()).tools} == {"touch", "change", "log", "open_url"}
         if transport == "stdio":
             await c.subscribe_resource("note://b")
             await c.call_tool("touch", {"uri": "note://b"})
@@ -177,3 +177,52 @@ async def test_a_2026_listener_hears_only_the_resources_it_asked_for(
             await caller.call_tool("touch", {"uri": "note://b"})
             # Relayed in order: had b's stream been sent note://a, it would have come first.
             assert await first_update(sub_b) == "note://b"
+
+
+# -- URL-mode elicitation: only where the policy allows it, and only to a plain https URL --------------------
+
+
+@pytest.fixture(scope="module")
+def url_proxy(upstream: tuple[Proc, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    policy = write_policy(
+        tmp_path_factory.mktemp("url") / "url.yaml",
+        {"notifier": {"url": upstream[0].url}},
+        trifecta={"action": "off"},
+        url_elicitation="allow",
+    )
+    with proxy_http(policy) as proc:
+        yield proc
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_url_elicitation_is_relayed_only_where_allowed_and_only_to_a_plain_https_url(
+    mode: str, upstream: tuple[Proc, Path], proxy: Proc, url_proxy: Proc
+) -> None:
+    _, record = upstream
+    asked: list[types.ElicitRequestURLParams] = []
+
+    async def human(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        assert isinstance(params, types.ElicitRequestURLParams)
+        asked.append(params)
+        return types.ElicitResult(action="accept")
+
+    def answers() -> list[str]:
+        return [r["action"] for r in upstream_saw(record, "url-answer")]
+
+    page = "https://auth.example/login?next=%2Fhome&x=1"
+    async with Client(url_proxy.url, mode=mode, elicitation_callback=human, read_timeout_seconds=WAIT) as c:
+        before = answers()
+        result = await c.call_tool("open_url", {"url": page})
+        assert not result.is_error and "answer: accept" in result.content[0].text  # type: ignore[union-attr]
+        assert answers()[len(before) :] == ["accept"]  # the upstream got the human's answer
+        [question] = asked
+        assert question.url == page
+        assert "notifier" in question.message and page in question.message and "<b>" not in question.message
+        for hostile in ("javascript:alert(1)", "https://user:pw@evil.example/", "https://evil.example/<b>x</b>"):
+            refused = await c.call_tool("open_url", {"url": hostile})
+            assert refused.is_error and "plain https URL" in refused.content[0].text  # type: ignore[union-attr]
+        assert len(asked) == 1  # the human was never sent to those
+    async with Client(proxy.url, mode=mode, elicitation_callback=human, read_timeout_seconds=WAIT) as c:
+        refused = await c.call_tool("open_url", {"url": page})
+    assert refused.is_error and "policy" in refused.content[0].text  # type: ignore[union-attr]
+    assert len(asked) == 1

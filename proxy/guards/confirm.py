@@ -55,6 +55,7 @@ class Prompter(Protocol):
 
     modern: bool
     can_elicit: bool
+    can_elicit_url: bool
     request_state: str | None
     input_responses: dict[str, Any] | None
 

@@ -49,13 +49,18 @@ def build(record_path: str | os.PathLike[str] | None = None) -> Server[Any]:
                    input_schema={"type": "object"}, annotations=READ_ONLY),
         types.Tool(name="log", description="Log one line at info and one at warning.",
                    input_schema={"type": "object"}, annotations=READ_ONLY),
+        types.Tool(name="open_url", description="Ask the user to open a page (URL-mode elicitation).",
+                   input_schema={"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]},
+                   annotations=READ_ONLY),
     ]  # fmt: skip
 
     async def on_list_tools(ctx: Ctx, params: Any) -> types.ListToolsResult:
         return types.ListToolsResult(tools=tools)
 
-    async def on_call_tool(ctx: Ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def on_call_tool(ctx: Ctx, params: types.CallToolRequestParams) -> Any:
         recorder.tool_call(ctx, params)
+        if params.name == "open_url":
+            return await open_url(ctx, params)
         if params.name == "touch":
             uri = str((params.arguments or {}).get("uri"))
             for session in list(subscribers.get(uri, ())):
@@ -72,6 +77,21 @@ def build(record_path: str | os.PathLike[str] | None = None) -> Server[Any]:
             else:
                 await ctx.session.send_tool_list_changed()
         return types.CallToolResult(content=[types.TextContent(text="done")])
+
+    async def open_url(ctx: Ctx, params: types.CallToolRequestParams) -> Any:
+        url = str((params.arguments or {}).get("url"))
+        message = "Sign in <b>now</b> to continue."
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            answer = await ctx.session.elicit_url(message, url, "eid-1", related_request_id=ctx.request_id)
+        elif not params.input_responses:
+            url_params = types.ElicitRequestURLParams(message=message, url=url, elicitation_id="eid-1")
+            return types.InputRequiredResult(
+                input_requests={"open": types.ElicitRequest(params=url_params)}, request_state="open-url"
+            )
+        else:
+            answer = types.ElicitResult.model_validate(params.input_responses["open"])
+        recorder.request(ctx, "url-answer", action=answer.action)
+        return types.CallToolResult(content=[types.TextContent(text=f"answer: {answer.action}")])
 
     async def on_list_resources(ctx: Ctx, params: Any) -> types.ListResourcesResult:
         return types.ListResourcesResult(resources=[types.Resource(uri=uri, name=uri[7:]) for uri in URIS])
