@@ -203,6 +203,7 @@ class UpstreamConnection:
     async def _start(self, *, sse: bool) -> None:
         stop = anyio.Event()
         self._stop = stop
+        self._acked = anyio.Event()  # the new connection's change stream, if it opens one, sets it
         try:
             with anyio.fail_after(self.config.timeout_seconds):
                 self._client = await self._tg.start(self._own, stop, sse)
@@ -504,7 +505,11 @@ class UpstreamConnection:
     async def _resubscribe(self, session: ClientSession) -> None:
         # A new upstream session knows nothing of the old one's subscriptions: they are made again.
         if _modern(session):
-            return  # the change stream is opened with the whole filter when the client starts
+            # The change stream opens with the whole filter when the client starts; calls wait for it,
+            # so an update the upstream sends right after this reconnect is not missed.
+            if self.subscribed and _announces(session.server_capabilities):
+                await self._acked.wait()
+            return
         for uri in list(self.subscribed):
             try:
                 await session.subscribe_resource(uri)

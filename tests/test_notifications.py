@@ -10,7 +10,7 @@ Streamable HTTP, with a real upstream that records what it received.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -226,3 +226,34 @@ async def test_url_elicitation_is_relayed_only_where_allowed_and_only_to_a_plain
         refused = await c.call_tool("open_url", {"url": page})
     assert refused.is_error and "policy" in refused.content[0].text  # type: ignore[union-attr]
     assert len(asked) == 1
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_a_subscription_survives_an_upstream_restart(mode: str, tmp_path: Path) -> None:
+    first_record, second_record = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    heard = Heard()
+    with spawn([*NOTIFIER, "--port", "0", "--record", str(first_record)]) as first:
+        port = first.url.rsplit(":", 1)[1].split("/", 1)[0]
+        policy = write_policy(tmp_path / "p.yaml", {"notifier": {"url": first.url, "timeout_seconds": 5}})
+        with proxy_http(policy) as proxy:
+            async with Client(proxy.url, mode=mode, message_handler=heard, read_timeout_seconds=WAIT) as c:
+                async with AsyncExitStack() as stack:
+                    if mode == "legacy":
+                        await c.subscribe_resource("note://a")
+                    else:  # a 2026-07-28 client's stream stays open across the upstream's restart
+                        stream = await stack.enter_async_context(c.listen(resource_subscriptions=["note://a"]))
+                    first.stop()
+                    assert (await c.call_tool("touch", {"uri": "note://a"})).is_error  # the upstream is gone
+                    with spawn([*NOTIFIER, "--port", port, "--record", str(second_record)]):
+                        assert not (await c.call_tool("touch", {"uri": "note://a"})).is_error
+                        if mode == "legacy":
+                            await heard.until(lambda: heard.updated())
+                            assert heard.updated() == ["note://a"]
+                        else:
+                            with anyio.fail_after(WAIT):
+                                event = await anext(aiter(stream))
+                            assert isinstance(event, ResourceUpdated) and event.uri == "note://a"
+    # The new upstream was asked for the subscription again, by whichever means its era has.
+    renewed = [r["uri"] for r in upstream_saw(second_record, "resources/subscribe")]
+    renewed += [u for r in upstream_saw(second_record, "subscriptions/listen") for u in r["uris"]]
+    assert "note://a" in renewed
