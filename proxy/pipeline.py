@@ -651,8 +651,12 @@ _CURSOR = re.compile(r"[A-Za-z0-9+/=_.:-]{1,512}")
 
 
 def _source_name(uri: str) -> str:
-    # The envelope keeps only plain characters of a source; a long one is cut, not trusted.
-    return uri[:128]
+    # It names the read in envelopes and in the trifecta's refusal (mcp-guard's own words): a URI the
+    # model chose goes there only when it is plain.
+    return uri if _PLAIN_URI.fullmatch(uri) else "resource"
+
+
+_PLAIN_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[A-Za-z0-9:/.~%?=+-]{0,120}")
 
 
 async def _raw(session: ClientSession, request: Any) -> dict[str, Any]:
