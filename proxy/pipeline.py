@@ -21,6 +21,7 @@ from mcp.client.session import ClientSession
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from pydantic import BaseModel
 
 from proxy.audit import AuditLog, digest_arguments, digest_session
 from proxy.catalog import Catalog, ToolRule
@@ -40,6 +41,7 @@ from proxy.untrusted import (
     plain_name,
     plain_resource_name,
     relayed_question,
+    sampling_request,
     url_question,
 )
 from proxy.upstream import (
@@ -241,10 +243,7 @@ class Pipeline:
                 params = request.params.model_copy(update={"message": message, "url": url})
                 requests[key] = types.ElicitRequest(params=params)
             elif isinstance(request, types.CreateMessageRequest) and self.loaded.policy.sampling == "allow":
-                # An upstream may not pull the client's other conversations or servers into its prompt.
-                requests[key] = types.CreateMessageRequest(
-                    params=request.params.model_copy(update={"include_context": None})
-                )
+                requests[key] = types.CreateMessageRequest(params=sampling_request(request.params))
             else:
                 kind = (
                     "sampling, which this team's policy refuses"
@@ -425,7 +424,7 @@ class Pipeline:
             if rule.visible and self.catalog.visible_in_group(rule, caller.group):
                 wire = _wire(tool)
                 annotations = self.shield.annotations(wire.get("annotations"), _overrides(tool.annotations, rule))
-                shown.append(types.Tool.model_validate(self.shield.tool(wire, rule.exposed, annotations)))
+                shown.extend(_valid(types.Tool, [self.shield.tool(wire, rule.exposed, annotations)], server))
         return shown
 
     def tool_schema(self, exposed: str) -> dict[str, Any] | None:
@@ -445,7 +444,7 @@ class Pipeline:
         shown = [r for r in page.resources if plain_resource_name(r.name)]
         self._hidden_resources.update(str(r.uri) for r in page.resources if not plain_resource_name(r.name))
         return types.ListResourcesResult(
-            resources=[types.Resource.model_validate(self.shield.listed(_wire(r))) for r in shown],
+            resources=_valid(types.Resource, [self.shield.listed(_wire(r)) for r in shown], server),
             next_cursor=_cursor(page.next_cursor),
         )
 
@@ -460,11 +459,11 @@ class Pipeline:
             retry=True,
         )
         return types.ListResourceTemplatesResult(
-            resource_templates=[
-                types.ResourceTemplate.model_validate(self.shield.listed(_wire(t)))
-                for t in page.resource_templates
-                if plain_resource_name(t.name)
-            ],
+            resource_templates=_valid(
+                types.ResourceTemplate,
+                [self.shield.listed(_wire(t)) for t in page.resource_templates if plain_resource_name(t.name)],
+                server,
+            ),
             next_cursor=_cursor(page.next_cursor),
         )
 
@@ -491,9 +490,9 @@ class Pipeline:
             server, conn, lambda s: s.list_prompts(params=types.PaginatedRequestParams(cursor=cursor)), retry=True
         )
         return types.ListPromptsResult(
-            prompts=[
-                types.Prompt.model_validate(self.shield.listed(_wire(p))) for p in page.prompts if plain_name(p.name)
-            ],
+            prompts=_valid(
+                types.Prompt, [self.shield.listed(_wire(p)) for p in page.prompts if plain_name(p.name)], server
+            ),
             next_cursor=_cursor(page.next_cursor),
         )
 
@@ -635,6 +634,23 @@ class Pipeline:
             if text:
                 parts.append(f"[{server}] {self.shield.instructions(text)}")
         return "\n".join(parts) or None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _valid(model: type[M], items: list[dict[str, Any]], server: str) -> list[M]:
+    """The cleaned entries that are still valid MCP; one that is not is left out (and logged), so it
+    neither breaks the listing nor reaches a client unchecked."""
+    out = []
+    for item in items:
+        try:
+            out.append(model.model_validate(item))
+        except ValueError:
+            logger.warning(
+                "upstream '%s' listed a %s that is not valid MCP once cleaned; left out", server, model.__name__
+            )
+    return out
 
 
 def _wire(model: Any) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from proxy.audit import AuditLog, digest_arguments, digest_session
 from proxy.catalog import Catalog
 from proxy.pipeline import Caller, Pipeline, ToolCall
 from proxy.policy import LoadedPolicy
-from proxy.untrusted import clean_form_schema, clean_url, relayed_question, url_question
+from proxy.untrusted import clean_form_schema, clean_url, relayed_question, sampling_request, url_question
 from proxy.upstream import Relay, UpstreamPool, UpstreamUnavailable
 
 logger = logging.getLogger(__name__)
@@ -249,8 +249,7 @@ class Downstream:
             return _mid_call_refusal(server, "asked for sampling")
         if not self.ctx.session.check_client_capability(types.ClientCapabilities(sampling=types.SamplingCapability())):
             return _relay_refusal(f"upstream '{server}' asked for sampling, but this client does not support it")
-        # An upstream may not pull the client's other conversations or servers into its prompt.
-        request = types.CreateMessageRequest(params=params.model_copy(update={"include_context": None}))
+        request = types.CreateMessageRequest(params=sampling_request(params))
         try:
             with anyio.fail_after(self.timeout):
                 return await self.ctx.session.send_request(

