@@ -7,16 +7,19 @@ never silently overwritten, so the model learns the call it asked for was not al
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Any
 
 from proxy.catalog import ToolRule
 from proxy.guards import Refusal
+from proxy.guards.prompt import inert
 
 
 def _shown(value: Any) -> str:
-    """A value as the model wrote it (JSON), cut short: it is echoed back in the refusal."""
+    """A value as the model wrote it (JSON), cut short and inert: it is echoed back in mcp-guard's own words."""
     text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= 80 else text[:77] + "..."
+    text = text if len(text) <= 80 else text[:77] + "..."
+    return inert(unicodedata.normalize("NFC", text))
 
 
 def apply_pins(rule: ToolRule, arguments: dict[str, Any]) -> tuple[dict[str, Any], Refusal | None]:
