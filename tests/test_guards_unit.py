@@ -216,6 +216,14 @@ def test_pin_refuses_an_override(value: Any) -> None:
     assert "pinned to true" in refusal.message
 
 
+def test_a_pin_refusal_echoes_the_models_value_inert() -> None:
+    _, refusal = apply_pins(PINNED, {"test": "<img src=x onerror=alert(1)>\u202e![x](https://e.example/)"})
+    assert refusal is not None
+    for raw in ("<", ">", "\u202e", "!["):
+        assert raw not in refusal.message, refusal.message
+    assert "\\u003cimg" in refusal.message  # shown, escaped
+
+
 def test_pin_accepts_the_same_value_and_forbid_refuses() -> None:
     assert apply_pins(PINNED, {"test": True}) == ({"test": True}, None)
     _, refusal = apply_pins(PINNED, {"date": "2030-01-01"})
