@@ -308,21 +308,15 @@ class Pipeline:
         responses = call.prompter.input_responses if resume is not None else None
 
         async def run(via: Relay) -> Outcome:
-            token = current_relay.set(via)
-            try:
-                with conn.calling(via):
-                    outcome = await conn.request(
-                        lambda s: call_with_input(
-                            s, rule.name, arguments, modern_client=call.prompter.modern, relay=via,
-                            server=rule.server, responses=responses, state=state, progress=progress,
-                        )
-                    )  # fmt: skip
-                    # The SDK hands each notification to a task of its own, which may still be on its
-                    # way when the result is: the upstream's progress and log lines go out first.
-                    await pending.drained()
-                    return outcome
-            finally:
-                current_relay.reset(token)
+            return await _within(
+                conn, via, pending,
+                lambda: conn.request(
+                    lambda s: call_with_input(
+                        s, rule.name, arguments, modern_client=call.prompter.modern, relay=via,
+                        server=rule.server, responses=responses, state=state, progress=progress,
+                    )
+                ),
+            )  # fmt: skip
 
         try:
             if state is not None and state.startswith(PARKED):
@@ -566,15 +560,7 @@ class Pipeline:
         if relay is None:
             return await fn()
         pending = Pending()
-        cleaned = self._cleaning(relay, pending)
-        token = current_relay.set(cleaned)
-        try:
-            with conn.calling(cleaned):
-                result = await fn()
-                await pending.drained()
-            return result
-        finally:
-            current_relay.reset(token)
+        return await _within(conn, self._cleaning(relay, pending), pending, fn)
 
     @asynccontextmanager
     async def listening(self, caller: Caller, uris: list[str]) -> AsyncIterator[InMemorySubscriptionBus]:
@@ -634,6 +620,22 @@ class Pipeline:
             if text:
                 parts.append(f"[{server}] {self.shield.instructions(text)}")
         return "\n".join(parts) or None
+
+
+async def _within(conn: UpstreamConnection, relay: Relay, pending: Pending, fn: Callable[[], Awaitable[T]]) -> T:
+    """Run `fn` as a call of `relay`'s request: the upstream's questions and log lines go to it.
+
+    The SDK hands each notification to a task of its own, which may still be on its way when the
+    result is: the upstream's progress and log lines go out before the result does.
+    """
+    token = current_relay.set(relay)
+    try:
+        with conn.calling(relay):
+            result = await fn()
+            await pending.drained()
+            return result
+    finally:
+        current_relay.reset(token)
 
 
 M = TypeVar("M", bound=BaseModel)
