@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Verbatim", "clean_json_text", "dump_json", "sanitize_json"]
+__all__ = ["Verbatim", "clean_json_text", "dump_json", "escape_json_text", "sanitize_json"]
 
 Clean = Callable[[str], str]
 Unchanged = Callable[[list[str]], bool]
@@ -34,7 +34,7 @@ _VERBATIM_SAFE = re.compile(r"[A-Za-z0-9.:+@/=,-]{0,1024}")
 
 def dump_json(value: Any) -> str:
     """json.dumps(ensure_ascii=False) with no raw "<", ">" or hidden characters; same value back."""
-    return _escape_json_text(json.dumps(value, ensure_ascii=False))
+    return escape_json_text(json.dumps(value, ensure_ascii=False))
 
 
 def clean_json_text(
@@ -65,7 +65,7 @@ def clean_json_text(
     # Outside strings a JSON text holds only blanks, tabs, newlines and carriage returns (strict
     # parsing refuses raw controls inside them); a carriage return is dropped, as it could redraw a
     # terminal line, and no token needs it to stay apart from the next.
-    return _escape_json_text(text.replace("\r", "") if "\r" in text else text)
+    return escape_json_text(text.replace("\r", "") if "\r" in text else text)
 
 
 def sanitize_json(
@@ -107,7 +107,8 @@ def _load(text: str, look_for_repeats: bool) -> tuple[Any, bool] | None:
 _CHANGE_SIGNS = ("<", "*", "`")
 
 
-def _escape_json_text(text: str) -> str:
+def escape_json_text(text: str) -> str:
+    """JSON text with "<", ">" and hidden characters inside its strings escaped; the same value."""
     # In JSON text "<" and ">" can only occur inside strings, where \u003c is an equivalent spelling.
     text = text.replace("<", "\\u003c").replace(">", "\\u003e")
     if ("\x7f" in text) if text.isascii() else _JSON_HIDDEN.search(text):  # DEL is the only ASCII one

@@ -22,7 +22,7 @@ from jsonschema.validators import validator_for
 from referencing import Registry
 
 from proxy.envelope import envelope
-from proxy.json_clean import Verbatim, clean_json_text, dump_json, sanitize_json
+from proxy.json_clean import Verbatim, clean_json_text, dump_json, escape_json_text, sanitize_json
 from proxy.policy import OutputPolicy
 from proxy.sanitize import ParserBudget, all_unchanged, sanitize_text
 
@@ -121,7 +121,7 @@ class OutputShield:
         value = _json_value(text)
         if isinstance(value, str):  # a JSON string literal: its decoded text is what a reader sees
             cleaned = inner(value)
-            return dump_json(cleaned) if cleaned != value or _escape_needed(text) else text
+            return dump_json(cleaned) if cleaned != value else escape_json_text(text)
         return plain(text)
 
     def unchanged(self, texts: list[str]) -> bool:
@@ -211,7 +211,7 @@ class OutputShield:
         if kind == "text" and isinstance(block.get("text"), str):
             return {"type": "text", "text": self.text(block["text"], source, clean, verbatim)}
         if kind in ("image", "audio") and _base64(block.get("data")):
-            return {"type": kind, "data": block["data"], "mimeType": _mime(block.get("mimeType"), clean)}
+            return {"type": kind, "data": block["data"], "mimeType": _mime(block.get("mimeType"))}
         if kind == "resource" and isinstance(block.get("resource"), dict):
             resource = self.contents(block["resource"], source, clean)
             return None if resource is None else {"type": "resource", "resource": resource}
@@ -235,7 +235,7 @@ class OutputShield:
         if words:
             out["description"] = self.text("\n".join(words), source, clean)
         if isinstance(block.get("mimeType"), str):
-            out["mimeType"] = _mime(block["mimeType"], clean)
+            out["mimeType"] = _mime(block["mimeType"])
         if isinstance(block.get("size"), int) and not isinstance(block.get("size"), bool):
             out["size"] = block["size"]
         return out
@@ -246,7 +246,7 @@ class OutputShield:
             return None
         out: JSON = {"uri": clean(item["uri"])}
         if isinstance(item.get("mimeType"), str):
-            out["mimeType"] = _mime(item["mimeType"], clean)
+            out["mimeType"] = _mime(item["mimeType"])
         if isinstance(item.get("text"), str):
             out["text"] = self.text(item["text"], source, clean)
         elif _base64(item.get("blob")):
@@ -405,15 +405,11 @@ def _json_value(text: str) -> Any:
         return None
 
 
-def _escape_needed(text: str) -> bool:
-    return dump_json(text) != json.dumps(text, ensure_ascii=False)
-
-
 def _base64(value: Any) -> bool:
     return isinstance(value, str) and len(value) % 4 == 0 and _BASE64.fullmatch(value) is not None
 
 
-def _mime(value: Any, clean: Clean) -> str:
+def _mime(value: Any) -> str:
     if isinstance(value, str) and _MIME.fullmatch(value) and not re.search(r"[<>&`*_\[\]]", value):
         return value
     return "application/octet-stream"

@@ -57,6 +57,10 @@ MAX_CONNECTIONS = 256
 IDLE_SECONDS = 600.0
 
 
+class NotMCP(Exception):
+    """The upstream's answer is not MCP; `request` names the upstream that sent it."""
+
+
 class UpstreamUnavailable(Exception):
     """The upstream could not be reached or broke mid-request.
 
@@ -327,7 +331,7 @@ class UpstreamConnection:
                 if attempt + 1 == attempts:
                     detail = self._with_status(_upstream_error_kind(exc))
                     raise UpstreamUnavailable(self.name, detail, _upstream_text(exc)) from None
-            except ValidationError:
+            except (ValidationError, NotMCP):
                 # The SDK could not read the answer; pydantic's message quotes the upstream's values,
                 # so none of it is passed on.  The connection itself is fine.
                 raise UpstreamUnavailable(self.name, "it sent a response that is not valid MCP") from None
@@ -624,7 +628,7 @@ async def raw_request(
         opts["on_progress"] = progress
     raw = await session._dispatcher.send_raw_request(data["method"], data.get("params"), opts)
     if not isinstance(raw, dict):
-        raise UpstreamUnavailable("upstream", "it sent a result that is not a JSON object")
+        raise NotMCP("a result that is not a JSON object")
     return raw
 
 
