@@ -13,9 +13,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import anyio
+from typing import TYPE_CHECKING, Any
 
 from proxy import __version__, redact
 from proxy.policy import AuditPolicy, LoadedPolicy, PolicyError, load_policy, policies_dir
@@ -131,7 +129,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
 def _cmd_stdio(args: argparse.Namespace) -> int:
     loaded = [load_policy(args.policy)]
-    instructions, offered = anyio.run(_probe, loaded)
+    instructions, offered = _run(_probe, loaded)
 
     async def run() -> None:
         from proxy.server import Gateway
@@ -139,7 +137,7 @@ def _cmd_stdio(args: argparse.Namespace) -> int:
 
         await serve_stdio(Gateway(loaded, offered=offered), instructions=instructions)
 
-    anyio.run(run)
+    _run(run)
     return 0
 
 
@@ -199,7 +197,7 @@ def _serve_http(
     from proxy.netutil import bind, run_until_signalled, serve_asgi
     from proxy.server import Gateway
 
-    instructions, offered = anyio.run(_probe, loaded)
+    instructions, offered = _run(_probe, loaded)
     if args.host not in LOOPBACK and not args.allowed_host:
         print(
             f"mcp-guard: WARNING serving on {args.host} without --allowed-host: only loopback Host headers are "
@@ -230,6 +228,12 @@ def _serve_http(
         return f"mcp-guard {__version__}: serving team {teams} at {url}/ (health: {url}/healthz)"
 
     return run_until_signalled(lambda: serve_asgi(app, sock, announce=announce), "mcp-guard")
+
+
+def _run(fn: Any, *args: Any) -> Any:
+    from proxy.netutil import run_async
+
+    return run_async(fn, *args)
 
 
 async def _probe(loaded: list[LoadedPolicy]) -> tuple[str | None, frozenset[str] | None]:

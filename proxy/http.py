@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy import __version__
 from proxy.auth import KeyRing
+from proxy.fastpath import FastPath
 from proxy.server import IDENTITY_KEY, Gateway, Identity, build_server
 from proxy.upstream import credential_key
 
@@ -117,12 +118,11 @@ def build_http_app(
     keyring: KeyRing | None = None,
 ) -> Starlette:
     server = build_server(gateway, instructions=instructions)
-    manager = StreamableHTTPSessionManager(
-        app=server,
-        security_settings=transport_security(host, allowed_hosts),
-        max_request_body_size=max_body_bytes,
-    )
-    mcp_app = IdentityMiddleware(StreamableHTTPASGIApp(manager), gateway, keyring)
+    security = transport_security(host, allowed_hosts)
+    manager = StreamableHTTPSessionManager(app=server, security_settings=security, max_request_body_size=max_body_bytes)
+    sdk = StreamableHTTPASGIApp(manager)
+    fast = FastPath(sdk, gateway, server, security, max_body_bytes=max_body_bytes)
+    mcp_app = IdentityMiddleware(fast, gateway, keyring)
 
     async def healthz(request: Request) -> Response:
         body = {"status": "ok", "version": __version__, "teams": sorted(gateway.policies)}

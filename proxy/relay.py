@@ -36,6 +36,55 @@ QUESTION_KEY = "upstream_question"
 _PARKED_KEPT = 1024
 
 
+def can_elicit_form(caps: types.ClientCapabilities | None) -> bool:
+    if caps is None or caps.elicitation is None:
+        return False
+    el = caps.elicitation
+    # An empty elicitation object means form mode (the spec's default before modes existed).
+    return el.form is not None or el.url is None
+
+
+def can_elicit_url(caps: types.ClientCapabilities | None) -> bool:
+    return caps is not None and caps.elicitation is not None and caps.elicitation.url is not None
+
+
+def relay_refusal(why: str) -> types.ErrorData:
+    return types.ErrorData(code=INVALID_PARAMS, message=f"mcp-guard: {why}; the request was refused.")
+
+
+def mid_call_refusal(server: str, asked: str) -> types.ErrorData:
+    # 2026-07-28 has no back-channel mid-call. Relaying would mean answering this call with our own
+    # InputRequiredResult and resuming the upstream call on the client's retry; the pipeline does that
+    # only for questions that come as the upstream's own InputRequiredResult or from a parked call.
+    return relay_refusal(
+        f"upstream '{server}' {asked} during the call, but this client uses MCP 2026-07-28, "
+        "where mcp-guard cannot relay that mid-call"
+    )
+
+
+def refuse_question(
+    server: str, params: types.ElicitRequestParams, *, allow_url: bool, modern: bool
+) -> types.ErrorData | None:
+    """Why an upstream's mid-call question cannot reach the client at all, in the order the checks
+    are made (policy first, then era); None when it may be asked."""
+    if isinstance(params, types.ElicitRequestURLParams):
+        # A URL from an upstream sends the human to a page of its choosing: only where the policy allows it.
+        if not allow_url:
+            return relay_refusal(
+                f"upstream '{server}' asked to send the user to a URL, which this team's policy refuses"
+            )
+        return mid_call_refusal(server, "asked to send the user to a URL") if modern else None
+    if not isinstance(params, types.ElicitRequestFormParams):
+        return relay_refusal(f"upstream '{server}' asked for a kind of elicitation mcp-guard does not relay")
+    return mid_call_refusal(server, "asked the user a question") if modern else None
+
+
+def refuse_sampling(server: str, *, allow_sampling: bool, modern: bool) -> types.ErrorData | None:
+    if not allow_sampling:
+        return relay_refusal(f"upstream '{server}' asked for sampling, which this team's policy refuses")
+    return mid_call_refusal(server, "asked for sampling") if modern else None
+
+
 class RelayRefused(Exception):
     """The proxy (not the upstream) refused to relay an upstream's question; the message is ours, trusted."""
 

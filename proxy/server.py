@@ -26,7 +26,7 @@ from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
-from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from mcp_types import INTERNAL_ERROR
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from proxy import __version__
@@ -34,6 +34,7 @@ from proxy.audit import AuditLog, digest_arguments, digest_session
 from proxy.catalog import Catalog
 from proxy.pipeline import Caller, Pipeline, ToolCall
 from proxy.policy import LoadedPolicy
+from proxy.relay import can_elicit_form, can_elicit_url, refuse_question, refuse_sampling, relay_refusal
 from proxy.untrusted import clean_form_schema, clean_url, relayed_question, sampling_request, url_question
 from proxy.upstream import Relay, UpstreamPool, UpstreamUnavailable
 
@@ -108,38 +109,27 @@ def caller_of(ctx: ServerRequestContext[Any, Any], gateway: Gateway) -> Caller:
     identity = request.scope.get(IDENTITY_KEY)
     if not isinstance(identity, Identity):
         raise MCPError(code=INTERNAL_ERROR, message="mcp-guard: request reached MCP without an identity")
-    # The sessionless 2026-07-28 era shares one state per principal (an idle window ends it):
-    # more taint than a per-connection state, never less, so it fails closed. A session header sent
-    # anyway is ignored, so a caller cannot pick a fresh trifecta record or gate binding per request.
     modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
-    session_id = None if modern else request.headers.get("mcp-session-id")
-    session = f"{identity.principal}/{session_id or 'stateless'}"
-    group = request.scope["path"].strip("/") or None  # not request.url: it builds a URL object per call
+    return caller_for(identity, request.scope["path"], request.headers.get("mcp-session-id"), modern=modern)
+
+
+def caller_for(identity: Identity, path: str, session_id: str | None, *, modern: bool) -> Caller:
+    """The caller of an HTTP request. The sessionless 2026-07-28 era shares one state per principal
+    (an idle window ends it): more taint than a per-connection state, never less, so it fails closed.
+    A session header sent anyway is ignored, so a caller cannot pick a fresh trifecta record or gate
+    binding per request."""
+    session = f"{identity.principal}/{(None if modern else session_id) or 'stateless'}"
     return Caller(
         team=identity.team,
         principal=identity.principal,
         session=session,
         authorization=identity.forward,
-        group=group,
+        group=path.strip("/") or None,  # the path, not request.url: that builds a URL object per call
         sessionless=modern,
     )
 
 
 # -- what the gate and the relay need from the downstream request ------------------------------------
-
-
-def _can_elicit_url(ctx: ServerRequestContext[Any, Any]) -> bool:
-    caps = ctx.session.client_capabilities
-    return caps is not None and caps.elicitation is not None and caps.elicitation.url is not None
-
-
-def _can_elicit_form(ctx: ServerRequestContext[Any, Any]) -> bool:
-    caps = ctx.session.client_capabilities
-    if caps is None or caps.elicitation is None:
-        return False
-    el = caps.elicitation
-    # An empty elicitation object means form mode (the spec's default before modes existed).
-    return el.form is not None or el.url is None
 
 
 class Downstream:
@@ -156,8 +146,8 @@ class Downstream:
     ) -> None:
         self.ctx = ctx
         self.modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
-        self.can_elicit = _can_elicit_form(ctx)
-        self.can_elicit_url = _can_elicit_url(ctx)
+        self.can_elicit = can_elicit_form(ctx.session.client_capabilities)
+        self.can_elicit_url = can_elicit_url(ctx.session.client_capabilities)
         self.allow_url = allow_url
         self.request_state = params.request_state if params is not None else None
         responses = params.input_responses if params is not None else None
@@ -193,14 +183,13 @@ class Downstream:
     async def _relay_elicit(
         self, server: str, params: types.ElicitRequestParams
     ) -> types.ElicitResult | types.ErrorData:
+        if refusal := refuse_question(server, params, allow_url=self.allow_url, modern=self.modern):
+            return refusal
         if isinstance(params, types.ElicitRequestURLParams):
             return await self._relay_url(server, params)
-        if not isinstance(params, types.ElicitRequestFormParams):
-            return _relay_refusal(f"upstream '{server}' asked for a kind of elicitation mcp-guard does not relay")
-        if self.modern:
-            return _mid_call_refusal(server, "asked the user a question")
+        assert isinstance(params, types.ElicitRequestFormParams)
         if not self.can_elicit:
-            return _relay_refusal(
+            return relay_refusal(
                 f"upstream '{server}' asked the user a question, but this client does not support elicitation"
             )
         message = relayed_question(server, params.message)
@@ -210,25 +199,18 @@ class Downstream:
                     message, clean_form_schema(params.requested_schema), related_request_id=self.ctx.request_id
                 )
         except TimeoutError:
-            return _relay_refusal(f"the user did not answer upstream '{server}' within {self.timeout:g} s")
+            return relay_refusal(f"the user did not answer upstream '{server}' within {self.timeout:g} s")
         except MCPError as exc:
             return types.ErrorData(code=exc.code, message=exc.message)
 
     async def _relay_url(
         self, server: str, params: types.ElicitRequestURLParams
     ) -> types.ElicitResult | types.ErrorData:
-        # A URL from an upstream sends the human to a page of its choosing: only where the policy allows it.
-        if not self.allow_url:
-            return _relay_refusal(
-                f"upstream '{server}' asked to send the user to a URL, which this team's policy refuses"
-            )
-        if self.modern:
-            return _mid_call_refusal(server, "asked to send the user to a URL")
         url = clean_url(params.url)
         if url is None:
-            return _relay_refusal(f"upstream '{server}' asked to send the user to a URL that is not a plain https URL")
+            return relay_refusal(f"upstream '{server}' asked to send the user to a URL that is not a plain https URL")
         if not self.can_elicit_url:
-            return _relay_refusal(f"upstream '{server}' asked to send the user to a URL, but this client cannot")
+            return relay_refusal(f"upstream '{server}' asked to send the user to a URL, but this client cannot")
         try:
             with anyio.fail_after(self.timeout):
                 return await self.ctx.session.elicit_url(
@@ -236,19 +218,17 @@ class Downstream:
                     related_request_id=self.ctx.request_id,
                 )  # fmt: skip
         except TimeoutError:
-            return _relay_refusal(f"the user did not answer upstream '{server}' within {self.timeout:g} s")
+            return relay_refusal(f"the user did not answer upstream '{server}' within {self.timeout:g} s")
         except MCPError as exc:
             return types.ErrorData(code=exc.code, message=exc.message)
 
     async def _relay_sample(
         self, server: str, params: types.CreateMessageRequestParams
     ) -> types.CreateMessageResult | types.ErrorData:
-        if not self.allow_sampling:
-            return _relay_refusal(f"upstream '{server}' asked for sampling, which this team's policy refuses")
-        if self.modern:
-            return _mid_call_refusal(server, "asked for sampling")
+        if refusal := refuse_sampling(server, allow_sampling=self.allow_sampling, modern=self.modern):
+            return refusal
         if not self.ctx.session.check_client_capability(types.ClientCapabilities(sampling=types.SamplingCapability())):
-            return _relay_refusal(f"upstream '{server}' asked for sampling, but this client does not support it")
+            return relay_refusal(f"upstream '{server}' asked for sampling, but this client does not support it")
         request = types.CreateMessageRequest(params=sampling_request(params))
         try:
             with anyio.fail_after(self.timeout):
@@ -258,7 +238,7 @@ class Downstream:
                     metadata=ServerMessageMetadata(related_request_id=self.ctx.request_id),
                 )
         except TimeoutError:
-            return _relay_refusal(f"the client did not answer upstream '{server}' within {self.timeout:g} s")
+            return relay_refusal(f"the client did not answer upstream '{server}' within {self.timeout:g} s")
         except MCPError as exc:
             return types.ErrorData(code=exc.code, message=exc.message)
 
@@ -312,19 +292,6 @@ def listener_of(ctx: ServerRequestContext[Any, Any]) -> SessionListener | None:
     if listener is None:
         listener = _LISTENERS[connection] = SessionListener(connection)
     return listener
-
-
-def _relay_refusal(why: str) -> types.ErrorData:
-    return types.ErrorData(code=INVALID_PARAMS, message=f"mcp-guard: {why}; the request was refused.")
-
-
-def _mid_call_refusal(server: str, asked: str) -> types.ErrorData:
-    # 2026-07-28 has no back-channel mid-call. Relaying would mean answering this call with our own
-    # InputRequiredResult and resuming the upstream call on the client's retry; the pipeline does not do that.
-    return _relay_refusal(
-        f"upstream '{server}' {asked} during the call, but this client uses MCP 2026-07-28, "
-        "where mcp-guard cannot relay that mid-call"
-    )
 
 
 def _audit_refused_state(gateway: Gateway) -> ServerMiddleware[Any]:
