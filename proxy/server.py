@@ -7,14 +7,13 @@ it to the team's `Pipeline`. It never decides anything itself.
 from __future__ import annotations
 
 import logging
-import secrets
 import warnings
 import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -28,17 +27,19 @@ from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import INTERNAL_ERROR
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel
 
 from proxy import __version__
 from proxy.audit import AuditLog, digest_arguments, digest_session
 from proxy.catalog import Catalog
+from proxy.downstream import Downstream
 from proxy.pipeline import Caller, Pipeline, ToolCall
 from proxy.policy import LoadedPolicy
-from proxy.relay import can_elicit_form, can_elicit_url, refuse_question, refuse_sampling, relay_refusal
-from proxy.untrusted import clean_form_schema, clean_url, relayed_question, sampling_request, url_question
 from proxy.upstream import Relay, UpstreamPool, UpstreamUnavailable
 
 logger = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=BaseModel)
 
 IDENTITY_KEY = "mcp_guard.identity"
 
@@ -132,115 +133,28 @@ def caller_for(identity: Identity, path: str, session_id: str | None, *, modern:
 # -- what the gate and the relay need from the downstream request ------------------------------------
 
 
-class Downstream:
-    """The gate's `Prompter` and the upstream `Relay` for one downstream request."""
+class SdkChannel:
+    """The way to a downstream request's client through the SDK's session (the `Downstream`'s `Channel`)."""
 
-    def __init__(
-        self,
-        ctx: ServerRequestContext[Any, Any],
-        params: types.CallToolRequestParams | None,
-        *,
-        allow_sampling: bool,
-        timeout: float,
-        allow_url: bool = False,
-    ) -> None:
+    def __init__(self, ctx: ServerRequestContext[Any, Any]) -> None:
         self.ctx = ctx
         self.modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
-        self.can_elicit = can_elicit_form(ctx.session.client_capabilities)
-        self.can_elicit_url = can_elicit_url(ctx.session.client_capabilities)
-        self.allow_url = allow_url
-        self.request_state = params.request_state if params is not None else None
-        responses = params.input_responses if params is not None else None
-        self.input_responses: dict[str, Any] | None = dict(responses) if responses else None
-        self.allow_sampling = allow_sampling
-        # How long a relayed upstream question may wait for the human (the policy's confirm timeout).
-        self.timeout = timeout
+        self.capabilities = ctx.session.client_capabilities
+        listener = listener_of(ctx)
+        self.log_floor = listener.log_level if listener is not None else None
 
-    async def elicit(self, message: str, schema: dict[str, Any]) -> types.ElicitResult:
-        return await self.ctx.session.elicit_form(message, schema, related_request_id=self.ctx.request_id)
+    async def request(self, request: types.ServerRequest, result_type: type[R]) -> R:
+        metadata = ServerMessageMetadata(related_request_id=self.ctx.request_id)
+        return await self.ctx.session.send_request(request, result_type, metadata=metadata)
 
-    def relay(self) -> Relay:
-        return Relay(elicit=self._relay_elicit, sample=self._relay_sample, log=self._relay_log)
-
-    async def _relay_log(self, server: str, params: types.LoggingMessageNotificationParams) -> None:
-        """An upstream's log line, already cleaned by the pipeline, named, on this request's stream.
-
-        `send_log_message` applies the 2026-07-28 rule that logs go only to requests that opted in;
-        it is deprecated along with the logging capability, which is still forwarded faithfully.
-        """
-        listener = listener_of(self.ctx)
-        floor = listener.log_level if listener is not None else None
-        if floor is not None and _LEVELS.index(params.level) < _LEVELS.index(floor):
-            return  # below the level this client asked for; an upstream shared with others may log more
-        data = params.data
-        logger_name = f"{server}/{params.logger}" if params.logger else server
+    async def log(self, params: types.LoggingMessageNotificationParams) -> None:
+        # `send_log_message` applies the 2026-07-28 rule that logs go only to requests that opted in;
+        # it is deprecated along with the logging capability, which is still forwarded faithfully.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MCPDeprecationWarning)
             await self.ctx.session.send_log_message(
-                params.level, data, logger=logger_name, related_request_id=self.ctx.request_id
+                params.level, params.data, logger=params.logger, related_request_id=self.ctx.request_id
             )
-
-    async def _relay_elicit(
-        self, server: str, params: types.ElicitRequestParams
-    ) -> types.ElicitResult | types.ErrorData:
-        if refusal := refuse_question(server, params, allow_url=self.allow_url, modern=self.modern):
-            return refusal
-        if isinstance(params, types.ElicitRequestURLParams):
-            return await self._relay_url(server, params)
-        assert isinstance(params, types.ElicitRequestFormParams)
-        if not self.can_elicit:
-            return relay_refusal(
-                f"upstream '{server}' asked the user a question, but this client does not support elicitation"
-            )
-        message = relayed_question(server, params.message)
-        try:
-            with anyio.fail_after(self.timeout):
-                return await self.ctx.session.elicit_form(
-                    message, clean_form_schema(params.requested_schema), related_request_id=self.ctx.request_id
-                )
-        except TimeoutError:
-            return relay_refusal(f"the user did not answer upstream '{server}' within {self.timeout:g} s")
-        except MCPError as exc:
-            return types.ErrorData(code=exc.code, message=exc.message)
-
-    async def _relay_url(
-        self, server: str, params: types.ElicitRequestURLParams
-    ) -> types.ElicitResult | types.ErrorData:
-        url = clean_url(params.url)
-        if url is None:
-            return relay_refusal(f"upstream '{server}' asked to send the user to a URL that is not a plain https URL")
-        if not self.can_elicit_url:
-            return relay_refusal(f"upstream '{server}' asked to send the user to a URL, but this client cannot")
-        try:
-            with anyio.fail_after(self.timeout):
-                return await self.ctx.session.elicit_url(
-                    url_question(server, params.message, url), url, params.elicitation_id or secrets.token_hex(8),
-                    related_request_id=self.ctx.request_id,
-                )  # fmt: skip
-        except TimeoutError:
-            return relay_refusal(f"the user did not answer upstream '{server}' within {self.timeout:g} s")
-        except MCPError as exc:
-            return types.ErrorData(code=exc.code, message=exc.message)
-
-    async def _relay_sample(
-        self, server: str, params: types.CreateMessageRequestParams
-    ) -> types.CreateMessageResult | types.ErrorData:
-        if refusal := refuse_sampling(server, allow_sampling=self.allow_sampling, modern=self.modern):
-            return refusal
-        if not self.ctx.session.check_client_capability(types.ClientCapabilities(sampling=types.SamplingCapability())):
-            return relay_refusal(f"upstream '{server}' asked for sampling, but this client does not support it")
-        request = types.CreateMessageRequest(params=sampling_request(params))
-        try:
-            with anyio.fail_after(self.timeout):
-                return await self.ctx.session.send_request(
-                    request,
-                    types.CreateMessageResult,
-                    metadata=ServerMessageMetadata(related_request_id=self.ctx.request_id),
-                )
-        except TimeoutError:
-            return relay_refusal(f"the client did not answer upstream '{server}' within {self.timeout:g} s")
-        except MCPError as exc:
-            return types.ErrorData(code=exc.code, message=exc.message)
 
     async def progress(self, progress: float, total: float | None, message: str | None) -> None:
         await self.ctx.session.report_progress(progress, total, message)
@@ -279,7 +193,6 @@ _LIST_CHANGED = (
 _LISTENERS: weakref.WeakKeyDictionary[Any, SessionListener] = weakref.WeakKeyDictionary()
 # One handler per upstream connection's bus: it bounds the streams open on it.
 _LISTEN_HANDLERS: weakref.WeakKeyDictionary[Any, ListenHandler] = weakref.WeakKeyDictionary()
-_LEVELS: list[str] = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
 
 
 def listener_of(ctx: ServerRequestContext[Any, Any]) -> SessionListener | None:
@@ -355,7 +268,7 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
         caller, pipeline = pipe(ctx)
         policy = pipeline.loaded.policy
         downstream = Downstream(
-            ctx,
+            SdkChannel(ctx),
             params,
             allow_sampling=policy.sampling == "allow",
             timeout=policy.confirm.timeout_seconds,
@@ -501,7 +414,7 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
 def _log_relay(ctx: ServerRequestContext[Any, Any], pipeline: Pipeline) -> Relay:
     """The relay of a request that is no tool call: it carries the upstream's log lines, nothing else."""
     policy = pipeline.loaded.policy
-    return Downstream(ctx, None, allow_sampling=False, timeout=policy.confirm.timeout_seconds).relay()
+    return Downstream(SdkChannel(ctx), None, allow_sampling=False, timeout=policy.confirm.timeout_seconds).relay()
 
 
 def offered_by(caps: types.ServerCapabilities | None) -> set[str]:
