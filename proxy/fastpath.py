@@ -1,16 +1,23 @@
-"""The fast path: the hot methods of a 2026-07-28 request answered on its JSON-RPC, the SDK at the edges.
+"""The fast path: the hot methods answered on their JSON-RPC, the SDK at the edges.
 
-A 2026-07-28 request is one self-contained POST. For `tools/call`, `tools/list`, `resources/read`
-and `prompts/get` this layer parses the body once, checks it with the SDK's own inbound ladder,
-hands it to the team's pipeline (every guard, relay decision and audit line the SDK path has)
-and writes the answer as one JSON response. That skips the SDK's per-request server kernel
-(a session object, middleware chain, two validations of the request and one of the result).
+For `tools/call`, `tools/list`, `resources/read` and `prompts/get` this layer parses the body once,
+checks it as the SDK would, hands it to the team's pipeline (every guard, relay decision and
+audit line the SDK path has) and answers as one JSON response, or as an event stream from the
+first message the request must send before its answer (backchannel.py). That skips the SDK's
+per-request kernel: for a handshake-era session its task, memory streams and SSE writer; for
+both eras a session object, a middleware chain, two validations of the request and one of the
+result.
 
-It takes only what it can answer exactly as the SDK would. Anything else is replayed, byte for
-byte, to the SDK's transport: another era or method, a resumed call (its sealed state is the
-SDK's `RequestStateBoundary`'s to verify), a progress or log opt-in (they need a stream),
-`Mcp-Param-*` headers, and every request the ladder would refuse, so each error keeps the SDK's
-words and status. An `InputRequiredResult` it answers is sealed by that same boundary.
+- 2026-07-28: a request is one self-contained POST, checked with the SDK's own inbound ladder.
+- Handshake era: a request of an open session (its owner, after `initialize`), served with what
+  its `initialize` said. The client's answers to our questions and its `notifications/cancelled`
+  for our requests are taken here too.
+
+It takes only what it can answer exactly as the SDK would. Everything else is replayed, byte for
+byte, to the SDK's transport: other methods, a resumed 2026-07-28 call (its sealed state is the
+SDK's `RequestStateBoundary`'s to verify), a 2026-07-28 progress or log opt-in, `Mcp-Param-*`
+headers, and every request the SDK would refuse, so each error keeps the SDK's words and status.
+An `InputRequiredResult` it answers is sealed by that same boundary.
 """
 
 from __future__ import annotations
@@ -37,41 +44,49 @@ from mcp.shared.inbound import (
     classify_inbound_request,
     find_duplicated_routing_header,
 )
-from mcp_types import LOG_LEVEL_META_KEY, SERVER_INFO_META_KEY
+from mcp.shared.jsonrpc_dispatcher import (
+    cancelled_request_id_from_params,
+    handler_exception_to_error_data,
+    progress_token_from_params,
+)
+from mcp_types import INTERNAL_ERROR, LOG_LEVEL_META_KEY, PROTOCOL_VERSION_META_KEY, SERVER_INFO_META_KEY, ErrorData
 from mcp_types import methods as wire_methods
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.pipeline import Pipeline, ToolCall
-from proxy.relay import can_elicit_form, can_elicit_url, refuse_question, refuse_sampling
-from proxy.server import IDENTITY_KEY, Gateway, Identity, caller_for
-from proxy.upstream import Relay, UpstreamUnavailable
+from proxy.backchannel import Backchannel, NoBackchannel, ResponseStream, WireChannel
+from proxy.downstream import Channel, Downstream
+from proxy.pipeline import Caller, Pipeline, ToolCall
+from proxy.server import IDENTITY_KEY, Gateway, Identity, caller_for, listener_for
+from proxy.upstream import UpstreamUnavailable
 
 logger = logging.getLogger(__name__)
 
-_VERSION_HEADER = b"mcp-protocol-version"
 _PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower()
-_PING_SECONDS = 15.0  # as the SDK: a call silent this long commits to a stream kept open by pings
-_SSE_HEADERS = [
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache, no-transform"),
-    (b"connection", b"keep-alive"),
-    (b"x-accel-buffering", b"no"),
-]
-_JSON_HEADERS = [(b"content-type", b"application/json")]
+_PING_SECONDS = 15.0  # as the SDK: a request silent this long commits to a stream kept open by pings
 _HOT = {"tools/call": "tools", "tools/list": "tools", "resources/read": "resources", "prompts/get": "prompts"}
+
+SessionCheck = Callable[[str, Scope], bool]
+"""Whether a handshake-era session id is open and belongs to the scope's caller (the SDK's own rule)."""
 
 
 @dataclass(frozen=True)
 class _Request:
-    """A request the fast path takes: its id, method, wire params and envelope."""
+    """A request the fast path takes."""
 
     id: str | int
     method: str
     params: dict[str, Any]
-    version: str
+    version: str  # the protocol version its answer is shaped for
     capabilities: types.ClientCapabilities | None
+    session_id: str | None = None  # handshake era
+    connection: Connection | None = None  # handshake era
+    progress_token: str | int | None = None
+
+    @property
+    def modern(self) -> bool:
+        return self.session_id is None
 
 
 class _SealingContext:
@@ -80,40 +95,6 @@ class _SealingContext:
     def __init__(self, method: str, params: Mapping[str, Any]) -> None:
         self.method = method
         self.params = params
-
-
-class ModernClient:
-    """The gate's `Prompter` and the upstream `Relay` for a 2026-07-28 request: it has no back-channel,
-    so the gate asks with an `InputRequiredResult` and an upstream's mid-call question is refused."""
-
-    modern = True
-    request_state: str | None = None
-    input_responses: dict[str, Any] | None = None
-
-    def __init__(self, capabilities: types.ClientCapabilities | None, *, allow_url: bool, allow_sampling: bool) -> None:
-        self.can_elicit = can_elicit_form(capabilities)
-        self.can_elicit_url = can_elicit_url(capabilities)
-        self._allow_url = allow_url
-        self._allow_sampling = allow_sampling
-
-    async def elicit(self, message: str, schema: dict[str, Any]) -> types.ElicitResult:
-        raise MCPError(code=-32603, message="a 2026-07-28 request cannot be asked mid-call")
-
-    def relay(self) -> Relay:
-        # No log relay: 2026-07-28 logs go only to requests that opted in, and those take the SDK path.
-        return Relay(elicit=self._elicit, sample=self._sample)
-
-    async def _elicit(self, server: str, params: types.ElicitRequestParams) -> types.ElicitResult | types.ErrorData:
-        refusal = refuse_question(server, params, allow_url=self._allow_url, modern=True)
-        assert refusal is not None  # the era alone refuses it
-        return refusal
-
-    async def _sample(
-        self, server: str, params: types.CreateMessageRequestParams
-    ) -> types.CreateMessageResult | types.ErrorData:
-        refusal = refuse_sampling(server, allow_sampling=self._allow_sampling, modern=True)
-        assert refusal is not None
-        return refusal
 
 
 class FastPath:
@@ -127,6 +108,7 @@ class FastPath:
         security: TransportSecuritySettings,
         *,
         max_body_bytes: int,
+        session_open: SessionCheck,
     ) -> None:
         self.app = app
         self.gateway = gateway
@@ -134,28 +116,41 @@ class FastPath:
         self.boundary = next(m for m in server.middleware if isinstance(m, RequestStateBoundary))
         self.security = TransportSecurityMiddleware(security)
         self.max_body_bytes = max_body_bytes
+        self.session_open = session_open
         offered = gateway.offered
         self.methods = {m for m, feature in _HOT.items() if feature == "tools" or offered is None or feature in offered}
+        self.backchannel = Backchannel()
+        # Handshake-era requests in flight here, for the client's notifications/cancelled.
+        self._running: dict[tuple[str, str | int], anyio.CancelScope] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not _modern(scope):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        version, session_id = _routing(scope)
+        modern = version in MODERN_PROTOCOL_VERSIONS
+        handshake = session_id is not None and (version is None or version in HANDSHAKE_PROTOCOL_VERSIONS)
+        if not (modern or handshake):
             await self.app(scope, receive, send)
             return
         body, whole = await _read_body(receive, self.max_body_bytes)
-        request = await self._admit(scope, body) if whole and len(body) <= self.max_body_bytes else None
-        if request is None:
+        taken = None
+        if whole and len(body) <= self.max_body_bytes and (decoded := await self._decode(scope, body)) is not None:
+            taken = self._modern(decoded, scope) if modern else self._handshake(decoded, scope, session_id or "")
+        if taken is None:
             await self.app(scope, _replay(body, whole, receive), send)
-            return
-        await self._answer(request, scope, receive, send)
+        elif taken is True:
+            await send({"type": "http.response.start", "status": 202, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            assert isinstance(taken, _Request)
+            await self._answer(taken, scope, receive, send)
 
     # -- which requests -------------------------------------------------------------------------------
 
-    async def _admit(self, scope: Scope, body: bytes) -> _Request | None:
-        """The request, when the fast path answers it exactly as the SDK would; None replays it."""
-        raw_headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
-        if any(name.startswith(_PARAM_PREFIX) for name, _ in raw_headers):
-            return None
-        if find_duplicated_routing_header(raw_headers) is not None:
+    async def _decode(self, scope: Scope, body: bytes) -> dict[str, Any] | None:
+        """The body of a POST the SDK's transport would accept; None when it would not."""
+        if any(k.startswith(_PARAM_PREFIX.encode()) for k, _ in scope["headers"]):
             return None
         http = Request(scope)
         if await self.security.validate_request(http, is_post=True) is not None:
@@ -168,6 +163,9 @@ class FastPath:
             return None
         if not isinstance(decoded, dict) or decoded.get("jsonrpc") != "2.0":
             return None
+        return decoded
+
+    def _modern(self, decoded: dict[str, Any], scope: Scope) -> _Request | None:
         request_id, method, params = decoded.get("id"), decoded.get("method"), decoded.get("params")
         if method not in self.methods or not isinstance(params, dict) or not _plain_id(request_id):
             return None
@@ -176,27 +174,65 @@ class FastPath:
             return None
         if params.get("requestState") is not None or params.get("inputResponses") is not None:
             return None
+        raw_headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
+        if find_duplicated_routing_header(raw_headers) is not None:
+            return None
         route = classify_inbound_request(decoded, headers=dict(raw_headers))
         if isinstance(route, InboundLadderRejection):
             return None
-        try:
-            wire_methods.validate_client_request(method, route.protocol_version, params)
-        except Exception:
-            return None  # the SDK words the refusal
+        if not _valid(method, route.protocol_version, params):
+            return None
         connection = Connection.from_envelope(route.protocol_version, route.client_info, route.client_capabilities)
         assert isinstance(request_id, str | int)
         return _Request(request_id, method, params, route.protocol_version, connection.client_capabilities)
 
+    def _handshake(self, decoded: dict[str, Any], scope: Scope, session_id: str) -> _Request | bool | None:
+        if not self.session_open(session_id, scope):
+            return None
+        connection = self.gateway.connections.get(session_id)
+        if connection is None or not connection.initialize_accepted:
+            return None
+        method, params = decoded.get("method"), decoded.get("params")
+        if method is None and "id" in decoded:
+            return self.backchannel.answer(session_id, decoded) or None  # the answer to a question of ours
+        if method == "notifications/cancelled" and "id" not in decoded and isinstance(params, dict):
+            running = self._running.get((session_id, cancelled_request_id_from_params(params)))  # type: ignore[arg-type]
+            if running is None:
+                return None
+            running.cancel()
+            return True
+        request_id = decoded.get("id")
+        if method not in self.methods or not _plain_id(request_id) or not (params is None or isinstance(params, dict)):
+            return None
+        if (
+            isinstance(params, dict)
+            and isinstance(params.get("_meta"), dict)
+            and PROTOCOL_VERSION_META_KEY in params["_meta"]
+        ):
+            return None  # the SDK refuses a 2026-07-28 envelope on a handshake-era session
+        version = connection.protocol_version
+        if not _valid(method, version, params):
+            return None
+        assert isinstance(request_id, str | int)
+        token = progress_token_from_params(params)
+        caps = connection.client_capabilities
+        return _Request(request_id, method, params or {}, version, caps, session_id, connection, token)
+
     # -- the answer ---------------------------------------------------------------------------------
 
     async def _answer(self, request: _Request, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the request; a client that goes away cancels it, as on the SDK's path. A call silent for
-        longer than the ping interval commits to an event stream kept open by pings."""
+        """Run the request; a client that goes away (or, in the handshake era, cancels it) cancels it,
+        as on the SDK's path. A request silent for a ping interval keeps its stream open with pings."""
+        headers = [] if request.session_id is None else [(b"mcp-session-id", request.session_id.encode("latin-1"))]
+        stream = ResponseStream(send, headers)
         done = anyio.Event()
         answer: list[tuple[int, bytes]] = []
+        running = anyio.CancelScope()
+        key = (request.session_id or "", request.id)
 
         async def run() -> None:
-            answer.append(await self._reply(request, scope))
+            with running:
+                answer.append(await self._reply(request, scope, stream))
             done.set()
 
         async def watch_disconnect() -> None:
@@ -204,61 +240,71 @@ class FastPath:
                 pass
             tg.cancel_scope.cancel()
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run)
-            tg.start_soon(watch_disconnect)
-            with anyio.move_on_after(_PING_SECONDS):
-                await done.wait()
-            if done.is_set():
-                status, body = answer[0]
-                headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-                await send({"type": "http.response.start", "status": status, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-            else:
-                await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        if request.session_id is not None:
+            self._running[key] = running
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch_disconnect)
+                tg.start_soon(run)
                 while not done.is_set():
-                    await send({"type": "http.response.body", "body": b": ping\r\n\r\n", "more_body": True})
                     with anyio.move_on_after(_PING_SECONDS):
                         await done.wait()
-                event = b"event: message\r\ndata: " + answer[0][1] + b"\r\n\r\n"
-                await send({"type": "http.response.body", "body": event, "more_body": False})
-            tg.cancel_scope.cancel()
+                    if not done.is_set():
+                        await stream.ping()
+                await stream.finish(*answer[0]) if answer else await stream.finish(200, None)
+                tg.cancel_scope.cancel()
+        finally:
+            if self._running.get(key) is running:
+                del self._running[key]
 
-    async def _reply(self, request: _Request, scope: Scope) -> tuple[int, bytes]:
-        """The HTTP status and JSON-RPC body, an error mapped to its status as the SDK maps it."""
+    async def _reply(self, request: _Request, scope: Scope, stream: ResponseStream) -> tuple[int, bytes]:
+        """The HTTP status and JSON-RPC body; an error as the SDK's path of that era answers it."""
         status = 200
         try:
-            result = await self._result(request, scope)
+            result = await self._result(request, scope, stream)
             message: dict[str, Any] = {"jsonrpc": "2.0", "id": request.id, "result": result}
         except Exception as exc:
-            error = modern_error_data(exc)
-            status = ERROR_CODE_HTTP_STATUS.get(error.code, 200)
+            if request.modern:
+                error = modern_error_data(exc)
+                status = ERROR_CODE_HTTP_STATUS.get(error.code, 200)
+            else:
+                error = handler_exception_to_error_data(exc) or _internal(exc)
             message = {"jsonrpc": "2.0", "id": request.id, "error": error.model_dump(mode="json", exclude_none=True)}
         return status, json.dumps(message, separators=(",", ":")).encode()
 
-    async def _result(self, request: _Request, scope: Scope) -> dict[str, Any]:
+    async def _result(self, request: _Request, scope: Scope, stream: ResponseStream) -> dict[str, Any]:
         identity = scope.get(IDENTITY_KEY)
         if not isinstance(identity, Identity):
-            raise MCPError(code=-32603, message="mcp-guard: request reached MCP without an identity")
-        caller = caller_for(identity, scope["path"], None, modern=True)
+            raise MCPError(code=INTERNAL_ERROR, message="mcp-guard: request reached MCP without an identity")
+        caller = caller_for(identity, scope["path"], request.session_id, modern=request.modern)
         pipeline = self.gateway.pipeline(caller.team)
-        params = request.params
-        handled = _HANDLERS[request.method](self, pipeline, caller, request)
+        channel: Channel
+        if request.connection is None:
+            channel = NoBackchannel(request.capabilities)
+        else:
+            listener = listener_for(request.connection)
+            pipeline.listen(caller, listener)
+            channel = WireChannel(
+                self.backchannel, request.session_id or "", stream, version=request.version,
+                capabilities=request.capabilities, log_floor=listener.log_level, progress_token=request.progress_token,
+            )  # fmt: skip
         try:
-            result = await handled
+            result = await _HANDLERS[request.method](pipeline, caller, request, channel)
         except UpstreamUnavailable as exc:
             raise pipeline.upstream_error(exc) from None
-        if isinstance(result, types.InputRequiredResult):
-            sealed = self.boundary._seal_result(_SealingContext(request.method, params), result, None)  # type: ignore[arg-type]
+        if isinstance(result, types.InputRequiredResult) and request.modern:
+            sealed = self.boundary._seal_result(_SealingContext(request.method, request.params), result, None)  # type: ignore[arg-type]
             assert isinstance(sealed, types.InputRequiredResult)
             result = sealed
         return self._wire(request, result)
 
     def _wire(self, request: _Request, result: types.Result) -> dict[str, Any]:
-        """The result as the SDK's kernel puts it on the wire: the version's sieve, `resultType`, and
-        the `serverInfo` stamp."""
+        """The result as the SDK's kernel puts it on the wire: the version's sieve, and for 2026-07-28
+        `resultType` and the `serverInfo` stamp."""
         dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
         dumped = wire_methods.serialize_server_result(request.method, request.version, dumped)
+        if not request.modern:
+            return dumped
         if dumped.get("resultType") is None:
             dumped["resultType"] = "complete"
         meta = dumped.get("_meta")
@@ -268,52 +314,74 @@ class FastPath:
             dumped["_meta"] = {**meta, SERVER_INFO_META_KEY: self.server.server_info_stamp}
         return dumped
 
-    # -- one per method -------------------------------------------------------------------------------
 
-    async def _call_tool(self, pipeline: Pipeline, caller: Any, request: _Request) -> types.Result:
-        params = types.CallToolRequestParams.model_validate(request.params)
-        policy = pipeline.loaded.policy
-        client = ModernClient(
-            request.capabilities,
-            allow_url=policy.url_elicitation == "allow",
-            allow_sampling=policy.sampling == "allow",
-        )
-        call = ToolCall(
-            caller=caller, name=params.name, arguments=dict(params.arguments or {}), prompter=client,
-            relay=client.relay(),
-        )  # fmt: skip
-        return await pipeline.call_tool(call)
-
-    async def _list_tools(self, pipeline: Pipeline, caller: Any, request: _Request) -> types.Result:
-        cursor = request.params.get("cursor")
-        return await pipeline.list_tools(caller, cursor if isinstance(cursor, str) else None)
-
-    async def _read_resource(self, pipeline: Pipeline, caller: Any, request: _Request) -> types.Result:
-        params = types.ReadResourceRequestParams.model_validate(request.params)
-        return await pipeline.read_resource(caller, str(params.uri))
-
-    async def _get_prompt(self, pipeline: Pipeline, caller: Any, request: _Request) -> types.Result:
-        params = types.GetPromptRequestParams.model_validate(request.params)
-        return await pipeline.get_prompt(caller, params.name, params.arguments)
+# -- one per method -----------------------------------------------------------------------------------
 
 
-_HANDLERS: dict[str, Callable[[FastPath, Pipeline, Any, _Request], Awaitable[types.Result]]] = {
-    "tools/call": FastPath._call_tool,
-    "tools/list": FastPath._list_tools,
-    "resources/read": FastPath._read_resource,
-    "prompts/get": FastPath._get_prompt,
+async def _call_tool(pipeline: Pipeline, caller: Caller, request: _Request, channel: Channel) -> types.Result:
+    params = types.CallToolRequestParams.model_validate(request.params)
+    policy = pipeline.loaded.policy
+    downstream = Downstream(
+        channel, params, allow_sampling=policy.sampling == "allow", timeout=policy.confirm.timeout_seconds,
+        allow_url=policy.url_elicitation == "allow",
+    )  # fmt: skip
+    call = ToolCall(
+        caller=caller, name=params.name, arguments=dict(params.arguments or {}), prompter=downstream,
+        relay=downstream.relay(), progress=downstream.progress,
+    )  # fmt: skip
+    return await pipeline.call_tool(call)
+
+
+async def _list_tools(pipeline: Pipeline, caller: Caller, request: _Request, channel: Channel) -> types.Result:
+    cursor = request.params.get("cursor")
+    return await pipeline.list_tools(caller, cursor if isinstance(cursor, str) else None)
+
+
+async def _read_resource(pipeline: Pipeline, caller: Caller, request: _Request, channel: Channel) -> types.Result:
+    params = types.ReadResourceRequestParams.model_validate(request.params)
+    return await pipeline.read_resource(caller, str(params.uri))
+
+
+async def _get_prompt(pipeline: Pipeline, caller: Caller, request: _Request, channel: Channel) -> types.Result:
+    params = types.GetPromptRequestParams.model_validate(request.params)
+    return await pipeline.get_prompt(caller, params.name, params.arguments)
+
+
+_HANDLERS: dict[str, Callable[[Pipeline, Caller, _Request, Channel], Awaitable[types.Result]]] = {
+    "tools/call": _call_tool,
+    "tools/list": _list_tools,
+    "resources/read": _read_resource,
+    "prompts/get": _get_prompt,
 }
 
 
-def _modern(scope: Scope) -> bool:
+def _routing(scope: Scope) -> tuple[str | None, str | None]:
+    """The protocol version and session id headers."""
+    version = session_id = None
     for name, value in scope["headers"]:
-        if name == _VERSION_HEADER:
-            return value.decode("latin-1") in MODERN_PROTOCOL_VERSIONS
-    return False
+        if name == b"mcp-protocol-version":
+            version = value.decode("latin-1")
+        elif name == b"mcp-session-id":
+            session_id = value.decode("latin-1")
+    return version, session_id
+
+
+def _valid(method: str, version: str, params: dict[str, Any] | None) -> bool:
+    try:
+        wire_methods.validate_client_request(method, version, params)
+    except Exception:
+        return False  # the SDK words the refusal
+    return True
 
 
 def _plain_id(value: object) -> bool:
-    return (isinstance(value, str) or isinstance(value, int)) and not isinstance(value, bool)
+    return isinstance(value, str | int) and not isinstance(value, bool)
+
+
+def _internal(exc: Exception) -> ErrorData:
+    # The SDK would put str(exc) on the wire; a proxy's internals stay in its log.
+    logger.error("fast path: %s raised %s", "handler", type(exc).__name__, exc_info=exc)
+    return ErrorData(code=INTERNAL_ERROR, message="Internal error")
 
 
 async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:

@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 
 from mcp.server.auth.middleware.auth_context import auth_context_var
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
 from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy import __version__
 from proxy.auth import KeyRing
-from proxy.fastpath import FastPath
+from proxy.fastpath import FastPath, SessionCheck
 from proxy.server import IDENTITY_KEY, Gateway, Identity, build_server
 from proxy.upstream import credential_key
 
@@ -101,6 +101,20 @@ async def _unauthorized(scope: Scope, receive: Receive, send: Send, *, keys: boo
     )
 
 
+def _session_check(manager: StreamableHTTPSessionManager) -> SessionCheck:
+    """The SDK manager's own rule for a handshake-era session id: open, and opened by this caller
+    (its private maps; mcp is pinned to one version)."""
+
+    def open_for(session_id: str, scope: Scope) -> bool:
+        if session_id not in manager._server_instances:
+            return False
+        user = scope.get("user")
+        requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+        return bool(manager._session_owners.get(session_id) == requestor)
+
+    return open_for
+
+
 def transport_security(host: str, allowed_hosts: Sequence[str]) -> TransportSecuritySettings:
     hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", *allowed_hosts]
     hosts += [f"{h}:*" for h in allowed_hosts if ":" not in h]
@@ -121,7 +135,7 @@ def build_http_app(
     security = transport_security(host, allowed_hosts)
     manager = StreamableHTTPSessionManager(app=server, security_settings=security, max_request_body_size=max_body_bytes)
     sdk = StreamableHTTPASGIApp(manager)
-    fast = FastPath(sdk, gateway, server, security, max_body_bytes=max_body_bytes)
+    fast = FastPath(sdk, gateway, server, security, max_body_bytes=max_body_bytes, session_open=_session_check(manager))
     mcp_app = IdentityMiddleware(fast, gateway, keyring)
 
     async def healthz(request: Request) -> Response:

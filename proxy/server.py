@@ -66,6 +66,8 @@ class Gateway:
         self.pipelines: dict[str, Pipeline] = {}
         self.default_team = policies[0].policy.team
         self._audits: list[AuditLog] = []
+        # Handshake-era sessions' connections by session id (weak: a closed session is forgotten).
+        self.connections: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
@@ -200,11 +202,27 @@ def listener_of(ctx: ServerRequestContext[Any, Any]) -> SessionListener | None:
     if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
         return None
     # A ServerSession lives for one request; the connection it belongs to is what lasts.
-    connection = ctx.session._connection
+    return listener_for(ctx.session._connection)
+
+
+def listener_for(connection: Any) -> SessionListener:
     listener = _LISTENERS.get(connection)
     if listener is None:
         listener = _LISTENERS[connection] = SessionListener(connection)
     return listener
+
+
+def _remember_connections(gateway: Gateway) -> ServerMiddleware[Any]:
+    """Middleware: each handshake-era session's connection by its id, so the fast path can serve the
+    session's requests with what its `initialize` said (capabilities, protocol version)."""
+
+    async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        connection = ctx.session._connection
+        if connection.session_id is not None and connection.session_id not in gateway.connections:
+            gateway.connections[connection.session_id] = connection
+        return await call_next(ctx)
+
+    return middleware
 
 
 def _audit_refused_state(gateway: Gateway) -> ServerMiddleware[Any]:
@@ -404,6 +422,7 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
     announce = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
     server.create_initialization_options = partial(server.create_initialization_options, announce)  # type: ignore[method-assign]
     timeout = max(p.policy.confirm.timeout_seconds for p in gateway.policies.values())
+    server.middleware.append(_remember_connections(gateway))
     server.middleware.append(_audit_refused_state(gateway))
     server.middleware.append(
         RequestStateBoundary(RequestStateSecurity.ephemeral(ttl=timeout + 60), default_audience="mcp-guard")

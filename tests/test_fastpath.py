@@ -113,6 +113,98 @@ async def test_a_state_sealed_on_the_fast_path_resumes_on_the_sdk_path(proxy: Pr
         assert refused.json()["error"]["message"] == "Invalid or expired requestState"
 
 
+# -- the handshake era -----------------------------------------------------------------------------------
+
+LEGACY = "2025-11-25"
+
+
+def answer_of(response: httpx2.Response) -> dict[str, Any]:
+    """The JSON-RPC answer of a POST, whether it came as JSON or as an event stream."""
+    if response.headers["content-type"].startswith("application/json"):
+        return response.json()
+    events = [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
+    answers = [e for e in events if "result" in e or "error" in e]
+    assert len(answers) == 1, events
+    return answers[0]
+
+
+async def open_session(http: httpx2.AsyncClient, url: str, capabilities: dict[str, Any]) -> dict[str, str]:
+    client = {"name": "t", "version": "1"}
+    params = {"protocolVersion": LEGACY, "capabilities": capabilities, "clientInfo": client}
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params}
+    opened = await http.post(url, json=init, headers=HEADERS)
+    session = {**HEADERS, "Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": LEGACY}
+    done = await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+    assert done.status_code == 202
+    return session
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("tools/call", {"name": "get_profile", "arguments": {}}),
+        ("tools/call", {"name": "get_sms", "arguments": {"limit": 3}, "_meta": {"progressToken": 7}}),
+        ("tools/call", {"name": "no_such_tool", "arguments": {}}),
+        ("tools/call", {"name": "get_sms", "arguments": {"limit": "many"}}),
+        ("tools/list", None),
+    ],
+)
+async def test_same_answer_as_the_sdk_path_in_the_handshake_era(
+    proxy: Proc, method: str, params: dict[str, Any] | None
+) -> None:
+    async with httpx2.AsyncClient() as http:
+        session = await open_session(http, proxy.url, {})
+        body = {"jsonrpc": "2.0", "id": "a-1", "method": method, **({"params": params} if params is not None else {})}
+        fast = await http.post(proxy.url, json=body, headers=session)
+        # The handshake-era transport ignores Mcp-Param headers; the fast path hands such a request on.
+        sdk = await http.post(proxy.url, json=body, headers={**session, "Mcp-Param-Anything": "1"})
+    assert fast.status_code == sdk.status_code == 200
+    assert fast.headers["content-type"] == "application/json"  # nothing to stream: one JSON answer
+    assert sdk.headers["content-type"].startswith("text/event-stream")
+    assert fast.headers["mcp-session-id"] == session["Mcp-Session-Id"]
+    assert _nonce_free(answer_of(fast)) == _nonce_free(answer_of(sdk))
+
+
+async def test_a_session_is_served_only_to_the_caller_that_opened_it(proxy: Proc) -> None:
+    async with httpx2.AsyncClient() as http:
+        session = await open_session(http, proxy.url, {})
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+        other = await http.post(proxy.url, json=body, headers={**session, "Authorization": "Bearer someone-else"})
+        assert other.status_code == 404
+        gone = await http.post(proxy.url, json=body, headers={**session, "Mcp-Session-Id": "not-a-session"})
+        assert gone.status_code == 404
+        assert (await http.post(proxy.url, json=body, headers=session)).status_code == 200
+
+
+async def test_a_confirmation_is_asked_on_the_call_s_own_stream(proxy: Proc) -> None:
+    """The prompt goes out as an event of the call's response; the client's answer, POSTed on its
+    session, reaches the call waiting on it, and the answer ends the same stream."""
+    async with httpx2.AsyncClient() as http:
+        session = await open_session(http, proxy.url, {"elicitation": {"form": {}}})
+        call = {"name": "clear_blacklist", "arguments": {}}
+        body = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": call}
+        async with http.stream("POST", proxy.url, json=body, headers=session) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            lines = response.aiter_lines()
+            async for line in lines:
+                if line.startswith("data:"):
+                    asked = json.loads(line[5:])
+                    break
+            assert asked["method"] == "elicitation/create"
+            assert "clear_blacklist" in asked["params"]["message"]
+            decline = {"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "decline"}}
+            assert (await http.post(proxy.url, json=decline, headers=session)).status_code == 202
+            async for line in lines:
+                if line.startswith("data:"):
+                    final = json.loads(line[5:])
+                    break
+        assert final["id"] == 9 and final["result"]["isError"] is True
+        assert "declined" in final["result"]["content"][0]["text"]
+        # An answer nobody waits for is the SDK's to refuse; it never reaches a call.
+        stray = {"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept", "content": {"confirm": True}}}
+        assert (await http.post(proxy.url, json=stray, headers=session)).status_code == 202
+
+
 # -- in process: what the fast path takes and what it hands on -------------------------------------
 
 
@@ -168,7 +260,8 @@ async def test_what_the_fast_path_takes_and_what_it_replays(policy: Path) -> Non
     gateway = Gateway([load_policy(policy)])
     server = build_server(gateway)
     recorder = Recorder()
-    fast = FastPath(recorder, gateway, server, transport_security("127.0.0.1", []), max_body_bytes=MAX_BODY_BYTES)
+    security = transport_security("127.0.0.1", [])
+    fast = FastPath(recorder, gateway, server, security, max_body_bytes=MAX_BODY_BYTES, session_open=lambda *_: True)
     async with gateway.running():
         body, headers = modern("tools/call", {"name": "get_profile", "arguments": {}})
         status, answer = await exchange(fast, body, headers, chunk=7)
