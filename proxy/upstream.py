@@ -46,8 +46,9 @@ from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, INVALID_REQUEST, REQUES
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
-from proxy import __version__, redact
+from proxy import __version__, redact, upstream_wire
 from proxy.policy import Upstream
+from proxy.upstream_wire import NotMCP
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +56,6 @@ T = TypeVar("T")
 
 MAX_CONNECTIONS = 256
 IDLE_SECONDS = 600.0
-
-
-class NotMCP(Exception):
-    """The upstream's answer is not MCP; `request` names the upstream that sent it."""
 
 
 class UpstreamUnavailable(Exception):
@@ -225,16 +222,23 @@ class UpstreamConnection:
         """Enter the client, hand it out, and leave it in this same task when told to stop."""
         started = False
         try:
-            async with self._client_cm(sse=sse) as client:
-                task_status.started(client)
-                started = True
-                if _modern(client.session) and _announces(client.session.server_capabilities):
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(self._listen, client.session)
+            cm = self._client_cm(sse=sse)
+            async with cm as client:
+                if isinstance(cm, _ClosingHttp):
+                    # Requests of a 2026-07-28 session go out on the transport's own client (upstream_wire).
+                    upstream_wire.attach(client.session, cm.http, cm.url)
+                try:
+                    task_status.started(client)
+                    started = True
+                    if _modern(client.session) and _announces(client.session.server_capabilities):
+                        async with anyio.create_task_group() as tg:
+                            tg.start_soon(self._listen, client.session)
+                            await stop.wait()
+                            tg.cancel_scope.cancel()
+                    else:
                         await stop.wait()
-                        tg.cancel_scope.cancel()
-                else:
-                    await stop.wait()
+                finally:
+                    upstream_wire.detach(client.session)
         except Exception as exc:
             if not started:
                 raise
@@ -268,7 +272,7 @@ class UpstreamConnection:
             follow_redirects=False,
             event_hooks={"response": [self._note_status]},
         )
-        return _ClosingHttp(Client(streamable_http_client(cfg.url, http_client=http), **common), http)
+        return _ClosingHttp(Client(streamable_http_client(cfg.url, http_client=http), **common), http, cfg.url)
 
     async def _note_status(self, response: httpx2.Response) -> None:
         self.http_status = response.status_code if response.status_code >= 400 else None
@@ -611,8 +615,9 @@ async def raw_request(
 
     The SDK validates a result against the MCP schema before anyone sees it, so one content block
     of a type it does not know fails the whole result.  mcp-guard reads results through its own
-    allowlist instead (proxy/untrusted.py), which turns such a block into a placeholder.  This uses
-    the session's dispatcher as `ClientSession.send_request` does (mcp is pinned to one version).
+    allowlist instead (proxy/untrusted.py), which turns such a block into a placeholder.  This stamps
+    the request as `ClientSession.send_request` does (mcp is pinned to one version); a 2026-07-28
+    session over Streamable HTTP then sends it itself (upstream_wire), any other on the SDK dispatcher.
     """
     data = request.model_dump(by_alias=True, mode="json", exclude_none=True)
     opts: CallOptions = {}
@@ -626,7 +631,11 @@ async def raw_request(
         opts["timeout"] = session._session_read_timeout_seconds
     if progress is not None:
         opts["on_progress"] = progress
-    raw = await session._dispatcher.send_raw_request(data["method"], data.get("params"), opts)
+    wire = upstream_wire.direct(session)
+    if wire is not None:
+        raw = await upstream_wire.send(session, wire, data, opts)
+    else:
+        raw = await session._dispatcher.send_raw_request(data["method"], data.get("params"), opts)
     if not isinstance(raw, dict):
         raise NotMCP("a result that is not a JSON object")
     return raw
@@ -635,23 +644,24 @@ async def raw_request(
 class _ClosingHttp:
     """Enter a `Client` and close the httpx2 client we made for it afterwards."""
 
-    def __init__(self, client: Client, http: httpx2.AsyncClient) -> None:
+    def __init__(self, client: Client, http: httpx2.AsyncClient, url: str) -> None:
         self._client = client
-        self._http = http
+        self.http = http  # the transport's pooled client, which the direct path shares
+        self.url = url
 
     async def __aenter__(self) -> Client:
-        await self._http.__aenter__()
+        await self.http.__aenter__()
         try:
             return await self._client.__aenter__()
         except BaseException:
-            await self._http.__aexit__(None, None, None)
+            await self.http.__aexit__(None, None, None)
             raise
 
     async def __aexit__(self, *exc: Any) -> None:
         try:
             await self._client.__aexit__(*exc)
         finally:
-            await self._http.__aexit__(None, None, None)
+            await self.http.__aexit__(None, None, None)
 
 
 class UpstreamPool:

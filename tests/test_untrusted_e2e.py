@@ -150,8 +150,7 @@ def promised(contact: dict[str, Any]) -> dict[str, Any]:
     passes byte-exact, which sanitising would leave it anyway), numbers and nulls as they were."""
     ids = verbatim_ids()
     return {
-        k: v if not isinstance(v, str) or (k == "id" and ids.fullmatch(v)) else expected(v)
-        for k, v in contact.items()
+        k: v if not isinstance(v, str) or (k == "id" and ids.fullmatch(v)) else expected(v) for k, v in contact.items()
     }
 
 
