@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:
 
 from proxy.audit import AuditLog  # noqa: E402
 from proxy.backends.sandbox import TOOLS, Sandbox, run_tool  # noqa: E402
+from proxy.guards import Admitted  # noqa: E402
 from proxy.pipeline import Caller, Pipeline, ToolCall  # noqa: E402
 from proxy.policy import OutputPolicy, load_policy  # noqa: E402
 from proxy.sanitize import sanitize_text  # noqa: E402
@@ -101,11 +102,10 @@ async def _time_tool(pipeline: Pipeline, tool: str, benign: bool, reps: int) -> 
             relay=Relay(elicit=_never, sample=_never),
         )
         t0 = time.perf_counter()
-        outcome = await pipeline.guard(call, rule)
+        outcome = await pipeline.decide(call, rule)  # every guard, and the call counted against its limits
         t1 = time.perf_counter()
-        if not isinstance(outcome, tuple) or outcome[1] != "allowed":
+        if not isinstance(outcome, Admitted) or outcome.decision != "allowed":
             raise RuntimeError(f"the benchmark policy refused {tool}: {outcome}")
-        pipeline.limiter.commit(rule)
         raw = result.model_dump(by_alias=True, mode="json", exclude_none=True)
         shielded = types.CallToolResult.model_validate(pipeline.shield.tool_result(source, raw, None, rule.verbatim))
         t2 = time.perf_counter()

@@ -25,12 +25,12 @@ from pydantic import BaseModel
 
 from proxy.audit import AuditLog, digest_arguments, digest_session
 from proxy.catalog import Catalog, ToolRule
-from proxy.guards import Refusal
-from proxy.guards.confirm import Accepted, ConfirmGate, Prompter
+from proxy.guards import Admitted, Ask, Refusal, Verdict
+from proxy.guards.confirm import ConfirmGate, Prompter
 from proxy.guards.limits import Limiter, count_recipients
 from proxy.guards.pins import apply_pins
 from proxy.guards.trifecta import Trifecta
-from proxy.guards.visibility import refuse_hidden
+from proxy.guards.visibility import check_visible
 from proxy.policy import LoadedPolicy
 from proxy.relay import PARKED, Outcome, ParkedCalls, Pending, RelayRefused, call_with_input, counted_progress
 from proxy.resume import Resume, ResumeStates
@@ -116,14 +116,7 @@ class Pipeline:
         try:
             rule = await self.find_rule(call.caller, call.name)
             resume = self._resume(call)
-            if resume is None:
-                outcome = await self.guard(call, rule)
-                # Counted in the same step that admits the call: calls that waited on a human
-                # cannot all take the one slot that was free when they were checked.
-                if isinstance(outcome, tuple) and rule is not None and (late := self.limiter.take(rule)):
-                    outcome = late
-            else:
-                outcome = self._readmit(call, rule, resume)
+            verdict = await self.decide(call, rule, resume)
         except UpstreamUnavailable as exc:
             failed = self._failure(exc, f"mcp-guard: {exc}. The tool was not called.")
             return self._finish(call, rule, "error", str(exc), failed)
@@ -133,20 +126,16 @@ class Pipeline:
             raise
         except Exception:
             logger.exception("guard failed on %s; refusing (fail closed)", call.name)
-            outcome = Refusal(
-                "error",
-                "internal guard error",
-                "mcp-guard could not check this call, so it was not made. The error is in the proxy's log.",
-            )
-        if isinstance(outcome, Refusal):
-            return self._finish(call, rule, outcome.decision, outcome.reason, _error(outcome.message))
-        if isinstance(outcome, types.InputRequiredResult):
-            self._audit(call, rule, "pending", "asked the human to confirm")
-            return outcome
-        assert rule is not None
-        arguments, decision, why = outcome
+            verdict = _GUARD_ERROR
+        match verdict:
+            case Refusal(decision=decision, reason=reason, message=message):
+                return self._finish(call, rule, decision, reason, _error(message))
+            case types.InputRequiredResult():
+                self._audit(call, rule, "pending", "asked the human to confirm")
+                return verdict
+        assert rule is not None and isinstance(verdict, Admitted)
         try:
-            result = await self.forward(call, rule, arguments, resume if isinstance(resume, Resume) else None)
+            result = await self.forward(call, rule, verdict.arguments, resume if isinstance(resume, Resume) else None)
         except UpstreamUnavailable as exc:
             failed = self._failure(
                 exc,
@@ -159,55 +148,57 @@ class Pipeline:
             self._audit(call, rule, "error", f"forward ended: {type(exc).__name__}")
             raise
         if isinstance(result, types.InputRequiredResult):
-            return self._ask_client(call, rule, result, decision, why)
+            return self._ask_client(call, rule, result, verdict.decision, verdict.reason)
         self.trifecta.record(call.caller.session, rule, expires=call.caller.sessionless)
-        return self._finish(call, rule, decision, why, result)
+        return self._finish(call, rule, verdict.decision, verdict.reason, result)
 
-    async def guard(
-        self, call: ToolCall, rule: ToolRule | None
-    ) -> Refusal | types.InputRequiredResult | tuple[dict[str, Any], str, str]:
-        """Every check before forwarding; returns the arguments to send and the audit decision and reason."""
-        if refusal := refuse_hidden(self.catalog, rule, call.name, call.caller.group):
-            return refusal
-        assert rule is not None
-        arguments, refusal = apply_pins(rule, call.arguments)
-        if refusal:
-            return refusal
-        refusal, reasons = self.limiter.check(rule, arguments)
-        if refusal:
-            return refusal
-        refusal, trifecta_reason = self.trifecta.check(call.caller.session, rule, expires=call.caller.sessionless)
-        if refusal:
-            return refusal
-        if trifecta_reason:
-            reasons.append(trifecta_reason)
-        if rule.gate_reasons:
-            reasons[:0] = rule.gate_reasons
-        if not reasons:
-            return arguments, "allowed", "forwarded"
-        answer = await self.gate.confirm(call.prompter, rule, reasons, arguments, call.caller.session)
-        if isinstance(answer, Accepted):
-            # "confirmed" by a human, or "allowed" ungated where the policy lets a client that cannot ask pass.
-            return arguments, answer.decision, f"forwarded: {answer.reason}"
-        return answer
+    async def decide(
+        self, call: ToolCall, rule: ToolRule | None, resume: Resume | Refusal | None = None
+    ) -> Admitted | Refusal | types.InputRequiredResult:
+        """Whether the call goes upstream, and with which arguments; asking the human if a guard says so."""
+        if isinstance(resume, Refusal):
+            return resume
+        verdict = self.admit(call, rule, resumed=resume is not None)
+        if resume is not None:
+            # The gate and the limits admitted this very call when its state was minted.
+            if isinstance(verdict, Refusal):
+                return verdict
+            return Admitted(verdict.arguments, resume.decision, resume.reason)  # type: ignore[arg-type]
+        assert rule is not None or isinstance(verdict, Refusal)
+        if isinstance(verdict, Ask):
+            verdict = await self.gate.confirm(call.prompter, rule, verdict, call.caller.session)
+        if isinstance(verdict, Admitted):
+            # Counted in the same step that admits it: calls that waited on a human cannot all take the
+            # one slot that was free when they were checked.
+            verdict = self.limiter.take(rule, verdict)
+        return verdict
+
+    def admit(self, call: ToolCall, rule: ToolRule | None, *, resumed: bool = False) -> Verdict:
+        """visibility → pins → limits → trifecta, without side effects; the reasons to ask a human add up.
+
+        A resumed call is checked for visibility and pins only: the policy may have changed its mind
+        about the tool since, while its limits and the human's yes were settled when it was asked."""
+        verdict = check_visible(self.catalog, rule, call.name, call.caller.group, Admitted(call.arguments))
+        if rule is None or not isinstance(verdict, Admitted):
+            return verdict
+        admitted = apply_pins(rule, verdict)
+        if resumed or not isinstance(admitted, Admitted):
+            return admitted
+        reasons = list(rule.gate_reasons)
+        for verdict in (
+            self.limiter.check(rule, admitted),
+            self.trifecta.check(call.caller.session, rule, admitted, expires=call.caller.sessionless),
+        ):
+            if isinstance(verdict, Refusal):
+                return verdict
+            if isinstance(verdict, Ask):
+                reasons.extend(verdict.reasons)
+        return Ask(admitted.arguments, tuple(reasons)) if reasons else admitted
 
     def _resume(self, call: ToolCall) -> Resume | Refusal | None:
         if not call.prompter.modern:
             return None
         return self.resumes.redeem(call.prompter.request_state, call.caller.session)
-
-    def _readmit(
-        self, call: ToolCall, rule: ToolRule | None, resume: Resume | Refusal
-    ) -> Refusal | tuple[dict[str, Any], str, str]:
-        """A resumed call: the gate and the limits admitted it when its state was minted; visibility and
-        pins are checked again, since the policy may not have changed its mind about the tool since."""
-        if isinstance(resume, Refusal):
-            return resume
-        if refusal := refuse_hidden(self.catalog, rule, call.name, call.caller.group):
-            return refusal
-        assert rule is not None
-        arguments, refusal = apply_pins(rule, call.arguments)
-        return refusal or (arguments, resume.decision, resume.reason)
 
     def _ask_client(
         self, call: ToolCall, rule: ToolRule, asked: types.InputRequiredResult, decision: str, why: str
@@ -711,6 +702,13 @@ class BoundedSet:
 
     def __contains__(self, item: object) -> bool:
         return item in self._items
+
+
+_GUARD_ERROR = Refusal(
+    "error",
+    "internal guard error",
+    "mcp-guard could not check this call, so it was not made. The error is in the proxy's log.",
+)
 
 
 def _error(text: str) -> types.CallToolResult:

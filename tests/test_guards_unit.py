@@ -10,6 +10,7 @@ import pytest
 
 from proxy.audit import AuditLog, digest_arguments, mask_phone
 from proxy.catalog import ToolRule
+from proxy.guards import Admitted, Ask, Refusal
 from proxy.guards.limits import Limiter, count_recipients
 from proxy.guards.pins import apply_pins
 from proxy.guards.trifecta import MAX_SESSIONS, Trifecta
@@ -56,6 +57,8 @@ UNTRUSTED_ONLY = tool("get_groups", legs=frozenset({"untrusted"}))
 
 # ---- limits: sliding window
 
+OK = Admitted({})
+
 
 def test_per_minute_refuses_with_the_wait_and_slides() -> None:
     clock = Clock()
@@ -63,16 +66,16 @@ def test_per_minute_refuses_with_the_wait_and_slides() -> None:
     rule = replace(SEND, limits=(LimitRule(tools=("send_*",), per_minute=2),))
     for step in (0.0, 10.0):
         clock.now += step
-        assert limiter.take(rule) is None
+        assert limiter.take(rule, OK) == OK
     clock.now += 5  # calls at t=0 and t=10; now t=15
-    refusal, _ = limiter.check(rule, {})
-    assert refusal is not None and refusal.decision == "denied"
+    refusal = limiter.check(rule, OK)
+    assert isinstance(refusal, Refusal) and refusal.decision == "denied"
     assert "Try again in 45 s" in refusal.message and "2 calls per minute" in refusal.message
-    assert limiter.take(rule) is not None
+    assert isinstance(limiter.take(rule, OK), Refusal)
     clock.now += 45  # t=60: the first call leaves the window (a window is (now-60, now])
-    assert limiter.check(rule, {})[0] is None
-    assert limiter.take(rule) is None
-    assert limiter.take(rule) is not None  # t=10 and t=60 are in the window
+    assert limiter.check(rule, OK) == OK
+    assert limiter.take(rule, OK) == OK
+    assert isinstance(limiter.take(rule, OK), Refusal)  # t=10 and t=60 are in the window
 
 
 def test_window_seconds_and_shared_pattern_window() -> None:
@@ -81,11 +84,11 @@ def test_window_seconds_and_shared_pattern_window() -> None:
     limit = LimitRule(tools=("send_*",), per_minute=1, window_seconds=2)
     sms = replace(SEND, limits=(limit,))
     group = replace(SEND, name="send_group_sms", exposed="send_group_sms", limits=(limit,))
-    assert limiter.take(sms) is None
-    refusal = limiter.take(group)  # one window for every tool the pattern matches
-    assert refusal is not None and "per 2 s" in refusal.message and "Try again in 2 s" in refusal.message
+    assert limiter.take(sms, OK) == OK
+    refusal = limiter.take(group, OK)  # one window for every tool the pattern matches
+    assert isinstance(refusal, Refusal) and "per 2 s" in refusal.message and "Try again in 2 s" in refusal.message
     clock.now += 2.01
-    assert limiter.take(group) is None
+    assert limiter.take(group, OK) == OK
 
 
 def test_refused_calls_do_not_count() -> None:
@@ -93,17 +96,17 @@ def test_refused_calls_do_not_count() -> None:
     limiter = Limiter(clock)
     rule = replace(SEND, limits=(LimitRule(tools=("send_*",), per_minute=1),))
     for _ in range(5):
-        assert limiter.check(rule, {})[0] is None  # a check alone never counts
-    assert limiter.take(rule) is None
-    assert limiter.take(rule) is not None
+        assert limiter.check(rule, OK) == OK  # a check alone never counts
+    assert limiter.take(rule, OK) == OK
+    assert isinstance(limiter.take(rule, OK), Refusal)
 
 
 def test_limits_are_per_limiter_that_is_per_team() -> None:
     clock = Clock()
     rule = replace(SEND, limits=(LimitRule(tools=("send_*",), per_minute=1),))
     first, second = Limiter(clock), Limiter(clock)
-    assert first.take(rule) is None
-    assert second.take(rule) is None
+    assert first.take(rule, OK) == OK
+    assert second.take(rule, OK) == OK
 
 
 def test_window_seconds_needs_per_minute_and_is_at_least_one() -> None:
@@ -140,11 +143,13 @@ def test_count_recipients(arguments: dict[str, Any], expected: tuple[int, bool])
 def test_max_recipients_refuses_and_group_sends_are_gated() -> None:
     limiter = Limiter(Clock())
     rule = replace(SEND, limits=(LimitRule(tools=("send_*",), max_recipients=2),))
-    assert limiter.check(rule, {"to": "1111111,2222222"}) == (None, [])
-    refusal, _ = limiter.check(rule, {"to": "1111111,2222222,3333333"})
-    assert refusal is not None and refusal.reason == "3 recipients > max 2"
-    refusal, reasons = limiter.check(rule, {"group": "VIP"})
-    assert refusal is None and len(reasons) == 1 and reasons[0].startswith("recipient count unknown")
+    two = Admitted({"to": "1111111,2222222"})
+    assert limiter.check(rule, two) == two
+    refusal = limiter.check(rule, Admitted({"to": "1111111,2222222,3333333"}))
+    assert isinstance(refusal, Refusal) and refusal.reason == "3 recipients > max 2"
+    asked = limiter.check(rule, Admitted({"group": "VIP"}))
+    assert isinstance(asked, Ask) and asked.arguments == {"group": "VIP"}
+    assert len(asked.reasons) == 1 and asked.reasons[0].startswith("recipient count unknown")
 
 
 # ---- trifecta
@@ -152,15 +157,15 @@ def test_max_recipients_refuses_and_group_sends_are_gated() -> None:
 
 def test_trifecta_blocks_naming_the_tainting_tools() -> None:
     tri = Trifecta("block", 1800, Clock())
-    assert tri.check("s", SEND) == (None, None)
+    assert tri.check("s", SEND, OK) == OK
     tri.record("s", UNTRUSTED_ONLY)
-    assert tri.check("s", SEND) == (None, None)  # two legs are fine (Rule of Two)
+    assert tri.check("s", SEND, OK) == OK  # two legs are fine (Rule of Two)
     tri.record("s", READ)
-    refusal, reason = tri.check("s", SEND)
-    assert reason is None and refusal is not None and refusal.decision == "blocked"
+    refusal = tri.check("s", SEND, OK)
+    assert isinstance(refusal, Refusal) and refusal.decision == "blocked"
     assert "tainted by: get_groups, get_sms" in refusal.message
-    assert tri.check("other", SEND) == (None, None)  # another session is not tainted
-    assert tri.check("s", READ) == (None, None)  # only external calls are judged
+    assert tri.check("other", SEND, OK) == OK  # another session is not tainted
+    assert tri.check("s", READ, OK) == OK  # only external calls are judged
 
 
 def test_trifecta_confirm_and_off() -> None:
@@ -169,9 +174,9 @@ def test_trifecta_confirm_and_off() -> None:
     for tri in (confirm, off):
         tri.record("s", UNTRUSTED_ONLY)
         tri.record("s", tool("get_blacklist", legs=frozenset({"sensitive"})))
-    refusal, reason = confirm.check("s", SEND)
-    assert refusal is None and reason is not None and "get_blacklist, get_groups" in reason
-    assert off.check("s", SEND) == (None, None)
+    asked = confirm.check("s", SEND, OK)
+    assert isinstance(asked, Ask) and "get_blacklist, get_groups" in asked.reasons[0]
+    assert off.check("s", SEND, OK) == OK
 
 
 def test_trifecta_idle_window_only_for_sessionless_keys() -> None:
@@ -180,12 +185,12 @@ def test_trifecta_idle_window_only_for_sessionless_keys() -> None:
     tri.record("p/stateless", READ, expires=True)
     tri.record("p/abc", READ)
     clock.now += 29
-    assert tri.check("p/stateless", SEND, expires=True)[0] is not None  # still within the window
+    assert isinstance(tri.check("p/stateless", SEND, OK, expires=True), Refusal)  # still within the window
     clock.now += 29  # activity (the check) restarted the window
-    assert tri.check("p/stateless", SEND, expires=True)[0] is not None
+    assert isinstance(tri.check("p/stateless", SEND, OK, expires=True), Refusal)
     clock.now += 31
-    assert tri.check("p/stateless", SEND, expires=True) == (None, None)
-    assert tri.check("p/abc", SEND)[0] is not None  # a real session never forgets
+    assert tri.check("p/stateless", SEND, OK, expires=True) == OK
+    assert isinstance(tri.check("p/abc", SEND, OK), Refusal)  # a real session never forgets
 
 
 def test_trifecta_memory_is_bounded() -> None:
@@ -205,30 +210,31 @@ PINNED = replace(SEND, pins=(PinRule(tools=("send_*",), set={"test": True}, forb
 
 def test_pin_fills_in_a_missing_value_without_touching_the_input() -> None:
     arguments = {"to": "48600100200", "message": "hi"}
-    sent, refusal = apply_pins(PINNED, arguments)
-    assert refusal is None and sent == {**arguments, "test": True} and "test" not in arguments
+    sent = apply_pins(PINNED, Admitted(arguments))
+    assert isinstance(sent, Admitted) and sent.arguments == {**arguments, "test": True} and "test" not in arguments
 
 
 @pytest.mark.parametrize("value", [False, "true", 1, None])
 def test_pin_refuses_an_override(value: Any) -> None:
-    _, refusal = apply_pins(PINNED, {"to": "1", "test": value})
-    assert refusal is not None and refusal.decision == "denied" and refusal.reason == "argument 'test' is pinned"
+    refusal = apply_pins(PINNED, Admitted({"to": "1", "test": value}))
+    assert isinstance(refusal, Refusal) and refusal.decision == "denied"
+    assert refusal.reason == "argument 'test' is pinned"
     assert "pinned to true" in refusal.message
 
 
 def test_a_pin_refusal_echoes_the_models_value_inert() -> None:
-    _, refusal = apply_pins(PINNED, {"test": "<img src=x onerror=alert(1)>\u202e![x](https://e.example/)"})
-    assert refusal is not None
+    refusal = apply_pins(PINNED, Admitted({"test": "<img src=x onerror=alert(1)>\u202e![x](https://e.example/)"}))
+    assert isinstance(refusal, Refusal)
     for raw in ("<", ">", "\u202e", "!["):
         assert raw not in refusal.message, refusal.message
     assert "\\u003cimg" in refusal.message  # shown, escaped
 
 
 def test_pin_accepts_the_same_value_and_forbid_refuses() -> None:
-    assert apply_pins(PINNED, {"test": True}) == ({"test": True}, None)
-    _, refusal = apply_pins(PINNED, {"date": "2030-01-01"})
-    assert refusal is not None and refusal.reason == "argument 'date' is forbidden by policy"
-    assert apply_pins(READ, {"a": 1}) == ({"a": 1}, None)
+    assert apply_pins(PINNED, Admitted({"test": True})) == Admitted({"test": True})
+    refusal = apply_pins(PINNED, Admitted({"date": "2030-01-01"}))
+    assert isinstance(refusal, Refusal) and refusal.reason == "argument 'date' is forbidden by policy"
+    assert apply_pins(READ, Admitted({"a": 1})) == Admitted({"a": 1})
 
 
 # ---- audit

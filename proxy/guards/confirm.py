@@ -24,7 +24,7 @@ import mcp.types as types
 from mcp.shared.exceptions import MCPError
 
 from proxy.catalog import ToolRule
-from proxy.guards import Refusal
+from proxy.guards import Admitted, Ask, Decision, Refusal
 from proxy.guards.onetime import OneTimeStates, parse
 from proxy.guards.prompt import Prompt
 from proxy.sanitize import sanitize_text
@@ -66,7 +66,7 @@ class Prompter(Protocol):
 class Accepted:
     """The call may go on; `decision` is what the audit line says about why."""
 
-    decision: str = "confirmed"
+    decision: Decision = "confirmed"
     reason: str = "the human confirmed"
 
 
@@ -110,6 +110,16 @@ class ConfirmGate:
         self._states = OneTimeStates(timeout_seconds, clock)
 
     async def confirm(
+        self, prompter: Prompter, rule: ToolRule, ask: Ask, session: str
+    ) -> Admitted | Refusal | types.InputRequiredResult:
+        """The human's answer to `ask`: the call admitted, refused, or (2026-07-28) the question to
+        return to the client, whose retry carries the answer."""
+        answer = await self._ask(prompter, rule, list(ask.reasons), ask.arguments, session)
+        if isinstance(answer, Accepted):
+            return Admitted(ask.arguments, answer.decision, f"forwarded: {answer.reason}")
+        return answer
+
+    async def _ask(
         self,
         prompter: Prompter,
         rule: ToolRule,

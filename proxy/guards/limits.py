@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from proxy.catalog import ToolRule
-from proxy.guards import Refusal
+from proxy.guards import Admitted, Ask, Refusal, Verdict
 from proxy.policy import LimitRule
 
 # Recipient lists are comma-separated (SMSAPI's `to`); semicolons are accepted too so a
@@ -63,38 +63,40 @@ class Limiter:
         self._clock = clock
         self._hits: dict[int, deque[float]] = {}
 
-    def check(self, rule: ToolRule, arguments: dict[str, Any]) -> tuple[Refusal | None, list[str]]:
-        """A refusal when a limit is exceeded; otherwise extra reasons to ask the human."""
+    def check(self, rule: ToolRule, call: Admitted) -> Verdict:
+        """A refusal when a limit is exceeded; a question for the human when a count is unknown. A check
+        alone never counts the call (`take` does, when it is forwarded)."""
         gate: list[str] = []
         if not rule.limits:
-            return None, gate
+            return call
         now = self._clock()
         for limit in rule.limits:
             if limit.per_minute is not None and (refusal := self._rate(rule, limit, now)):
-                return refusal, gate
+                return refusal
             if limit.max_recipients is not None:
-                count, unknown = count_recipients(rule, arguments)
+                count, unknown = count_recipients(rule, call.arguments)
                 if count > limit.max_recipients:
                     return Refusal(
                         "denied",
                         f"{count} recipients > max {limit.max_recipients}",
                         f"'{rule.exposed}' names {count} recipients; this team may send to at most "
                         f"{limit.max_recipients} at once. It was not called.",
-                    ), gate
+                    )
                 if unknown:
                     gate.append(f"recipient count unknown (a group send; the limit is {limit.max_recipients})")
-        return None, gate
+        return Ask(call.arguments, tuple(gate)) if gate else call
 
-    def take(self, rule: ToolRule) -> Refusal | None:
-        """Admit a call against its rate windows and count it, in one step; a refusal if a window filled meanwhile."""
+    def take(self, rule: ToolRule, call: Admitted) -> Admitted | Refusal:
+        """Admit a call against its rate windows and count it, in one step; a refusal if a window filled
+        meanwhile (calls that waited on a human cannot all take the one slot that was free when checked)."""
         if not rule.limits:
-            return None
+            return call
         now = self._clock()
         for limit in rule.limits:
             if limit.per_minute is not None and (refusal := self._rate(rule, limit, now)):
                 return refusal
         self._count(rule, now)
-        return None
+        return call
 
     def commit(self, rule: ToolRule) -> None:
         """Count a call against its windows without checking them."""

@@ -11,7 +11,7 @@ import unicodedata
 from typing import Any
 
 from proxy.catalog import ToolRule
-from proxy.guards import Refusal
+from proxy.guards import Admitted, Refusal, Verdict
 from proxy.guards.prompt import inert
 
 
@@ -22,14 +22,15 @@ def _shown(value: Any) -> str:
     return inert(unicodedata.normalize("NFC", text))
 
 
-def apply_pins(rule: ToolRule, arguments: dict[str, Any]) -> tuple[dict[str, Any], Refusal | None]:
+def apply_pins(rule: ToolRule, call: Admitted) -> Verdict:
+    """The call with its pinned values filled in, or a refusal naming the argument."""
     if not rule.pins:
-        return arguments, None
-    args = dict(arguments)
+        return call
+    args = dict(call.arguments)
     for pin in rule.pins:
         for name in pin.forbid:
             if name in args:
-                return args, Refusal(
+                return Refusal(
                     "denied",
                     f"argument '{name}' is forbidden by policy",
                     f"Argument '{name}' is not allowed for '{rule.exposed}' by this team's policy. It was not called.",
@@ -37,11 +38,11 @@ def apply_pins(rule: ToolRule, arguments: dict[str, Any]) -> tuple[dict[str, Any
         for name, value in pin.values.items():
             # `==` with the type: 1 is not a stand-in for true, nor "true" for true.
             if name in args and (type(args[name]) is not type(value) or args[name] != value):
-                return args, Refusal(
+                return Refusal(
                     "denied",
                     f"argument '{name}' is pinned",
                     f"Argument '{name}' of '{rule.exposed}' is pinned to {_shown(value)} by this team's policy; "
                     f"the call asked for {_shown(args[name])}. It was not called.",
                 )
             args[name] = value
-    return args, None
+    return Admitted(args, call.decision, call.reason)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from proxy.catalog import ToolRule
-from proxy.guards import Refusal
+from proxy.guards import Admitted, Ask, Refusal, Verdict
 
 LEGS = ("untrusted", "sensitive", "external")
 # Sessions whose end we are never told about (handshake sessions closed without DELETE) must
@@ -66,13 +66,13 @@ class Trifecta:
         for key in list(self._sessions)[: max(0, excess)]:
             del self._sessions[key]
 
-    def check(self, session: str, rule: ToolRule, *, expires: bool = False) -> tuple[Refusal | None, str | None]:
-        """(refusal, gate reason): block refuses, confirm asks the human, off lets it pass."""
+    def check(self, session: str, rule: ToolRule, call: Admitted, *, expires: bool = False) -> Verdict:
+        """The third leg of a session: block refuses, confirm asks the human, off lets it pass."""
         if self.action == "off" or "external" not in rule.legs:
-            return None, None
+            return call
         touched = self._session(session, expires).touched
         if not all(leg in touched or leg in rule.legs for leg in LEGS):
-            return None, None
+            return call
         culprits = ", ".join(sorted({tool for leg in ("untrusted", "sensitive") for tool in touched.get(leg, ())}))
         culprits = culprits or rule.exposed
         why = f"lethal trifecta: this session already read untrusted content and sensitive data ({culprits})"
@@ -83,8 +83,8 @@ class Trifecta:
                 f"Blocked: '{rule.exposed}' is an external action and this session has already handled untrusted "
                 f"content and sensitive data (tainted by: {culprits}). Policy blocks this combination. "
                 "It was not called. Start a new session to act externally.",
-            ), None
-        return None, why
+            )
+        return Ask(call.arguments, (why,))
 
     def record(self, session: str, rule: ToolRule, *, expires: bool = False) -> None:
         self.record_legs(session, rule.exposed, rule.legs, expires)

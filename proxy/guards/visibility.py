@@ -5,12 +5,12 @@ from __future__ import annotations
 import unicodedata
 
 from proxy.catalog import Catalog, ToolRule
-from proxy.guards import Refusal
+from proxy.guards import Admitted, Refusal, Verdict
 from proxy.guards.prompt import inert
 from proxy.untrusted import PLAIN_NAME
 
 
-def refuse_hidden(catalog: Catalog, rule: ToolRule | None, exposed: str, group: str | None) -> Refusal | None:
+def check_visible(catalog: Catalog, rule: ToolRule | None, exposed: str, group: str | None, call: Admitted) -> Verdict:
     if rule is None:
         # The name is the model's words: echoed only as a plain identifier, or inert.
         shown = exposed if PLAIN_NAME.fullmatch(exposed) else inert(unicodedata.normalize("NFC", exposed[:128]))
@@ -27,4 +27,4 @@ def refuse_hidden(catalog: Catalog, rule: ToolRule | None, exposed: str, group: 
             f"not in endpoint group '{group}'",
             f"Tool '{exposed}' is not served at the /{group} endpoint. It was not called.",
         )
-    return None
+    return call
