@@ -1,4 +1,5 @@
-"""The guard pipeline of one team: every request kind has one method here.
+"""The guard pipeline of one team: every request kind has one method (listings and reads in
+listings.py, subscriptions in subscriptions.py, whose classes this one extends).
 
 The path of a `tools/call` is `Pipeline.call_tool`: visibility → pins → limits → trifecta →
 confirm → forward → sanitise/envelope → audit. Anything that goes wrong inside a guard
@@ -8,22 +9,17 @@ refuses the call (fail closed); the upstream only ever sees calls that passed ev
 from __future__ import annotations
 
 import logging
-import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import anyio
 import mcp.types as types
-from mcp.client.session import ClientSession
-from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.exceptions import MCPError
-from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
-from pydantic import BaseModel
 
 from proxy.audit import AuditLog, digest_arguments, digest_session
+from proxy.caller import Caller
 from proxy.catalog import Catalog, ToolRule
 from proxy.guards import Admitted, Ask, Refusal, Verdict
 from proxy.guards.confirm import ConfirmGate, Prompter
@@ -31,48 +27,39 @@ from proxy.guards.limits import Limiter, count_recipients
 from proxy.guards.pins import apply_pins
 from proxy.guards.trifecta import Trifecta
 from proxy.guards.visibility import check_visible
+from proxy.listings import BoundedSet
 from proxy.policy import LoadedPolicy
-from proxy.relay import PARKED, Outcome, ParkedCalls, Pending, RelayRefused, call_with_input, counted_progress
+from proxy.relay import (
+    PARKED,
+    Outcome,
+    ParkedCalls,
+    Pending,
+    RelayRefused,
+    call_with_input,
+    counted_progress,
+    within,
+)
 from proxy.resume import Resume, ResumeStates
+from proxy.subscriptions import Subscriptions
 from proxy.untrusted import (
     OutputShield,
     clean_form_schema,
     clean_url,
     plain_name,
-    plain_resource_name,
     relayed_question,
     sampling_request,
     url_question,
 )
 from proxy.upstream import (
-    Listener,
     Relay,
-    UpstreamConnection,
     UpstreamPool,
     UpstreamUnavailable,
-    current_relay,
-    raw_request,
 )
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is asking, as the transport established it. Never holds a secret except `authorization`,
-    which is only forwarded upstream in passthrough mode and never logged."""
-
-    team: str
-    principal: str
-    session: str
-    authorization: str | None = None
-    group: str | None = None
-    # True for the sessionless 2026-07-28 era over HTTP, whose trifecta record ends after an idle
-    # window; every other session (stdio, handshake-era HTTP) never expires, which fails closed.
-    sessionless: bool = False
 
 
 @dataclass
@@ -86,7 +73,7 @@ class ToolCall:
     started: float = field(default_factory=time.monotonic)
 
 
-class Pipeline:
+class Pipeline(Subscriptions):
     def __init__(self, loaded: LoadedPolicy, pool: UpstreamPool, audit: AuditLog) -> None:
         policy = loaded.policy
         self.team = policy.team
@@ -299,7 +286,7 @@ class Pipeline:
         responses = call.prompter.input_responses if resume is not None else None
 
         async def run(via: Relay) -> Outcome:
-            return await _within(
+            return await within(
                 conn, via, pending,
                 lambda: conn.request(
                     lambda s: call_with_input(
@@ -366,342 +353,6 @@ class Pipeline:
             duration_ms=round((time.monotonic() - call.started) * 1000, 1),
             **fields,
         )
-
-    # -- listings ------------------------------------------------------------------------------
-
-    async def list_tools(self, caller: Caller, cursor: str | None) -> types.ListToolsResult:
-        servers = self.pool.servers
-        if len(servers) == 1:
-            conn = self.pool.get(servers[0], caller.authorization)
-            page = await self._ask(
-                servers[0],
-                conn,
-                lambda s: s.list_tools(params=types.PaginatedRequestParams(cursor=cursor)),
-                retry=True,
-            )
-            conn.tools.update((t.name, t) for t in page.tools)
-            return types.ListToolsResult(
-                tools=self._present(servers[0], page.tools, caller), next_cursor=_cursor(page.next_cursor)
-            )
-        tools: list[types.Tool] = []
-        for server in servers:
-            try:
-                listed = await self.pool.get(server, caller.authorization).list_all_tools()
-            except UpstreamUnavailable as exc:
-                logger.warning("%s; its tools are left out of this listing", exc)
-                continue
-            tools.extend(self._present(server, list(listed.values()), caller))
-        return types.ListToolsResult(tools=tools)
-
-    def _present(self, server: str, tools: list[types.Tool], caller: Caller) -> list[types.Tool]:
-        shown = []
-        for tool in tools:
-            if not plain_name(tool.name):
-                if tool.name not in self._odd_names:
-                    self._odd_names.update([tool.name])
-                    logger.warning(
-                        "upstream '%s' lists a tool whose name is not a plain identifier (%s): hidden and refused",
-                        server,
-                        tool.name[:200].encode("unicode_escape").decode("ascii"),
-                    )
-                continue
-            rule = self.catalog.rule(server, tool.name, tool.annotations)
-            if rule.visible and self.catalog.visible_in_group(rule, caller.group):
-                wire = _wire(tool)
-                annotations = self.shield.annotations(wire.get("annotations"), _overrides(tool.annotations, rule))
-                shown.extend(_valid(types.Tool, [self.shield.tool(wire, rule.exposed, annotations)], server))
-        return shown
-
-    def tool_schema(self, exposed: str) -> dict[str, Any] | None:
-        target = self.catalog.resolve(exposed)
-        if target is None:
-            return None
-        schema = self.pool.any_tool_schema(*target)
-        return dict(schema) if schema is not None else None
-
-    async def list_resources(self, caller: Caller, cursor: str | None) -> types.ListResourcesResult:
-        server, conn = self._single(caller, "resources")
-        if conn is None:
-            return types.ListResourcesResult(resources=[])
-        page = await self._ask(
-            server, conn, lambda s: s.list_resources(params=types.PaginatedRequestParams(cursor=cursor)), retry=True
-        )
-        shown = [r for r in page.resources if plain_resource_name(r.name)]
-        self._hidden_resources.update(str(r.uri) for r in page.resources if not plain_resource_name(r.name))
-        return types.ListResourcesResult(
-            resources=_valid(types.Resource, [self.shield.listed(_wire(r)) for r in shown], server),
-            next_cursor=_cursor(page.next_cursor),
-        )
-
-    async def list_resource_templates(self, caller: Caller, cursor: str | None) -> types.ListResourceTemplatesResult:
-        server, conn = self._single(caller, "resources")
-        if conn is None:
-            return types.ListResourceTemplatesResult(resource_templates=[])
-        page = await self._ask(
-            server,
-            conn,
-            lambda s: s.list_resource_templates(params=types.PaginatedRequestParams(cursor=cursor)),
-            retry=True,
-        )
-        return types.ListResourceTemplatesResult(
-            resource_templates=_valid(
-                types.ResourceTemplate,
-                [self.shield.listed(_wire(t)) for t in page.resource_templates if plain_resource_name(t.name)],
-                server,
-            ),
-            next_cursor=_cursor(page.next_cursor),
-        )
-
-    async def read_resource(self, caller: Caller, uri: str) -> types.ReadResourceResult:
-        server, conn = self._single(caller, "resources")
-        if conn is None or uri in self._hidden_resources:
-            raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown resource")
-        raw = await self._ask(
-            server,
-            conn,
-            lambda s: _raw(s, types.ReadResourceRequest(params=types.ReadResourceRequestParams(uri=uri))),
-            retry=True,
-        )
-        source = f"{server}:{_source_name(uri)}"
-        result = types.ReadResourceResult(contents=self.shield.resource_contents(source, raw.get("contents")))
-        self.trifecta.record_legs(caller.session, source, self.catalog.resource_legs(server), caller.sessionless)
-        return result
-
-    async def list_prompts(self, caller: Caller, cursor: str | None) -> types.ListPromptsResult:
-        server, conn = self._single(caller, "prompts")
-        if conn is None:
-            return types.ListPromptsResult(prompts=[])
-        page = await self._ask(
-            server, conn, lambda s: s.list_prompts(params=types.PaginatedRequestParams(cursor=cursor)), retry=True
-        )
-        return types.ListPromptsResult(
-            prompts=_valid(
-                types.Prompt, [self.shield.listed(_wire(p)) for p in page.prompts if plain_name(p.name)], server
-            ),
-            next_cursor=_cursor(page.next_cursor),
-        )
-
-    async def get_prompt(self, caller: Caller, name: str, arguments: dict[str, str] | None) -> types.GetPromptResult:
-        server, conn = self._single(caller, "prompts")
-        if conn is None or not plain_name(name):
-            raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown prompt")
-        request = types.GetPromptRequest(params=types.GetPromptRequestParams(name=name, arguments=arguments))
-        raw = await self._ask(server, conn, lambda s: _raw(s, request), retry=True)
-        source = f"{server}:{name}"
-        result = types.GetPromptResult.model_validate(self.shield.prompt_result(source, raw))
-        self.trifecta.record_legs(caller.session, source, self.catalog.prompt_legs(server), caller.sessionless)
-        return result
-
-    async def complete(self, caller: Caller, params: types.CompleteRequestParams) -> types.CompleteResult:
-        server, conn = self._single(caller, "completions")
-        if conn is None:
-            return types.CompleteResult(completion=types.Completion(values=[]))
-        request = types.CompleteRequest(params=params.model_copy(update={"meta": None}))
-        raw = await self._ask(server, conn, lambda s: _raw(s, request), retry=True)
-        return types.CompleteResult.model_validate(self.shield.completion(raw))
-
-    async def _ask(
-        self, server: str, conn: UpstreamConnection, fn: Callable[[ClientSession], Awaitable[T]], *, retry: bool = False
-    ) -> T:
-        """A listing or read: an upstream's error text is untrusted, so it is passed on apart and enveloped."""
-        try:
-            return await conn.request(fn, retry=retry)
-        except MCPError as exc:
-            raise self._answered(server, exc) from None
-
-    def _answered(self, server: str, exc: MCPError) -> MCPError:
-        code = exc.code if isinstance(exc.code, int) and -32768 <= exc.code <= -32000 else INTERNAL_ERROR
-        message = self.shield.error_message(
-            f"mcp-guard: upstream '{server}' answered with an error.", server, exc.message
-        )
-        return MCPError(code=code, message=message)
-
-    def upstream_error(self, exc: UpstreamUnavailable) -> MCPError:
-        """An unavailable upstream as a JSON-RPC error: our words, then its own apart and enveloped."""
-        return MCPError(
-            code=INTERNAL_ERROR, message=self.shield.error_message(f"mcp-guard: {exc}", exc.server, exc.upstream_text)
-        )
-
-    # -- subscriptions, log level, listeners --------------------------------------------------------
-
-    def listen(self, caller: Caller, listener: Listener) -> None:
-        """`listener` (a downstream session) hears list_changed and resource updates from its upstreams."""
-        for server in self.pool.servers:
-            self.pool.get(server, caller.authorization).listeners.add(listener)
-
-    async def subscribe(self, caller: Caller, uri: str, relay: Relay | None = None) -> None:
-        server, conn = self._single(caller, "resources")
-        if conn is None or uri in self._hidden_resources:
-            raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown resource")
-        try:
-            await self._relaying(conn, relay, lambda: conn.subscribe(uri))
-        except MCPError as exc:
-            raise self._answered(server, exc) from None
-
-    async def unsubscribe(self, caller: Caller, uri: str, relay: Relay | None = None) -> None:
-        server, conn = self._single(caller, "resources")
-        if conn is not None:
-            try:
-                await self._relaying(conn, relay, lambda: conn.unsubscribe(uri))
-            except MCPError as exc:
-                raise self._answered(server, exc) from None
-
-    async def _relaying(self, conn: UpstreamConnection, relay: Relay | None, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run `fn` with the upstream's log lines meanwhile relayed, cleaned, to the request's client."""
-        if relay is None:
-            return await fn()
-        pending = Pending()
-        return await _within(conn, self._cleaning(relay, pending), pending, fn)
-
-    @asynccontextmanager
-    async def listening(self, caller: Caller, uris: list[str]) -> AsyncIterator[InMemorySubscriptionBus]:
-        """A 2026-07-28 client's change stream: the upstream subscribed to `uris` while it lasts, and
-        the bus its connection publishes announcements on (one per credential: nobody hears another's)."""
-        server, conn = self._single(caller, "resources")
-        if conn is None:
-            conn = self.pool.get(self.pool.servers[0], caller.authorization)
-        if any(uri in self._hidden_resources for uri in uris):
-            raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown resource")
-        done: list[str] = []
-        try:
-            for uri in uris:
-                try:
-                    await conn.subscribe(uri)
-                except MCPError as exc:
-                    raise self._answered(server, exc) from None
-                done.append(uri)
-            yield conn.bus
-        finally:
-            with anyio.CancelScope(shield=True):
-                for uri in done:
-                    try:
-                        await conn.unsubscribe(uri)
-                    except (MCPError, UpstreamUnavailable):
-                        logger.debug("upstream '%s' did not take back a subscription", server)
-
-    async def set_logging_level(self, caller: Caller, level: types.LoggingLevel) -> None:
-        """Every upstream that logs is told the level; one that refuses is named in the proxy's log."""
-        for server in self.pool.servers:
-            conn = self.pool.get(server, caller.authorization)
-            caps = conn.capabilities()
-            if caps is not None and caps.logging is None:
-                continue
-            try:
-                await conn.request(lambda s: s.set_logging_level(level), retry=True)
-            except (MCPError, UpstreamUnavailable) as exc:
-                logger.warning("upstream '%s' did not take the log level: %s", server, type(exc).__name__)
-
-    def _single(self, caller: Caller, capability: str) -> tuple[str, UpstreamConnection | None]:
-        """The upstream that serves resources/prompts/completions: the first that offers them.
-
-        Several upstreams with resources are not merged (their URIs could collide); the
-        first one that offers the capability serves them, which the README states.
-        """
-        for server in self.pool.servers:
-            conn = self.pool.get(server, caller.authorization)
-            caps = conn.capabilities()
-            if caps is None or getattr(caps, capability, None) is not None:
-                return server, conn
-        return "", None
-
-    async def instructions(self) -> str | None:
-        parts = []
-        for server in self.pool.servers:
-            text = self.pool.get(server).instructions()
-            if text:
-                parts.append(f"[{server}] {self.shield.instructions(text)}")
-        return "\n".join(parts) or None
-
-
-async def _within(conn: UpstreamConnection, relay: Relay, pending: Pending, fn: Callable[[], Awaitable[T]]) -> T:
-    """Run `fn` as a call of `relay`'s request: the upstream's questions and log lines go to it.
-
-    The SDK hands each notification to a task of its own, which may still be on its way when the
-    result is: the upstream's progress and log lines go out before the result does.
-    """
-    token = current_relay.set(relay)
-    try:
-        with conn.calling(relay):
-            result = await fn()
-            await pending.drained()
-            return result
-    finally:
-        current_relay.reset(token)
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def _valid(model: type[M], items: list[dict[str, Any]], server: str) -> list[M]:
-    """The cleaned entries that are still valid MCP; one that is not is left out (and logged), so it
-    neither breaks the listing nor reaches a client unchecked."""
-    out = []
-    for item in items:
-        try:
-            out.append(model.model_validate(item))
-        except ValueError:
-            logger.warning(
-                "upstream '%s' listed a %s that is not valid MCP once cleaned; left out", server, model.__name__
-            )
-    return out
-
-
-def _wire(model: Any) -> dict[str, Any]:
-    dumped: dict[str, Any] = model.model_dump(by_alias=True, mode="json", exclude_none=True)
-    return dumped
-
-
-def _cursor(cursor: str | None) -> str | None:
-    # A cursor is opaque, but it travels back to the model's client: it must be no carrier of text.
-    return cursor if cursor is None or _CURSOR.fullmatch(cursor) else None
-
-
-_CURSOR = re.compile(r"[A-Za-z0-9+/=_.:-]{1,512}")
-
-
-def _source_name(uri: str) -> str:
-    # It names the read in envelopes and in the trifecta's refusal (mcp-guard's own words): a URI the
-    # model chose goes there only when it is plain.
-    return uri if _PLAIN_URI.fullmatch(uri) else "resource"
-
-
-_PLAIN_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[A-Za-z0-9:/.~%?=+-]{0,120}")
-
-
-async def _raw(session: ClientSession, request: Any) -> dict[str, Any]:
-    raw = await raw_request(session, request)
-    if raw.get("resultType") == "input_required":
-        raise MCPError(
-            code=INVALID_PARAMS, message="the upstream asked for input, which mcp-guard relays only on tools/call"
-        )
-    return raw
-
-
-def _overrides(upstream: types.ToolAnnotations | None, rule: ToolRule) -> dict[str, bool]:
-    """The hints the profile changes: both safety hints, set as the proxy classifies the tool."""
-    read_only = bool(upstream and upstream.read_only_hint is True)
-    destructive = not read_only and not (upstream and upstream.destructive_hint is False)
-    if (read_only, destructive) == (rule.read_only, rule.destructive):
-        return {}
-    return {"readOnlyHint": rule.read_only, "destructiveHint": rule.destructive}
-
-
-class BoundedSet:
-    """A set that forgets its oldest members past `size`: an upstream cannot grow it without bound."""
-
-    def __init__(self, size: int) -> None:
-        self._items: dict[str, None] = {}
-        self._size = size
-
-    def update(self, items: Any) -> None:
-        for item in items:
-            self._items.pop(item, None)
-            self._items[item] = None
-            if len(self._items) > self._size:
-                del self._items[next(iter(self._items))]
-
-    def __contains__(self, item: object) -> bool:
-        return item in self._items
 
 
 _GUARD_ERROR = Refusal(

@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -26,10 +26,12 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp.client.session import ClientSession
 from mcp_types import INVALID_PARAMS
 
-from proxy.upstream import Relay, raw_request
+from proxy.upstream import Relay, UpstreamConnection, current_relay, raw_request
 
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 Outcome = dict[str, Any] | types.InputRequiredResult
+
+T = TypeVar("T")
 
 PARKED = "parked:"  # the upstream state of a resume that continues a parked call
 QUESTION_KEY = "upstream_question"
@@ -274,3 +276,19 @@ class ParkedCalls:
             del self._calls[key]
         while len(self._calls) >= _PARKED_KEPT:
             del self._calls[next(iter(self._calls))]
+
+
+async def within(conn: UpstreamConnection, relay: Relay, pending: Pending, fn: Callable[[], Awaitable[T]]) -> T:
+    """Run `fn` as a call of `relay`'s request: the upstream's questions and log lines go to it.
+
+    The SDK hands each notification to a task of its own, which may still be on its way when the
+    result is: the upstream's progress and log lines go out before the result does.
+    """
+    token = current_relay.set(relay)
+    try:
+        with conn.calling(relay):
+            result = await fn()
+            await pending.drained()
+            return result
+    finally:
+        current_relay.reset(token)

@@ -1,0 +1,289 @@
+"""Listings and reads of one team's pipeline: tools, resources, prompts and completions.
+
+What an upstream lists is cleaned entry by entry (`OutputShield`); an entry whose name is no plain
+identifier is hidden and refused, and an entry that is no valid MCP once cleaned is left out. A
+read's content is cleaned and enveloped, and its legs are recorded for the trifecta.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import mcp.types as types
+from mcp.client.session import ClientSession
+from mcp.shared.exceptions import MCPError
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from pydantic import BaseModel
+
+from proxy.caller import Caller
+from proxy.catalog import Catalog, ToolRule
+from proxy.guards.trifecta import Trifecta
+from proxy.untrusted import OutputShield, plain_name, plain_resource_name
+from proxy.upstream import UpstreamConnection, UpstreamPool, UpstreamUnavailable, raw_request
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Listings:
+    """The listing and read requests of a `Pipeline` (a mixin: the pipeline owns the state)."""
+
+    pool: UpstreamPool
+    catalog: Catalog
+    shield: OutputShield
+    trifecta: Trifecta
+    _hidden_resources: BoundedSet
+    _odd_names: BoundedSet
+
+    async def list_tools(self, caller: Caller, cursor: str | None) -> types.ListToolsResult:
+        servers = self.pool.servers
+        if len(servers) == 1:
+            conn = self.pool.get(servers[0], caller.authorization)
+            page = await self._ask(
+                servers[0],
+                conn,
+                lambda s: s.list_tools(params=types.PaginatedRequestParams(cursor=cursor)),
+                retry=True,
+            )
+            conn.tools.update((t.name, t) for t in page.tools)
+            return types.ListToolsResult(
+                tools=self._present(servers[0], page.tools, caller), next_cursor=_cursor(page.next_cursor)
+            )
+        tools: list[types.Tool] = []
+        for server in servers:
+            try:
+                listed = await self.pool.get(server, caller.authorization).list_all_tools()
+            except UpstreamUnavailable as exc:
+                logger.warning("%s; its tools are left out of this listing", exc)
+                continue
+            tools.extend(self._present(server, list(listed.values()), caller))
+        return types.ListToolsResult(tools=tools)
+
+    def _present(self, server: str, tools: list[types.Tool], caller: Caller) -> list[types.Tool]:
+        shown = []
+        for tool in tools:
+            if not plain_name(tool.name):
+                if tool.name not in self._odd_names:
+                    self._odd_names.update([tool.name])
+                    logger.warning(
+                        "upstream '%s' lists a tool whose name is not a plain identifier (%s): hidden and refused",
+                        server,
+                        tool.name[:200].encode("unicode_escape").decode("ascii"),
+                    )
+                continue
+            rule = self.catalog.rule(server, tool.name, tool.annotations)
+            if rule.visible and self.catalog.visible_in_group(rule, caller.group):
+                wire = _wire(tool)
+                annotations = self.shield.annotations(wire.get("annotations"), _overrides(tool.annotations, rule))
+                shown.extend(_valid(types.Tool, [self.shield.tool(wire, rule.exposed, annotations)], server))
+        return shown
+
+    def tool_schema(self, exposed: str) -> dict[str, Any] | None:
+        target = self.catalog.resolve(exposed)
+        if target is None:
+            return None
+        schema = self.pool.any_tool_schema(*target)
+        return dict(schema) if schema is not None else None
+
+    async def list_resources(self, caller: Caller, cursor: str | None) -> types.ListResourcesResult:
+        server, conn = self._single(caller, "resources")
+        if conn is None:
+            return types.ListResourcesResult(resources=[])
+        page = await self._ask(
+            server, conn, lambda s: s.list_resources(params=types.PaginatedRequestParams(cursor=cursor)), retry=True
+        )
+        shown = [r for r in page.resources if plain_resource_name(r.name)]
+        self._hidden_resources.update(str(r.uri) for r in page.resources if not plain_resource_name(r.name))
+        return types.ListResourcesResult(
+            resources=_valid(types.Resource, [self.shield.listed(_wire(r)) for r in shown], server),
+            next_cursor=_cursor(page.next_cursor),
+        )
+
+    async def list_resource_templates(self, caller: Caller, cursor: str | None) -> types.ListResourceTemplatesResult:
+        server, conn = self._single(caller, "resources")
+        if conn is None:
+            return types.ListResourceTemplatesResult(resource_templates=[])
+        page = await self._ask(
+            server,
+            conn,
+            lambda s: s.list_resource_templates(params=types.PaginatedRequestParams(cursor=cursor)),
+            retry=True,
+        )
+        return types.ListResourceTemplatesResult(
+            resource_templates=_valid(
+                types.ResourceTemplate,
+                [self.shield.listed(_wire(t)) for t in page.resource_templates if plain_resource_name(t.name)],
+                server,
+            ),
+            next_cursor=_cursor(page.next_cursor),
+        )
+
+    async def read_resource(self, caller: Caller, uri: str) -> types.ReadResourceResult:
+        server, conn = self._single(caller, "resources")
+        if conn is None or uri in self._hidden_resources:
+            raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown resource")
+        raw = await self._ask(
+            server,
+            conn,
+            lambda s: _raw(s, types.ReadResourceRequest(params=types.ReadResourceRequestParams(uri=uri))),
+            retry=True,
+        )
+        source = f"{server}:{_source_name(uri)}"
+        result = types.ReadResourceResult(contents=self.shield.resource_contents(source, raw.get("contents")))
+        self.trifecta.record_legs(caller.session, source, self.catalog.resource_legs(server), caller.sessionless)
+        return result
+
+    async def list_prompts(self, caller: Caller, cursor: str | None) -> types.ListPromptsResult:
+        server, conn = self._single(caller, "prompts")
+        if conn is None:
+            return types.ListPromptsResult(prompts=[])
+        page = await self._ask(
+            server, conn, lambda s: s.list_prompts(params=types.PaginatedRequestParams(cursor=cursor)), retry=True
+        )
+        return types.ListPromptsResult(
+            prompts=_valid(
+                types.Prompt, [self.shield.listed(_wire(p)) for p in page.prompts if plain_name(p.name)], server
+            ),
+            next_cursor=_cursor(page.next_cursor),
+        )
+
+    async def get_prompt(self, caller: Caller, name: str, arguments: dict[str, str] | None) -> types.GetPromptResult:
+        server, conn = self._single(caller, "prompts")
+        if conn is None or not plain_name(name):
+            raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown prompt")
+        request = types.GetPromptRequest(params=types.GetPromptRequestParams(name=name, arguments=arguments))
+        raw = await self._ask(server, conn, lambda s: _raw(s, request), retry=True)
+        source = f"{server}:{name}"
+        result = types.GetPromptResult.model_validate(self.shield.prompt_result(source, raw))
+        self.trifecta.record_legs(caller.session, source, self.catalog.prompt_legs(server), caller.sessionless)
+        return result
+
+    async def complete(self, caller: Caller, params: types.CompleteRequestParams) -> types.CompleteResult:
+        server, conn = self._single(caller, "completions")
+        if conn is None:
+            return types.CompleteResult(completion=types.Completion(values=[]))
+        request = types.CompleteRequest(params=params.model_copy(update={"meta": None}))
+        raw = await self._ask(server, conn, lambda s: _raw(s, request), retry=True)
+        return types.CompleteResult.model_validate(self.shield.completion(raw))
+
+    async def _ask(
+        self, server: str, conn: UpstreamConnection, fn: Callable[[ClientSession], Awaitable[T]], *, retry: bool = False
+    ) -> T:
+        """A listing or read: an upstream's error text is untrusted, so it is passed on apart and enveloped."""
+        try:
+            return await conn.request(fn, retry=retry)
+        except MCPError as exc:
+            raise self._answered(server, exc) from None
+
+    def _answered(self, server: str, exc: MCPError) -> MCPError:
+        code = exc.code if isinstance(exc.code, int) and -32768 <= exc.code <= -32000 else INTERNAL_ERROR
+        message = self.shield.error_message(
+            f"mcp-guard: upstream '{server}' answered with an error.", server, exc.message
+        )
+        return MCPError(code=code, message=message)
+
+    def upstream_error(self, exc: UpstreamUnavailable) -> MCPError:
+        """An unavailable upstream as a JSON-RPC error: our words, then its own apart and enveloped."""
+        return MCPError(
+            code=INTERNAL_ERROR, message=self.shield.error_message(f"mcp-guard: {exc}", exc.server, exc.upstream_text)
+        )
+
+    def _single(self, caller: Caller, capability: str) -> tuple[str, UpstreamConnection | None]:
+        """The upstream that serves resources/prompts/completions: the first that offers them.
+
+        Several upstreams with resources are not merged (their URIs could collide); the
+        first one that offers the capability serves them, which the README states.
+        """
+        for server in self.pool.servers:
+            conn = self.pool.get(server, caller.authorization)
+            caps = conn.capabilities()
+            if caps is None or getattr(caps, capability, None) is not None:
+                return server, conn
+        return "", None
+
+    async def instructions(self) -> str | None:
+        parts = []
+        for server in self.pool.servers:
+            text = self.pool.get(server).instructions()
+            if text:
+                parts.append(f"[{server}] {self.shield.instructions(text)}")
+        return "\n".join(parts) or None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _valid(model: type[M], items: list[dict[str, Any]], server: str) -> list[M]:
+    """The cleaned entries that are still valid MCP; one that is not is left out (and logged), so it
+    neither breaks the listing nor reaches a client unchecked."""
+    out = []
+    for item in items:
+        try:
+            out.append(model.model_validate(item))
+        except ValueError:
+            logger.warning(
+                "upstream '%s' listed a %s that is not valid MCP once cleaned; left out", server, model.__name__
+            )
+    return out
+
+
+def _wire(model: Any) -> dict[str, Any]:
+    dumped: dict[str, Any] = model.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return dumped
+
+
+def _cursor(cursor: str | None) -> str | None:
+    # A cursor is opaque, but it travels back to the model's client: it must be no carrier of text.
+    return cursor if cursor is None or _CURSOR.fullmatch(cursor) else None
+
+
+_CURSOR = re.compile(r"[A-Za-z0-9+/=_.:-]{1,512}")
+
+
+def _source_name(uri: str) -> str:
+    # It names the read in envelopes and in the trifecta's refusal (mcp-guard's own words): a URI the
+    # model chose goes there only when it is plain.
+    return uri if _PLAIN_URI.fullmatch(uri) else "resource"
+
+
+_PLAIN_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[A-Za-z0-9:/.~%?=+-]{0,120}")
+
+
+async def _raw(session: ClientSession, request: Any) -> dict[str, Any]:
+    raw = await raw_request(session, request)
+    if raw.get("resultType") == "input_required":
+        raise MCPError(
+            code=INVALID_PARAMS, message="the upstream asked for input, which mcp-guard relays only on tools/call"
+        )
+    return raw
+
+
+def _overrides(upstream: types.ToolAnnotations | None, rule: ToolRule) -> dict[str, bool]:
+    """The hints the profile changes: both safety hints, set as the proxy classifies the tool."""
+    read_only = bool(upstream and upstream.read_only_hint is True)
+    destructive = not read_only and not (upstream and upstream.destructive_hint is False)
+    if (read_only, destructive) == (rule.read_only, rule.destructive):
+        return {}
+    return {"readOnlyHint": rule.read_only, "destructiveHint": rule.destructive}
+
+
+class BoundedSet:
+    """A set that forgets its oldest members past `size`: an upstream cannot grow it without bound."""
+
+    def __init__(self, size: int) -> None:
+        self._items: dict[str, None] = {}
+        self._size = size
+
+    def update(self, items: Any) -> None:
+        for item in items:
+            self._items.pop(item, None)
+            self._items[item] = None
+            if len(self._items) > self._size:
+                del self._items[next(iter(self._items))]
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
