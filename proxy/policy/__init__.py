@@ -1,0 +1,79 @@
+"""Team policies and upstream profiles: pydantic models and a loader that reports `FILE:LINE`.
+
+A policy is security configuration, so the loader is strict: unknown keys, duplicate keys,
+wrong types and missing `${VAR}`s are errors, and every error names the file and line. No
+error ever quotes a value, because values may be secrets interpolated from the environment.
+
+The schema is in `models`; `source` reads a file with the line of every key and turns every
+problem into `FILE:LINE: message`; `interpolation` fills in `${VAR}`s; `loader` puts them together
+(`load_policy`, `load_profile`) and finds the shipped profiles (`policies_dir`).
+"""
+
+from __future__ import annotations
+
+from proxy.policy.interpolation import env_names
+from proxy.policy.loader import LoadedPolicy, load_policy, load_profile, policies_dir
+from proxy.policy.models import (
+    LEGS,
+    AuditPolicy,
+    AuthPolicy,
+    ConfirmPolicy,
+    EnvValue,
+    FieldPath,
+    Format,
+    Glob,
+    Globs,
+    Leg,
+    LimitRule,
+    OutputPolicy,
+    PinRule,
+    Policy,
+    Profile,
+    ProfileAnnotations,
+    ProfileContent,
+    ProfileTool,
+    RecipientSpec,
+    Seconds,
+    ServerName,
+    Slug,
+    ToolsPolicy,
+    TrifectaPolicy,
+    Upstream,
+)
+from proxy.policy.source import Loc, M, PolicyError
+
+__all__ = [
+    "LEGS",
+    "AuditPolicy",
+    "AuthPolicy",
+    "ConfirmPolicy",
+    "EnvValue",
+    "FieldPath",
+    "Format",
+    "Glob",
+    "Globs",
+    "Leg",
+    "LimitRule",
+    "LoadedPolicy",
+    "Loc",
+    "M",
+    "OutputPolicy",
+    "PinRule",
+    "Policy",
+    "PolicyError",
+    "Profile",
+    "ProfileAnnotations",
+    "ProfileContent",
+    "ProfileTool",
+    "RecipientSpec",
+    "Seconds",
+    "ServerName",
+    "Slug",
+    "ToolsPolicy",
+    "TrifectaPolicy",
+    "Upstream",
+    "env_names",
+    "load_policy",
+    "load_profile",
+    "policies_dir",
+]

@@ -1,0 +1,167 @@
+"""Loading a team policy with its profiles: `load_policy`, `load_profile` and `LoadedPolicy`.
+
+A policy is read and validated (`source`), its `${VAR}`s are filled in (`interpolation`), each
+upstream's profile is found (a shipped one by name under `policies_dir()`, or a file relative to the
+policy) and read, and the scopes the policy grants are checked against what the profiles define.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import proxy
+from proxy.policy.interpolation import _interpolate
+from proxy.policy.models import _SLUG, Policy, Profile
+from proxy.policy.source import Loc, PolicyError, _line_for, _read_yaml, _validate
+
+# --------------------------------------------------------------------------- loaded result
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    policy: Policy
+    path: Path
+    profiles: dict[str, Profile | None]
+    missing_env: list[str] = field(default_factory=list)
+    # Dotted key path -> the string as written, for every value that referenced ${VAR}:
+    # lets `check` show where a value comes from without ever showing the value.
+    env_templates: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def audit_path(self) -> Path | None:
+        p = self.policy.audit.path
+        return None if p is None else self.base_dir / p
+
+    @property
+    def lockfile_path(self) -> Path:
+        """Where `mcp-guard pin` keeps this policy's pins; pinning is on when the file exists."""
+        return self.base_dir / (self.policy.pinning.lockfile or f"{self.path.stem}.lock.json")
+
+
+def policies_dir() -> Path:
+    """Shipped policies: inside the package in a wheel, beside it in a source checkout."""
+    packaged = Path(proxy.__file__).parent / "policies"
+    return packaged if packaged.is_dir() else Path(proxy.__file__).parent.parent / "policies"
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def _shipped_profiles() -> list[str]:
+    return sorted(p.stem for p in (policies_dir() / "profiles").glob("*.yaml"))
+
+
+def _profile_path(ref: str, base_dir: Path) -> Path:
+    """A profile reference is a path when it looks like one, otherwise a shipped profile name."""
+    if "/" in ref or "\\" in ref or ref.endswith((".yaml", ".yml")):
+        path = base_dir / ref
+        if not path.is_file():
+            raise ValueError(f"profile file {ref} not found (relative to {base_dir})")
+        return path
+    path = policies_dir() / "profiles" / f"{ref}.yaml"
+    if not _SLUG.fullmatch(ref) or not path.is_file():
+        shipped = _shipped_profiles()
+        close = difflib.get_close_matches(ref, shipped, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ValueError(f"unknown profile '{ref}'{hint}; shipped profiles: {', '.join(shipped) or 'none'}")
+    return path
+
+
+def _read_profile(path: Path) -> Profile:
+    data, lines = _read_yaml(path, "profile")
+    profile = _validate(Profile, data, lines, str(path), [])
+    errors = [
+        (lines.get(("groups", group, i), 1), f"group '{group}' lists '{name}', which is not under tools")
+        for group, names in profile.groups.items()
+        for i, name in enumerate(names)
+        if name not in profile.tools
+    ]
+    if errors:
+        raise PolicyError([f"{path}:{line}: {msg}" for line, msg in errors])
+    return profile
+
+
+def load_profile(path_or_name: str | Path, *, base_dir: Path | str) -> Profile:
+    """A shipped profile by name, or a profile file by path (relative to `base_dir`)."""
+    try:
+        path = _profile_path(str(path_or_name), Path(base_dir))
+    except ValueError as exc:
+        raise PolicyError(f"{path_or_name}:1: {exc}") from None
+    return _read_profile(path)
+
+
+# --------------------------------------------------------------------------- policies
+
+
+def load_policy(path: str | Path, *, env: Mapping[str, str] | None = None, require_env: bool = True) -> LoadedPolicy:
+    """Load and validate a team policy with its profiles; raise `PolicyError` on any problem."""
+    path = Path(path)
+    file = str(path)
+    data, lines = _read_yaml(path, "policy")
+    interp = _interpolate(data, lines, os.environ if env is None else env, require_env)
+    policy = _validate(Policy, data, lines, file, interp.errors)
+    profiles = _load_profiles(policy, lines, path)
+    _check_scopes(policy, profiles, lines, file)
+    return LoadedPolicy(
+        policy=_resolve_cwds(policy, path.parent),
+        path=path,
+        profiles=profiles,
+        missing_env=interp.missing,
+        env_templates=interp.templates,
+    )
+
+
+def _load_profiles(policy: Policy, lines: dict[Loc, int], path: Path) -> dict[str, Profile | None]:
+    profiles: dict[str, Profile | None] = {}
+    for name, upstream in policy.upstreams.items():
+        if upstream.profile is None:
+            profiles[name] = None
+            continue
+        try:
+            ref_path = _profile_path(upstream.profile, path.parent)
+        except ValueError as exc:
+            line = _line_for(lines, ("upstreams", name, "profile"))
+            raise PolicyError(f"{path}:{line}: upstreams.{name}.profile: {exc}") from None
+        profiles[name] = _read_profile(ref_path)
+    return profiles
+
+
+def _check_scopes(policy: Policy, profiles: dict[str, Profile | None], lines: dict[Loc, int], file: str) -> None:
+    profiled = [name for name, p in profiles.items() if p is not None]
+    if not profiled:
+        return
+    if policy.scopes is None:
+        line = _line_for(lines, ("upstreams", profiled[0], "profile"))
+        raise PolicyError(
+            f"{file}:{line}: scopes is required when an upstream has a profile "
+            f"(upstreams.{profiled[0]}.profile); list the scopes this team is granted, e.g. scopes: [sms]"
+        )
+    known = sorted(set().union(*(p.scopes() for p in profiles.values() if p is not None)))
+    errors = []
+    for i, scope in enumerate(policy.scopes):
+        if scope not in known:
+            close = difflib.get_close_matches(scope, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            errors.append(
+                f"{file}:{_line_for(lines, ('scopes', i))}: unknown scope '{scope}'{hint}; "
+                f"the profiles know: {', '.join(known) or 'no scopes'}"
+            )
+    if errors:
+        raise PolicyError(errors)
+
+
+def _resolve_cwds(policy: Policy, base_dir: Path) -> Policy:
+    # A relative cwd means relative to the policy file, like every other path in it.
+    upstreams = {
+        name: up.model_copy(update={"cwd": str(base_dir / up.cwd)}) if up.cwd and not Path(up.cwd).is_absolute() else up
+        for name, up in policy.upstreams.items()
+    }
+    return policy.model_copy(update={"upstreams": upstreams})

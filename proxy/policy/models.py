@@ -1,0 +1,297 @@
+"""The policy and profile schema: pydantic models, and the field types that give readable errors.
+
+A policy (one team: its upstreams, which tools it sees, what needs a human yes, limits and pins)
+and a profile (one upstream server: its tools' scopes, legs and verbatim fields) are frozen models
+that forbid unknown keys, so a typo is an error rather than a silently ignored setting.  The JSON
+Schema editors use (`mcp-guard schema`) is generated from `Policy`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
+
+Leg = Literal["untrusted", "sensitive", "external"]
+LEGS: tuple[Leg, ...] = ("untrusted", "sensitive", "external")
+
+_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A result path: dot-separated segments, each a key (or `*`, any key) followed by any number of `[]`.
+_FIELD_PATH = re.compile(r"(?:\*|[^.\[\]*]+)?(?:\[\])*(?:\.(?:\*|[^.\[\]*]+)(?:\[\])*)*")
+
+
+# --------------------------------------------------------------------------- field types
+
+
+def _slug(value: str) -> str:
+    if not _SLUG.fullmatch(value):
+        raise ValueError("must be lowercase letters, digits, '-' or '_', starting with a letter or digit")
+    return value
+
+
+def _server_name(value: str) -> str:
+    _slug(value)
+    if "__" in value:
+        raise ValueError("must not contain '__' (it separates server and tool in prefixed tool names)")
+    return value
+
+
+def _glob(value: str) -> str:
+    if not value.strip():
+        raise ValueError("a tool glob must be a non-empty string")
+    return value
+
+
+def _field_path(value: str) -> str:
+    if not value or not _FIELD_PATH.fullmatch(value):
+        raise ValueError("a result path looks like 'list[].message' ('[]' every element, '*' every key)")
+    return value
+
+
+def _env_value(value: Any) -> Any:
+    # Environment values are strings; accept `DRY_RUN: true` rather than fail on a YAML bool.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+# The validators give readable messages; the JSON Schema still carries the patterns for editors.
+Slug = Annotated[str, AfterValidator(_slug), WithJsonSchema({"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$"})]
+ServerName = Annotated[
+    str,
+    AfterValidator(_server_name),
+    WithJsonSchema({"type": "string", "pattern": "^(?!.*__)[a-z0-9][a-z0-9_-]*$"}),
+]
+Glob = Annotated[str, AfterValidator(_glob)]
+Globs = tuple[Glob, ...]
+FieldPath = Annotated[str, AfterValidator(_field_path)]
+EnvValue = Annotated[str, BeforeValidator(_env_value)]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- policy
+
+
+class Upstream(_Model):
+    url: str | None = None
+    command: tuple[str, ...] | None = None
+    builtin: Literal["sandbox"] | None = None
+    transport: Literal["auto", "streamable-http", "sse"] = "auto"
+    headers: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, EnvValue] = Field(default_factory=dict)
+    cwd: str | None = None
+    profile: str | None = None
+    timeout_seconds: Seconds = 30.0
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Upstream:
+        kinds = [k for k in ("url", "command", "builtin") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("an upstream needs exactly one of url, command or builtin")
+        if self.url is not None:
+            if not self.url.startswith(("http://", "https://")):
+                raise ValueError("url must start with http:// or https://")
+            if self.env or self.cwd is not None:
+                raise ValueError("env and cwd apply only to command upstreams")
+        else:
+            if self.transport != "auto":
+                raise ValueError("transport applies only to url upstreams")
+            if self.headers:
+                raise ValueError("headers apply only to url upstreams")
+        if self.builtin is not None and (self.env or self.cwd is not None):
+            raise ValueError("env and cwd apply only to command upstreams")
+        if self.command is not None and (not self.command or not all(self.command)):
+            raise ValueError("command must be a non-empty list of non-empty strings")
+        for name, value in self.headers.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"header name {name!r} is not a valid HTTP header name")
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"header {name} must not contain a line break")
+        for name in self.env:
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"env name {name!r} is not a valid environment variable name")
+        return self
+
+
+class ToolsPolicy(_Model):
+    allow: Globs = ("*",)
+    deny: Globs = ()
+    unlisted: Literal["hide", "allow"] = "hide"
+
+
+class ConfirmPolicy(_Model):
+    destructive: bool = True
+    tools: Globs = ()
+    skip: Globs = ()
+    timeout_seconds: Seconds = 300.0
+    without_elicitation: Literal["deny", "allow"] = "deny"
+
+
+class OutputPolicy(_Model):
+    envelope: bool = True
+    strip_html: bool = True
+    strip_markdown: bool = True
+    max_chars: Annotated[int, Field(ge=1)] = 100_000
+
+
+class TrifectaPolicy(_Model):
+    action: Literal["block", "confirm", "off"] = "confirm"
+    idle_seconds: Seconds = 1800.0
+
+
+class LimitRule(_Model):
+    """Limits for the tools matching `tools`, counted per team across all of them together.
+
+    per_minute: at most N calls in any sliding window of `window_seconds` (default 60, so
+      literally per minute; a shorter window suits tests, a longer one daily quotas).
+      Only forwarded calls count; a refused one names the wait until the oldest call leaves
+      the window.
+    max_recipients: at most N recipients in one call, counted from the profile's
+      `recipients.args` (comma-separated lists); a send to a group (`recipients.group_args`)
+      has an unknown size, so it is gated for a human yes instead.
+    """
+
+    tools: Annotated[Globs, Field(min_length=1)]
+    per_minute: Annotated[int, Field(ge=1)] | None = None
+    window_seconds: Annotated[float, Field(ge=1)] = 60.0
+    max_recipients: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> LimitRule:
+        if self.per_minute is None and self.max_recipients is None:
+            raise ValueError("a limit needs per_minute or max_recipients")
+        if "window_seconds" in self.model_fields_set and self.per_minute is None:
+            raise ValueError("window_seconds applies only to per_minute")
+        return self
+
+
+class PinRule(_Model):
+    tools: Annotated[Globs, Field(min_length=1)]
+    values: dict[str, Any] = Field(default_factory=dict, alias="set")
+    forbid: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+
+    @model_validator(mode="after")
+    def _some_pin(self) -> PinRule:
+        if not self.values and not self.forbid:
+            raise ValueError("a pin needs set or forbid")
+        both = sorted(set(self.values) & set(self.forbid))
+        if both:
+            raise ValueError(f"argument {both[0]!r} is both set and forbidden")
+        return self
+
+
+class PinningPolicy(_Model):
+    """Tool pinning against rug pulls (SPEC §10): the lockfile `mcp-guard pin` writes beside the policy."""
+
+    lockfile: str | None = None  # default: <policy stem>.lock.json; a missing file turns pinning off
+    new_tools: Literal["hide", "allow"] = "hide"
+    on_drift: Literal["hide", "warn"] = "hide"
+
+
+class AuthPolicy(_Model):
+    mode: Literal["passthrough", "keys"] = "passthrough"
+    required: bool = False
+
+
+class AuditPolicy(_Model):
+    path: str | None = None
+
+
+class Policy(_Model):
+    version: Literal[1] = 1
+    team: Slug
+    description: str | None = None
+    upstreams: Annotated[dict[ServerName, Upstream], Field(min_length=1)]
+    scopes: tuple[Annotated[str, Field(min_length=1)], ...] | None = None
+    tools: ToolsPolicy = ToolsPolicy()
+    confirm: ConfirmPolicy = ConfirmPolicy()
+    output: OutputPolicy = OutputPolicy()
+    trifecta: TrifectaPolicy = TrifectaPolicy()
+    limits: tuple[LimitRule, ...] = ()
+    pins: tuple[PinRule, ...] = ()
+    sampling: Literal["deny", "allow"] = "deny"
+    # An upstream's URL-mode elicitation sends the human to a page of its choosing: refused unless allowed.
+    url_elicitation: Literal["deny", "allow"] = "deny"
+    auth: AuthPolicy = AuthPolicy()
+    audit: AuditPolicy = AuditPolicy()
+    pinning: PinningPolicy = PinningPolicy()
+
+
+# --------------------------------------------------------------------------- profile
+
+
+class ProfileAnnotations(_Model):
+    """Overrides of the upstream's MCP tool annotations, spelled as on the wire."""
+
+    read_only_hint: bool | None = Field(None, alias="readOnlyHint")
+    destructive_hint: bool | None = Field(None, alias="destructiveHint")
+    idempotent_hint: bool | None = Field(None, alias="idempotentHint")
+    open_world_hint: bool | None = Field(None, alias="openWorldHint")
+
+
+class RecipientSpec(_Model):
+    args: tuple[str, ...] = ()
+    group_args: tuple[str, ...] = ()
+
+
+def _format(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"a verbatim format must be a regular expression ({exc.msg})") from None
+    return value
+
+
+Format = Annotated[str, AfterValidator(_format)]
+
+
+class ProfileTool(_Model):
+    scope: str | None = None
+    legs: frozenset[Leg] | None = None
+    # Paths into the JSON result whose values pass byte-exact when the whole value matches the format
+    # (and holds no character that could carry markup); every other value is cleaned (SPEC §5).
+    verbatim: dict[FieldPath, Format] = Field(default_factory=dict)
+    # Removed in favour of cleaning every field; still read so old profiles load, and `check` says
+    # it is ignored (it could only ever narrow what was cleaned).
+    untrusted_fields: tuple[FieldPath, ...] | None = None
+    annotations: ProfileAnnotations | None = None
+    recipients: RecipientSpec | None = None
+
+    def verbatim_formats(self) -> dict[str, re.Pattern[str]] | None:
+        return {path: re.compile(fmt) for path, fmt in self.verbatim.items()} or None
+
+
+class ProfileContent(_Model):
+    """How a profile classifies what resources/read or prompts/get return (untrusted by default)."""
+
+    legs: frozenset[Leg] = frozenset({"untrusted"})
+
+
+class Profile(_Model):
+    version: Literal[1] = 1
+    name: Slug
+    description: str | None = None
+    groups: dict[Slug, tuple[str, ...]] = Field(default_factory=dict)
+    tools: dict[str, ProfileTool] = Field(default_factory=dict)
+    resources: ProfileContent = ProfileContent()
+    prompts: ProfileContent = ProfileContent()
+
+    def scopes(self) -> set[str]:
+        return {t.scope for t in self.tools.values() if t.scope is not None}
