@@ -68,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--policy", required=True)
     check.set_defaults(func=_cmd_check)
 
+    pin = sub.add_parser("pin", help="pin the upstreams' tool definitions in the policy's lockfile")
+    pin.add_argument("--policy", required=True)
+    mode = pin.add_mutually_exclusive_group()
+    mode.add_argument("--diff", action="store_true", help="show what changed since the pins; exit 1 on drift")
+    mode.add_argument("--approve", nargs="+", metavar="TOOL", help="re-pin only these tools")
+    pin.set_defaults(func=_cmd_pin)
+
     demo = sub.add_parser("demo", help="the built-in SMSAPI sandbox behind the proxy: no credentials, no network")
     _http_args(demo)
     demo.set_defaults(func=_cmd_demo)
@@ -111,6 +118,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return run_check(args.policy)
 
 
+def _cmd_pin(args: argparse.Namespace) -> int:
+    from proxy.pin_command import pin
+
+    loaded = load_policy(args.policy)
+    return int(_run(pin, loaded, args.diff, args.approve or []))
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from proxy.policy import Policy
 
@@ -129,13 +143,15 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
 def _cmd_stdio(args: argparse.Namespace) -> int:
     loaded = [load_policy(args.policy)]
+    _read_lockfiles(loaded)
     instructions, offered = _run(_probe, loaded)
+    _warn_unpinned(loaded)
 
     async def run() -> None:
         from proxy.server import Gateway
         from proxy.stdio import serve_stdio
 
-        await serve_stdio(Gateway(loaded, offered=offered), instructions=instructions)
+        await serve_stdio(Gateway(loaded, offered=offered, check_pins=True), instructions=instructions)
 
     _run(run)
     return 0
@@ -197,7 +213,10 @@ def _serve_http(
     from proxy.netutil import bind, run_until_signalled, serve_asgi
     from proxy.server import Gateway
 
+    _read_lockfiles(loaded)
     instructions, offered = _run(_probe, loaded)
+    if not demo:  # the demo's sandbox is ours: nothing to pin against
+        _warn_unpinned(loaded)
     if args.host not in LOOPBACK and not args.allowed_host:
         print(
             f"mcp-guard: WARNING serving on {args.host} without --allowed-host: only loopback Host headers are "
@@ -210,7 +229,7 @@ def _serve_http(
             "a TLS-terminating proxy is in front (see README, Deployment).",
             file=sys.stderr,
         )
-    gateway = Gateway(loaded, offered=offered)
+    gateway = Gateway(loaded, offered=offered, check_pins=True)
     app = build_http_app(
         gateway, host=args.host, allowed_hosts=args.allowed_host, instructions=instructions, keyring=keyring
     )
@@ -234,6 +253,29 @@ def _run(fn: Any, *args: Any) -> Any:
     from proxy.netutil import run_async
 
     return run_async(fn, *args)
+
+
+def _read_lockfiles(loaded: list[LoadedPolicy]) -> None:
+    """A lockfile that cannot be read stops start-up."""
+    from proxy.pinning import LockError, read_lockfile
+
+    for policy in loaded:
+        if policy.lockfile_path.exists():
+            try:
+                read_lockfile(policy.lockfile_path)
+            except LockError as exc:
+                raise StartupError(f"mcp-guard: {exc}") from None
+
+
+def _warn_unpinned(loaded: list[LoadedPolicy]) -> None:
+    """A missing lockfile is one warning: pinning is off."""
+    for policy in loaded:
+        if not policy.lockfile_path.exists():
+            print(
+                f"mcp-guard: WARNING no lockfile for team '{policy.policy.team}' ({policy.lockfile_path}): tool "
+                f"pinning is off; run `mcp-guard pin --policy {policy.path}`",
+                file=sys.stderr,
+            )
 
 
 async def _probe(loaded: list[LoadedPolicy]) -> tuple[str | None, frozenset[str] | None]:

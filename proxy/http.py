@@ -139,7 +139,11 @@ def build_http_app(
     mcp_app = IdentityMiddleware(fast, gateway, keyring)
 
     async def healthz(request: Request) -> Response:
-        body = {"status": "ok", "version": __version__, "teams": sorted(gateway.policies)}
+        body: dict[str, object] = {"status": "ok", "version": __version__, "teams": sorted(gateway.policies)}
+        checks = [p.pin_check for p in gateway.pipelines.values() if p.pin_check is not None]
+        if checks:
+            counts = [c.counts() for c in checks]
+            body["pins"] = {k: sum(c[k] for c in counts) for k in ("drifted", "unpinned")}
         return Response(json.dumps(body), media_type="application/json")
 
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/", mcp_app)]

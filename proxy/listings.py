@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from proxy.caller import Caller
 from proxy.catalog import Catalog, ToolRule
 from proxy.guards.trifecta import Trifecta
+from proxy.pinning import PinCheck
 from proxy.untrusted import OutputShield, plain_name, plain_resource_name
 from proxy.upstream import UpstreamConnection, UpstreamPool, UpstreamUnavailable, raw_request
 
@@ -36,6 +37,7 @@ class Listings:
     catalog: Catalog
     shield: OutputShield
     trifecta: Trifecta
+    pin_check: PinCheck | None
     _hidden_resources: BoundedSet
     _odd_names: BoundedSet
 
@@ -75,6 +77,8 @@ class Listings:
                         tool.name[:200].encode("unicode_escape").decode("ascii"),
                     )
                 continue
+            if self.pin_check is not None and self.pin_check.hides(server, tool):
+                continue  # drifted or unpinned: absent from the listing, refused if called
             rule = self.catalog.rule(server, tool.name, tool.annotations)
             if rule.visible and self.catalog.visible_in_group(rule, caller.group):
                 wire = _wire(tool)

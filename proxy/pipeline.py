@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from proxy.guards.pins import apply_pins
 from proxy.guards.trifecta import Trifecta
 from proxy.guards.visibility import check_visible
 from proxy.listings import BoundedSet
+from proxy.pinning import PinCheck, Pins, read_lockfile, terminal_safe
 from proxy.policy import LoadedPolicy
 from proxy.relay import (
     PARKED,
@@ -89,6 +90,8 @@ class Pipeline(Subscriptions):
         # URIs of resources hidden for their names, from the listings: reading them is refused too.
         self._hidden_resources: BoundedSet = BoundedSet(4096)
         self._odd_names: BoundedSet = BoundedSet(1024)  # tool names already warned about
+        self.pin_check = self._pins(loaded)
+        pool.tools_listed = self._tools_listed
         self.gate = ConfirmGate(
             policy.team,
             timeout_seconds=policy.confirm.timeout_seconds,
@@ -271,7 +274,41 @@ class Pipeline(Subscriptions):
         tool = await self.pool.get(server, caller.authorization).tool(name)
         if tool is None:
             return None
-        return self.catalog.rule(server, name, tool.annotations)
+        rule = self.catalog.rule(server, name, tool.annotations)
+        if self.pin_check is not None and (why := self.pin_check.hides(server, tool)):
+            return replace(rule, visible=False, hidden_reason=why)  # refused as hidden: never forwarded
+        return rule
+
+    # -- pins -----------------------------------------------------------------------------------
+
+    def _pins(self, loaded: LoadedPolicy) -> PinCheck | None:
+        path = loaded.lockfile_path
+        if not path.exists():
+            return None
+        pinning = loaded.policy.pinning
+        pins = Pins(read_lockfile(path))
+        return PinCheck(pins, new_tools=pinning.new_tools, on_drift=pinning.on_drift, report=self._pin_report)
+
+    def _tools_listed(self, server: str, tools: Mapping[str, types.Tool]) -> None:
+        """Every listing mcp-guard makes upstream is checked against the pins (so each drift is seen and
+        audited as soon as it is listed, not only when a client lists or calls the tool)."""
+        if self.pin_check is not None:
+            for tool in tools.values():
+                self.pin_check.hides(server, tool)
+
+    def _pin_report(self, server: str, name: str, status: str) -> None:
+        assert self.pin_check is not None
+        hidden = (self.pin_check.on_drift if status == "drifted" else self.pin_check.new_tools) == "hide"
+        what = "changed since it was pinned" if status == "drifted" else "is not pinned"
+        logger.warning(
+            "upstream '%s': tool %s %s; %s", server, terminal_safe(name[:200]), what, "hidden" if hidden else "allowed"
+        )
+        self.audit.write(
+            team=self.team, principal="mcp-guard", session="-", server=server, tool=name,
+            decision="denied" if hidden else "allowed",
+            reason=f"tool definition {status}: {what}" + ("; hidden and refused" if hidden else "; policy warns only"),
+            args_sha256=None, duration_ms=0.0,
+        )  # fmt: skip
 
     async def forward(
         self, call: ToolCall, rule: ToolRule, arguments: dict[str, Any], resume: Resume | None = None

@@ -59,13 +59,16 @@ class Identity:
 class Gateway:
     """Every team this process serves, each with its own pipeline and upstream connections."""
 
-    def __init__(self, policies: Sequence[LoadedPolicy], *, offered: frozenset[str] | None = None) -> None:
+    def __init__(
+        self, policies: Sequence[LoadedPolicy], *, offered: frozenset[str] | None = None, check_pins: bool = False
+    ) -> None:
         self.policies = {p.policy.team: p for p in policies}
         # What the upstreams offer (resources, subscribe, prompts, completions, logging); None: unknown.
         self.offered = offered
         self.pipelines: dict[str, Pipeline] = {}
         self.default_team = policies[0].policy.team
         self._audits: list[AuditLog] = []
+        self._check_pins = check_pins  # list every upstream's tools at start and check them against the pins
         # Handshake-era sessions' connections by session id (weak: a closed session is forgotten).
         self.connections: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 
@@ -75,6 +78,10 @@ class Gateway:
             try:
                 for team, loaded in self.policies.items():
                     self.pipelines[team] = self._pipeline(loaded, tg)
+                if self._check_pins:
+                    for pipeline in self.pipelines.values():
+                        if pipeline.pin_check is not None:
+                            tg.start_soon(_check_pins_now, pipeline)
                 yield self
             finally:
                 for pipeline in self.pipelines.values():
@@ -102,6 +109,14 @@ class Gateway:
         for loaded in self.policies.values():
             names.update(Catalog(loaded).groups())
         return sorted(names)
+
+
+async def _check_pins_now(pipeline: Pipeline) -> None:
+    for server in pipeline.pool.servers:
+        try:
+            await pipeline.pool.get(server).list_all_tools()  # each drift is logged and audited as it is seen
+        except (UpstreamUnavailable, MCPError) as exc:
+            logger.warning("could not check upstream '%s' against its pins at start: %s", server, exc)
 
 
 def caller_of(ctx: ServerRequestContext[Any, Any], gateway: Gateway) -> Caller:

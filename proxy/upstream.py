@@ -158,6 +158,8 @@ class UpstreamConnection:
         self.last_used = time.monotonic()
         self.in_flight = 0
         self.tools: dict[str, types.Tool] = {}
+        # Told of every full listing (the pipeline checks it against the pins).
+        self.tools_listed: Callable[[str, dict[str, types.Tool]], None] | None = None
         # Downstream sessions that used this connection, to hear list_changed and resource updates;
         # weak, so a closed session is forgotten without being told.
         self.listeners: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -382,6 +384,8 @@ class UpstreamConnection:
             return tools
 
         self.tools = await self.request(walk, retry=True)
+        if self.tools_listed is not None:
+            self.tools_listed(self.name, self.tools)
         return self.tools
 
     async def tool(self, name: str) -> types.Tool | None:
@@ -439,7 +443,13 @@ class UpstreamConnection:
         if not isinstance(message, _RELAYED):
             return
         if isinstance(message, types.ToolListChangedNotification):
-            self.tools.clear()  # listed again on next use, so pins and the catalog see the new tools
+            # Listed again and checked against the pins before clients hear of it, so a client that
+            # lists at once never sees a drifted tool.
+            self.tools.clear()
+            try:
+                await self.list_all_tools()
+            except (UpstreamUnavailable, MCPError) as exc:
+                logger.warning("upstream '%s' announced new tools but could not list them: %s", self.name, exc)
         await self.bus.publish(_as_event(message))
         for listener in list(self.listeners):
             try:
@@ -686,6 +696,7 @@ class UpstreamPool:
         self._tg = task_group
         self._allow_sampling = allow_sampling
         self._conns: dict[tuple[str, str], UpstreamConnection] = {}
+        self.tools_listed: Callable[[str, dict[str, types.Tool]], None] | None = None
         # One connection pool (and one TLS context, ~0.9 MB) per upstream, shared by every credential's
         # connection; a credential's own HTTP client is a thin one holding only its headers.
         self._transports: dict[str, SharedTransport] = {}
@@ -716,6 +727,7 @@ class UpstreamPool:
             conn = UpstreamConnection(
                 server, config, headers, self._tg, allow_sampling=self._allow_sampling, transport=transport
             )
+            conn.tools_listed = self.tools_listed
             self._conns[key] = conn
         return conn
 

@@ -1,0 +1,229 @@
+"""Tool pinning against rug pulls: what each upstream's tools looked like when a person approved them.
+
+The lockfile (committed beside the policy) holds, per upstream and tool, a sha256 of the canonical
+JSON of the fields that reach the model or decide the gate (name, title, description, inputSchema,
+outputSchema, annotations) and a readable copy of that definition, so a review sees the diff. A
+tool whose definition no longer matches its pin has *drifted*; one the lockfile does not know is
+*unpinned*. The policy decides what either means (hidden and refused, or a warning).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import tempfile
+import unicodedata
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import mcp.types as types
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+LOCK_VERSION = 1
+PINNED_FIELDS = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
+Status = Literal["pinned", "drifted", "unpinned"]
+
+
+class LockError(Exception):
+    """The lockfile cannot be read or written; the message names the file and why."""
+
+
+class Pin(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    definition: dict[str, Any]
+
+
+class UpstreamPins(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tools: dict[str, Pin] = {}
+
+
+class Lockfile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = LOCK_VERSION
+    upstreams: dict[str, UpstreamPins] = {}
+
+
+def definition(tool: types.Tool) -> dict[str, Any]:
+    """The pinned fields of a tool as the upstream listed them (before any cleaning)."""
+    wire = tool.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return {key: wire[key] for key in PINNED_FIELDS if key in wire}
+
+
+def digest(defined: Mapping[str, Any]) -> str:
+    canonical = json.dumps(defined, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def pin(tool: types.Tool) -> Pin:
+    defined = definition(tool)
+    return Pin(sha256=digest(defined), definition=defined)
+
+
+def read_lockfile(path: Path) -> Lockfile:
+    try:
+        return Lockfile.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise LockError(f"{path}: cannot read the lockfile ({exc.strerror})") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the file"
+        raise LockError(f"{path}: not an mcp-guard lockfile ({where}: {first['msg']})") from None
+
+
+def write_lockfile(path: Path, lock: Lockfile) -> None:
+    """Written whole or not at all: a reader never sees half a lockfile."""
+    text = json.dumps(lock.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Pins:
+    """The lockfile's pins, asked per tool: pinned, drifted or unpinned."""
+
+    def __init__(self, lock: Lockfile) -> None:
+        self._lock = lock
+
+    def status(self, server: str, tool: types.Tool) -> Status:
+        pinned = self._lock.upstreams.get(server, UpstreamPins()).tools.get(tool.name)
+        if pinned is None:
+            return "unpinned"
+        return "pinned" if pinned.sha256 == digest(definition(tool)) else "drifted"
+
+    def pinned(self, server: str, name: str) -> Pin | None:
+        return self._lock.upstreams.get(server, UpstreamPins()).tools.get(name)
+
+
+def relock(lock: Lockfile, server: str, tools: Iterable[types.Tool], only: set[str] | None = None) -> Lockfile:
+    """`lock` with `server`'s tools pinned as listed now: all of them, or only those named in `only`.
+    A full pin forgets tools the upstream no longer lists."""
+    listed = {tool.name: pin(tool) for tool in tools}
+    kept = dict(lock.upstreams.get(server, UpstreamPins()).tools)
+    if only is None:
+        kept = listed
+    else:
+        kept.update({name: listed[name] for name in only if name in listed})
+    upstreams = {**lock.upstreams, server: UpstreamPins(tools=dict(sorted(kept.items())))}
+    return Lockfile(upstreams=dict(sorted(upstreams.items())))
+
+
+# -- what changed ---------------------------------------------------------------------------------
+
+
+def describe_drift(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Per field, what changed: words for texts, JSON paths for schemas, old → new for annotations."""
+    lines: list[str] = []
+    for field in PINNED_FIELDS:
+        before, after = old.get(field), new.get(field)
+        if before == after:
+            continue
+        if field in ("description", "title") and (isinstance(before, str) or isinstance(after, str)):
+            lines.append(f"{field}: {_word_diff(before or '', after or '')}")
+        elif field == "annotations":
+            keys = sorted(set(before or {}) | set(after or {}))
+            changes = [
+                f"{k} {_show((before or {}).get(k))} → {_show((after or {}).get(k))}"
+                for k in keys
+                if (before or {}).get(k) != (after or {}).get(k)
+            ]
+            lines.append(f"annotations: {'; '.join(changes)}")
+        else:
+            for path, was, now in _json_changes(before, after, "$"):
+                lines.append(f"{field} {path}: {_show(was)} → {_show(now)}")
+    # The upstream wrote these words: an escape sequence or a bidi control must not reach a terminal.
+    return [terminal_safe(line) for line in lines]
+
+
+def terminal_safe(text: str) -> str:
+    return "".join(ch if unicodedata.category(ch)[0] not in "CZ" or ch == " " else f"\\u{ord(ch):04x}" for ch in text)
+
+
+def _word_diff(before: str, after: str) -> str:
+    old, new = before.split(), after.split()
+    parts: list[str] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes():
+        if op == "equal":
+            words = old[i1:i2]
+            parts.append(" ".join(words if len(words) <= 6 else [*words[:3], "…", *words[-3:]]))
+        if op in ("delete", "replace"):
+            parts.append("[-" + " ".join(old[i1:i2]) + "-]")
+        if op in ("insert", "replace"):
+            parts.append("{+" + " ".join(new[j1:j2]) + "+}")
+    return " ".join(parts)
+
+
+_ABSENT = object()
+
+
+def _json_changes(before: Any, after: Any, path: str) -> list[tuple[str, Any, Any]]:
+    if isinstance(before, dict) and isinstance(after, dict):
+        out: list[tuple[str, Any, Any]] = []
+        for key in sorted(set(before) | set(after)):
+            out += _json_changes(before.get(key, _ABSENT), after.get(key, _ABSENT), f"{path}.{key}")
+        return out
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        pairs = enumerate(zip(before, after, strict=True))
+        return [change for i, (b, a) in pairs for change in _json_changes(b, a, f"{path}[{i}]")]
+    return [] if before == after else [(path, before, after)]
+
+
+def _show(value: Any) -> str:
+    if value is _ABSENT or value is None:
+        return "(absent)"
+    text = json.dumps(value, ensure_ascii=True, sort_keys=True)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+# -- at run time ------------------------------------------------------------------------------------
+
+
+class PinCheck:
+    """What a team's pins say about each listed tool, and which tools they hide.
+
+    `report(server, name, status)` is called once per definition that drifted or is unpinned, so each
+    drift is audited once however often the tool is listed or called.
+    """
+
+    def __init__(
+        self,
+        pins: Pins,
+        *,
+        new_tools: Literal["hide", "allow"],
+        on_drift: Literal["hide", "warn"],
+        report: Any,
+    ) -> None:
+        self.pins = pins
+        self.new_tools = new_tools
+        self.on_drift = on_drift
+        self._report = report
+        self._seen: dict[tuple[str, str], tuple[Status, str]] = {}
+
+    def hides(self, server: str, tool: types.Tool) -> str | None:
+        """Why `tool` is hidden and refused, or None when it may be listed and called."""
+        status = self.pins.status(server, tool)
+        key, now = (server, tool.name), (status, digest(definition(tool)))
+        if status != "pinned" and self._seen.get(key) != now:
+            self._report(server, tool.name, status)
+        self._seen[key] = now
+        if status == "drifted" and self.on_drift == "hide":
+            return "its definition changed since it was pinned; a person reviews it with `mcp-guard pin --diff`"
+        if status == "unpinned" and self.new_tools == "hide":
+            return "it is not pinned in the lockfile; a person approves it with `mcp-guard pin --approve`"
+        return None
+
+    def counts(self) -> dict[str, int]:
+        statuses = [status for status, _ in self._seen.values()]
+        return {"drifted": statuses.count("drifted"), "unpinned": statuses.count("unpinned")}
