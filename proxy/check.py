@@ -15,6 +15,7 @@ from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from proxy.catalog import Catalog, ToolRule, first_match
+from proxy.pinning import LockError, read_lockfile, terminal_safe
 from proxy.policy import (
     LEGS,
     LimitRule,
@@ -98,7 +99,26 @@ def _header(loaded: LoadedPolicy) -> list[str]:
         f"sampling   {policy.sampling}",
         f"auth       {policy.auth.mode}" + (", required" if policy.auth.required else ""),
         f"audit      {loaded.audit_path if loaded.audit_path is not None else '(no file: audit lines go to the log)'}",
+        *_pin_lines(loaded),
     ]
+    return lines
+
+
+def _pin_lines(loaded: LoadedPolicy) -> list[str]:
+    """Which tools the lockfile pins (check does not connect, so drift is `mcp-guard pin --diff`'s)."""
+    path, pinning = loaded.lockfile_path, loaded.policy.pinning
+    name = os.path.relpath(path, loaded.base_dir)
+    if not path.exists():
+        return [f"pinning    off: no lockfile {name} (run `mcp-guard pin --policy {loaded.path.name}`)"]
+    try:
+        lock = read_lockfile(path)
+    except LockError as exc:
+        return [f"pinning    BROKEN: {exc}"]
+    lines = [f"pinning    {name}; new tools {pinning.new_tools}, drift {pinning.on_drift}"]
+    for server in loaded.policy.upstreams:
+        pins = lock.upstreams.get(server)
+        tools = ", ".join(terminal_safe(t) for t in sorted(pins.tools)) if pins else "(none)"
+        lines += _wrap(f"  {server}: pinned {tools}")
     return lines
 
 

@@ -171,3 +171,13 @@ def test_an_unreadable_lockfile_stops_start_up(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "team.lock.json" in done.stderr and "not an mcp-guard lockfile" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_check_shows_what_the_lockfile_pins(tmp_path: Path) -> None:
+    policy = policy_for(tmp_path, {"command": [PY, SHIFTY, "--stdio"]})
+    before = run([PY, "-m", "proxy", "check", "--policy", str(policy)])
+    assert "pinning    off: no lockfile team.lock.json" in before.stdout
+    assert pin(policy).returncode == 0
+    after = run([PY, "-m", "proxy", "check", "--policy", str(policy)])
+    assert "pinning    team.lock.json; new tools hide, drift hide" in after.stdout
+    assert "notes: pinned get_note, send_note, shift" in after.stdout
