@@ -387,7 +387,8 @@ async def test_log_lines_and_progress_reach_the_callbacks_in_order_before_the_re
                 ("log", "warning", "second"),
                 ("progress", 2.0, 3.0, "two"),
             ]
-            assert conn.tools == {} and len(changed) == 1  # list_changed reached _on_message
+            # list_changed reached _on_message, which listed the tools again before telling anyone
+            assert "stale" not in conn.tools and "echo" in conn.tools and len(changed) == 1
 
             # The feature server's own notifications, through the real SDK server.
             heard.clear()
