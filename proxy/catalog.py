@@ -13,7 +13,7 @@ from fnmatch import fnmatchcase
 
 from mcp.types import ToolAnnotations
 
-from proxy.policy import Leg, LimitRule, LoadedPolicy, PinRule, Profile, ProfileTool, RecipientSpec
+from proxy.policy import ArgSpec, Leg, LimitRule, LoadedPolicy, PinRule, Profile, ProfileTool, RecipientSpec, SmsPrice
 
 _CACHE_MAX = 4096
 
@@ -38,6 +38,9 @@ class ToolRule:
     pins: tuple[PinRule, ...]
     recipients: RecipientSpec | None
     groups: frozenset[str]
+    sender: ArgSpec | None = None  # the SMS roles of its arguments (SPEC §11)
+    message: ArgSpec | None = None
+    sms_price: SmsPrice | None = None
 
 
 def first_match(globs: tuple[str, ...], *names: str) -> str | None:
@@ -114,6 +117,9 @@ class Catalog:
             pins=pins,
             recipients=entry.recipients if entry is not None else None,
             groups=self._tool_groups.get(server, {}).get(name, frozenset()),
+            sender=entry.sender if entry is not None else None,
+            message=entry.message if entry is not None else None,
+            sms_price=profile.sms_price if profile is not None else None,
         )
 
     def _hidden_reason(self, profile: Profile | None, entry: ProfileTool | None, names: tuple[str, str]) -> str | None:

@@ -99,9 +99,22 @@ def _header(loaded: LoadedPolicy) -> list[str]:
         f"sampling   {policy.sampling}",
         f"auth       {policy.auth.mode}" + (", required" if policy.auth.required else ""),
         f"audit      {loaded.audit_path if loaded.audit_path is not None else '(no file: audit lines go to the log)'}",
+        _sms_line(policy),
         *_pin_lines(loaded),
     ]
     return lines
+
+
+def _sms_line(policy: Policy) -> str:
+    sms = policy.sms
+    if sms is None:
+        return "sms        off (no sender, recipient or cost rules)"
+    senders = f"senders {_globs(sms.senders.allow)}" if sms.senders.allow else "any sender"
+    return (
+        f"sms        {senders}{', impersonation blocked' if sms.senders.block_impersonation else ''}; "
+        f"recipients in {', '.join(sms.recipients.countries) or 'any country'}"
+        f"{', premium blocked' if sms.recipients.block_premium else ''}; show cost {_on(sms.show_cost)}"
+    )
 
 
 def _pin_lines(loaded: LoadedPolicy) -> list[str]:
@@ -198,7 +211,9 @@ def _limit(limit: LimitRule) -> str:
     parts = []
     if limit.per_minute is not None:
         window = "/min" if limit.window_seconds == 60 else f" per {limit.window_seconds:g} s"
-        parts.append(f"{limit.per_minute}{window}")
+        parts.append(f"{limit.per_minute}{' msgs' if limit.count == 'messages' else ''}{window}")
+    if limit.per_day is not None:
+        parts.append(f"{limit.per_day}{' msgs' if limit.count == 'messages' else ''}/day")
     if limit.max_recipients is not None:
         parts.append(f"max {limit.max_recipients} recipient{'s' if limit.max_recipients != 1 else ''}")
     return ", ".join(parts)

@@ -25,6 +25,7 @@ from proxy.guards import Admitted, Ask, Refusal, Verdict
 from proxy.guards.confirm import ConfirmGate, Prompter
 from proxy.guards.limits import Limiter, count_recipients
 from proxy.guards.pins import apply_pins
+from proxy.guards.sms import audit_fields, check_sms, cost_facts
 from proxy.guards.trifecta import Trifecta
 from proxy.guards.visibility import check_visible
 from proxy.listings import BoundedSet
@@ -174,6 +175,9 @@ class Pipeline(Subscriptions):
         admitted = apply_pins(rule, verdict)
         if resumed or not isinstance(admitted, Admitted):
             return admitted
+        sms_policy = self.loaded.policy.sms
+        if isinstance(refused := check_sms(rule, sms_policy, admitted), Refusal):
+            return refused
         reasons = list(rule.gate_reasons)
         for verdict in (
             self.limiter.check(rule, admitted),
@@ -183,7 +187,9 @@ class Pipeline(Subscriptions):
                 return verdict
             if isinstance(verdict, Ask):
                 reasons.extend(verdict.reasons)
-        return Ask(admitted.arguments, tuple(reasons)) if reasons else admitted
+        if not reasons:
+            return admitted
+        return Ask(admitted.arguments, tuple(reasons), tuple(cost_facts(rule, sms_policy, admitted.arguments)))
 
     def _resume(self, call: ToolCall) -> Resume | Refusal | None:
         if not call.prompter.modern:
@@ -375,6 +381,7 @@ class Pipeline(Subscriptions):
         if rule is not None and rule.recipients is not None:
             fields["recipients"] = count_recipients(rule, call.arguments)[0]
         if rule is not None:
+            fields.update(audit_fields(rule, self.loaded.policy.sms, call.arguments))
             server: str | None = rule.server
         else:  # an unknown tool: name the upstream it would have gone to, when the name says
             server = target[0] if (target := self.catalog.resolve(call.name)) else None

@@ -38,6 +38,7 @@ class Ask:
 
     arguments: dict[str, Any]
     reasons: tuple[str, ...]
+    facts: tuple[tuple[str, str], ...] = ()  # extra "Label: text" lines for the prompt (an SMS's cost)
 
 
 Verdict = Admitted | Ask | Refusal

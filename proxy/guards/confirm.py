@@ -114,7 +114,7 @@ class ConfirmGate:
     ) -> Admitted | Refusal | types.InputRequiredResult:
         """The human's answer to `ask`: the call admitted, refused, or (2026-07-28) the question to
         return to the client, whose retry carries the answer."""
-        answer = await self._ask(prompter, rule, list(ask.reasons), ask.arguments, session)
+        answer = await self._ask(prompter, rule, list(ask.reasons), ask.arguments, session, ask.facts)
         if isinstance(answer, Accepted):
             return Admitted(ask.arguments, answer.decision, f"forwarded: {answer.reason}")
         return answer
@@ -126,6 +126,7 @@ class ConfirmGate:
         reasons: list[str],
         arguments: dict[str, Any],
         session: str,
+        facts: Sequence[tuple[str, str]] = (),
     ) -> Accepted | Refusal | types.InputRequiredResult:
         if not prompter.can_elicit:
             if self.without_elicitation == "allow":
@@ -137,7 +138,7 @@ class ConfirmGate:
                 "confirmation prompts (it does not support MCP elicitation). It was not called. Use a client "
                 "with elicitation support, or ask the policy owner.",
             )
-        message = render_message(self.team, rule, reasons, arguments)
+        message = render_message(self.team, rule, reasons, arguments, facts)
         if prompter.modern:
             return self._modern(prompter, rule, session, message)
         return await self._handshake(prompter, rule, message)

@@ -16,40 +16,29 @@ from typing import Any
 
 from proxy.catalog import ToolRule
 from proxy.guards import Admitted, Ask, Refusal, Verdict
+from proxy.guards.sms import message_count
 from proxy.policy import LimitRule
-
-# Recipient lists are comma-separated (SMSAPI's `to`); semicolons are accepted too so a
-# list written the other common way is never undercounted. Whitespace is not a separator:
-# "+48 600 100 200" is one number.
-_SEPARATORS = str.maketrans({";": ","})
+from proxy.sms import distinct_recipients, split_recipients
 
 
-def _count_value(value: Any) -> tuple[int, bool]:
-    """(recipients, unknown) named by one argument value."""
-    if value is None or value == "" or value == []:
-        return 0, False
-    if isinstance(value, str):
-        return sum(1 for part in value.translate(_SEPARATORS).split(",") if part.strip()), False
-    if isinstance(value, list | tuple):
-        counts = [_count_value(item) for item in value]
-        return sum(c for c, _ in counts), any(u for _, u in counts)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return 1, False  # a number passed as a number: one recipient
-    return 0, True  # a shape we cannot count: never assume it is small
+def _countable(value: Any) -> bool:
+    if value is None or isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return True
+    return isinstance(value, list | tuple) and all(_countable(item) for item in value)
 
 
 def count_recipients(rule: ToolRule, arguments: dict[str, Any]) -> tuple[int, bool]:
-    """How many recipients a send names, and whether the count is unknown (a group, an odd shape)."""
+    """How many different recipients a send names (one number written two ways counts once), and
+    whether the count is unknown (a group, a shape that is not a list of numbers)."""
     spec = rule.recipients
     if spec is None:
         return 0, False
-    count, unknown = 0, False
-    for name in spec.args:
-        n, odd = _count_value(arguments.get(name))
-        count, unknown = count + n, unknown or odd
+    values = [arguments.get(name) for name in spec.args]
+    unknown = not all(_countable(v) for v in values)
     if any(arguments.get(name) not in (None, "", []) for name in spec.group_args):
         unknown = True
-    return count, unknown
+    # Separators are commas, semicolons and newlines, never spaces: "+48 600 100 200" is one number.
+    return distinct_recipients([n for v in values if _countable(v) for n in split_recipients(v)]), unknown
 
 
 def _per(limit: LimitRule) -> str:
@@ -58,10 +47,25 @@ def _per(limit: LimitRule) -> str:
     return f"per {limit.window_seconds:g} s"
 
 
+DAY = 86_400.0
+
+
+def _windows(limit: LimitRule) -> list[tuple[int, float]]:
+    """The (cap, seconds) windows of a limit rule."""
+    windows = []
+    if limit.per_minute is not None:
+        windows.append((limit.per_minute, limit.window_seconds))
+    if limit.per_day is not None:
+        windows.append((limit.per_day, DAY))
+    return windows
+
+
 class Limiter:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._hits: dict[int, deque[float]] = {}
+        # Per (limit, window): (time, weight) of each forwarded call; the weight is 1, or the call's
+        # SMS messages for a limit that counts messages.
+        self._hits: dict[tuple[int, float], deque[tuple[float, int]]] = {}
 
     def check(self, rule: ToolRule, call: Admitted) -> Verdict:
         """A refusal when a limit is exceeded; a question for the human when a count is unknown. A check
@@ -71,7 +75,7 @@ class Limiter:
             return call
         now = self._clock()
         for limit in rule.limits:
-            if limit.per_minute is not None and (refusal := self._rate(rule, limit, now)):
+            if refusal := self._rate(rule, limit, now, call.arguments):
                 return refusal
             if limit.max_recipients is not None:
                 count, unknown = count_recipients(rule, call.arguments)
@@ -93,39 +97,58 @@ class Limiter:
             return call
         now = self._clock()
         for limit in rule.limits:
-            if limit.per_minute is not None and (refusal := self._rate(rule, limit, now)):
+            if refusal := self._rate(rule, limit, now, call.arguments):
                 return refusal
-        self._count(rule, now)
+        for limit in rule.limits:
+            weight = _weight(rule, limit, call.arguments)
+            for _, seconds in _windows(limit):
+                self._window(limit, seconds, now).append((now, weight))
         return call
 
-    def commit(self, rule: ToolRule) -> None:
-        """Count a call against its windows without checking them."""
-        self._count(rule, self._clock())
+    def _rate(self, rule: ToolRule, limit: LimitRule, now: float, arguments: dict[str, Any]) -> Refusal | None:
+        weight = _weight(rule, limit, arguments)
+        for cap, seconds in _windows(limit):
+            hits = self._window(limit, seconds, now)
+            used = sum(w for _, w in hits)
+            if used + weight <= cap:
+                continue
+            what = "messages" if limit.count == "messages" else "calls"
+            per = "per day" if seconds == DAY else _per(limit)
+            if weight > cap:
+                return Refusal(
+                    "denied",
+                    f"{weight} {what} > {'daily budget' if seconds == DAY else 'limit'} {cap} {per}",
+                    f"'{rule.exposed}' would send {weight} {what}; this team may send at most {cap} {per}. "
+                    "It was not called.",
+                )
+            # The wait until enough of the window's oldest calls leave it.
+            freed, wait = used + weight - cap, 0.0
+            for at, w in hits:
+                freed -= w
+                wait = at + seconds - now
+                if freed <= 0:
+                    break
+            wait = max(1, math.ceil(wait))
+            budget = f" ({used} of {cap} {what} used)" if limit.count == "messages" else ""
+            kind = "daily budget" if seconds == DAY else "rate limit"
+            return Refusal(
+                "denied",
+                f"{kind} {cap}{' messages' if limit.count == 'messages' else ''} {per}; retry in {wait} s",
+                f"{kind.capitalize()} reached for '{rule.exposed}': {cap} {what} {per} for this team{budget}. "
+                f"Try again in {wait} s. It was not called.",
+            )
+        return None
 
-    def _count(self, rule: ToolRule, now: float) -> None:
-        for limit in rule.limits:
-            if limit.per_minute is not None:
-                self._window(limit, now).append(now)
-
-    def _rate(self, rule: ToolRule, limit: LimitRule, now: float) -> Refusal | None:
-        assert limit.per_minute is not None
-        hits = self._window(limit, now)
-        if len(hits) < limit.per_minute:
-            return None
-        wait = max(1, math.ceil(hits[0] + limit.window_seconds - now))
-        per = _per(limit)
-        return Refusal(
-            "denied",
-            f"rate limit {limit.per_minute} {per}; retry in {wait} s",
-            f"Rate limit reached for '{rule.exposed}': {limit.per_minute} calls {per} for this team. "
-            f"Try again in {wait} s. It was not called.",
-        )
-
-    def _window(self, limit: LimitRule, now: float) -> deque[float]:
-        hits = self._hits.get(id(limit))
+    def _window(self, limit: LimitRule, seconds: float, now: float) -> deque[tuple[float, int]]:
+        key = (id(limit), seconds)
+        hits = self._hits.get(key)
         if hits is None:
-            hits = self._hits[id(limit)] = deque()
-        horizon = now - limit.window_seconds
-        while hits and hits[0] <= horizon:
+            hits = self._hits[key] = deque()
+        horizon = now - seconds
+        while hits and hits[0][0] <= horizon:
             hits.popleft()
         return hits
+
+
+def _weight(rule: ToolRule, limit: LimitRule, arguments: dict[str, Any]) -> int:
+    return message_count(rule, arguments) if limit.count == "messages" else 1

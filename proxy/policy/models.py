@@ -163,6 +163,9 @@ class LimitRule(_Model):
       literally per minute; a shorter window suits tests, a longer one daily quotas).
       Only forwarded calls count; a refused one names the wait until the oldest call leaves
       the window.
+    per_day: at most N in any sliding 24 hours (a daily budget).
+    count: what per_minute and per_day count: `calls`, or `messages` (SMS messages: recipients
+      × parts of the profile's `message` argument; a group send counts its parts once).
     max_recipients: at most N recipients in one call, counted from the profile's
       `recipients.args` (comma-separated lists); a send to a group (`recipients.group_args`)
       has an unknown size, so it is gated for a human yes instead.
@@ -171,12 +174,14 @@ class LimitRule(_Model):
     tools: Annotated[Globs, Field(min_length=1)]
     per_minute: Annotated[int, Field(ge=1)] | None = None
     window_seconds: Annotated[float, Field(ge=1)] = 60.0
+    per_day: Annotated[int, Field(ge=1)] | None = None
+    count: Literal["calls", "messages"] = "calls"
     max_recipients: Annotated[int, Field(ge=1)] | None = None
 
     @model_validator(mode="after")
     def _some_limit(self) -> LimitRule:
-        if self.per_minute is None and self.max_recipients is None:
-            raise ValueError("a limit needs per_minute or max_recipients")
+        if self.per_minute is None and self.per_day is None and self.max_recipients is None:
+            raise ValueError("a limit needs per_minute, per_day or max_recipients")
         if "window_seconds" in self.model_fields_set and self.per_minute is None:
             raise ValueError("window_seconds applies only to per_minute")
         return self
@@ -195,6 +200,24 @@ class PinRule(_Model):
         if both:
             raise ValueError(f"argument {both[0]!r} is both set and forbidden")
         return self
+
+
+class SendersPolicy(_Model):
+    allow: tuple[Annotated[str, Field(min_length=1)], ...] = ()  # non-empty: only these (absent = default)
+    block_impersonation: bool = True
+
+
+class RecipientsPolicy(_Model):
+    countries: tuple[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], ...] = ()  # ISO 3166 alpha-2; empty = any
+    block_premium: bool = True
+
+
+class SmsPolicy(_Model):
+    """SMS rules (SPEC §11), applied to the tools whose profile names sender/recipients/message roles."""
+
+    senders: SendersPolicy = SendersPolicy()
+    recipients: RecipientsPolicy = RecipientsPolicy()
+    show_cost: bool = True
 
 
 class PinningPolicy(_Model):
@@ -232,6 +255,7 @@ class Policy(_Model):
     auth: AuthPolicy = AuthPolicy()
     audit: AuditPolicy = AuditPolicy()
     pinning: PinningPolicy = PinningPolicy()
+    sms: SmsPolicy | None = None
 
 
 # --------------------------------------------------------------------------- profile
@@ -249,6 +273,17 @@ class ProfileAnnotations(_Model):
 class RecipientSpec(_Model):
     args: tuple[str, ...] = ()
     group_args: tuple[str, ...] = ()
+
+
+class ArgSpec(_Model):
+    """The arguments that play one role in a send (the sender name, the message text)."""
+
+    args: tuple[str, ...] = ()
+
+
+class SmsPrice(_Model):
+    per_message: Annotated[float, Field(ge=0)]
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 
 
 def _format(value: str) -> str:
@@ -273,6 +308,8 @@ class ProfileTool(_Model):
     untrusted_fields: tuple[FieldPath, ...] | None = None
     annotations: ProfileAnnotations | None = None
     recipients: RecipientSpec | None = None
+    sender: ArgSpec | None = None
+    message: ArgSpec | None = None
 
     def verbatim_formats(self) -> dict[str, re.Pattern[str]] | None:
         return {path: re.compile(fmt) for path, fmt in self.verbatim.items()} or None
@@ -292,6 +329,7 @@ class Profile(_Model):
     tools: dict[str, ProfileTool] = Field(default_factory=dict)
     resources: ProfileContent = ProfileContent()
     prompts: ProfileContent = ProfileContent()
+    sms_price: SmsPrice | None = None  # an estimate shown in the confirmation prompt
 
     def scopes(self) -> set[str]:
         return {t.scope for t in self.tools.values() if t.scope is not None}

@@ -1,0 +1,295 @@
+"""SMS facts as pure functions: is a sender ID an impersonation, are recipients real numbers in
+allowed countries, and how many parts a message costs (SPEC §11).
+
+Sender names are compared after folding away what a reader's eye does not see: case, spacing
+and punctuation, accents, Cyrillic and Greek look-alikes and the digits that stand in for
+letters (4→a, 0→o, 1→i, 5→s). "B4NK", "ВANK" (a Cyrillic В) and "p o l i c e" all fold to a
+name on the shipped list. Folding is applied to both sides, so the list is written plainly.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import phonenumbers
+from phonenumbers import PhoneNumberType
+
+from proxy.sms_names import AFFIXES, GENERIC, NAMES
+
+# -- senders -------------------------------------------------------------------------------------
+
+# Look-alikes by how they are drawn, upper and lower case apart: a capital Greek eta (Η) reads
+# as H, a small one (η) as n.
+_LOOKALIKES = {
+    # Cyrillic capitals and small letters
+    "А": "a", "В": "b", "С": "c", "Е": "e", "Ё": "e", "Н": "h", "І": "i", "Ї": "i", "Ј": "j",
+    "К": "k", "М": "m", "О": "o", "Р": "p", "Ѕ": "s", "Т": "t", "Х": "x", "У": "y", "Ү": "y",
+    "Ԛ": "q", "Ԝ": "w", "Ӏ": "i", "З": "3", "Ь": "b", "П": "n", "Г": "r",
+    "а": "a", "в": "b", "с": "c", "е": "e", "ё": "e", "һ": "h", "і": "i", "ї": "i", "ј": "j",
+    "к": "k", "м": "m", "о": "o", "р": "p", "ѕ": "s", "т": "t", "х": "x", "у": "y", "ү": "y",
+    "ԁ": "d", "ԛ": "q", "ԝ": "w", "ӏ": "i", "ь": "b", "п": "n", "г": "r", "н": "h", "з": "3",
+    # Greek capitals and small letters
+    "Α": "a", "Β": "b", "Ε": "e", "Ζ": "z", "Η": "h", "Ι": "i", "Κ": "k", "Μ": "m", "Ν": "n",
+    "Ο": "o", "Ρ": "p", "Τ": "t", "Υ": "y", "Χ": "x", "Ϲ": "c", "Ϳ": "j",
+    "α": "a", "β": "b", "ε": "e", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "τ": "t",
+    "υ": "u", "χ": "x", "γ": "y", "ω": "w", "ϲ": "c", "η": "n",
+    # Latin letters that NFKD leaves whole, and symbols drawn like letters
+    "ł": "l", "Ł": "l", "ø": "o", "Ø": "o", "đ": "d", "Đ": "d", "ħ": "h", "ı": "i", "ß": "ss",
+    "æ": "ae", "Æ": "ae", "œ": "oe", "Œ": "oe", "þ": "p", "ƒ": "f",
+    "@": "a", "$": "s", "€": "e", "£": "l", "|": "i", "!": "i", "¡": "i",
+}  # fmt: skip
+_DIGITS = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "l": "i"})
+_NOT_ALNUM = re.compile(r"[^a-z0-9]")
+
+
+def fold(name: str) -> str:
+    """The skeleton of a name as it reads: b4nk, BANK, В-A-N-K and "b a n k" fold alike."""
+    text = unicodedata.normalize("NFKC", name)
+    text = "".join(_LOOKALIKES.get(ch, ch) for ch in text)
+    text = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
+    text = _NOT_ALNUM.sub("", text.casefold()).translate(_DIGITS)
+    # Pairs that read as one letter at a glance.
+    return text.replace("rn", "m").replace("vv", "w").replace("cl", "d")
+
+
+def _folded(names: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted({fold(n) for n in names}, key=len, reverse=True))
+
+
+_GENERIC = _folded(GENERIC)
+_NAMES = _folded(NAMES)
+_PLAIN = {fold(n): n for n in (*NAMES, *GENERIC)}  # how a refusal names what a sender reads as
+_AFFIXES = tuple(sorted({fold(a) for a in AFFIXES} | {""}, key=len, reverse=True))
+_LONG = 6  # a name this long is distinctive enough to find inside another
+
+
+def impersonates(sender: str) -> str | None:
+    """The shipped name a sender reads as, if any."""
+    found = _reads_as(fold(sender))
+    return _PLAIN[found] if found else None
+
+
+def _reads_as(skeleton: str) -> str | None:
+    if not skeleton:
+        return None
+    for name in _GENERIC:  # words no honest sender carries: BANK, POLICE, VERIFY…
+        if name in skeleton:
+            return name
+    for name in _NAMES:
+        if len(name) >= _LONG and name in skeleton:
+            return name
+        if name in skeleton and _dressed(skeleton, name):
+            return name
+    return None
+
+
+def _dressed(skeleton: str, name: str) -> bool:
+    """A short name alone or with a country code or a word like "info" around it ("DHL-SE", "myUPS")."""
+    at = skeleton.find(name)
+    while at >= 0:
+        head, tail = skeleton[:at], skeleton[at + len(name) :]
+        if head in _AFFIXES and tail in _AFFIXES:
+            return True
+        at = skeleton.find(name, at + 1)
+    return False
+
+
+_ALPHANUMERIC = re.compile(r"[A-Za-z][A-Za-z0-9]{0,10}")
+_NUMERIC = re.compile(r"\+?[0-9]{3,15}")
+
+
+def sender_problem(sender: str, *, allow: Iterable[str] = (), block_impersonation: bool = True) -> str | None:
+    """Why a sender ID may not be used, or None. A sender on the team's allow list is always allowed;
+    with an allow list, nothing else is."""
+    allow = tuple(allow)
+    if allow:
+        if any(_allowed(sender, pattern) for pattern in allow):
+            return None
+        return f"sender '{_shown(sender)}' is not on this team's sender allow list"
+    # A sender with no letter at all is a number, which reads as nobody's name.
+    if block_impersonation and any(ch.isalpha() for ch in sender) and (name := impersonates(sender)):
+        return f"sender '{_shown(sender)}' reads as '{name.upper()}' (impersonation)"
+    if not (_ALPHANUMERIC.fullmatch(sender) or _NUMERIC.fullmatch(sender)):
+        return (
+            f"sender '{_shown(sender)}' is not a valid sender ID (at most 11 letters and digits starting "
+            "with a letter, or a phone number)"
+        )
+    return None
+
+
+def _allowed(sender: str, pattern: str) -> bool:
+    if any(ch in pattern for ch in "*?["):
+        return fnmatch.fnmatchcase(sender.casefold(), pattern.casefold())
+    return sender.casefold() == pattern.casefold()
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    """A value quoted in a refusal: printable ASCII only, so a refusal carries no hidden text."""
+    clean = "".join(ch if " " <= ch <= "~" else "?" for ch in value[:limit])
+    return clean + ("…" if len(value) > limit else "")
+
+
+# -- recipients ----------------------------------------------------------------------------------
+
+_SPLIT = re.compile(r"[,;\n\r]+")
+
+
+def split_recipients(value: Any) -> list[str]:
+    """The numbers one argument names: a comma- (or semicolon-, newline-) separated string, a list, or
+    a number. Spaces are not separators: "+48 600 100 200" is one number. Any other shape is kept
+    as its text, so it fails as an invalid number rather than passing unchecked."""
+    if value is None or isinstance(value, bool):
+        return [] if value is None else [str(value)]
+    if isinstance(value, str):
+        return [part.strip() for part in _SPLIT.split(value) if part.strip()]
+    if isinstance(value, int | float):
+        return [str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)]
+    if isinstance(value, list | tuple):
+        return [number for item in value for number in split_recipients(item)]
+    return [repr(value)[:64]]
+
+
+@dataclass(frozen=True)
+class Recipient:
+    e164: str
+    country: str  # ISO 3166 alpha-2, or "" when the number belongs to no single country
+
+
+@dataclass(frozen=True)
+class Recipients:
+    unique: tuple[Recipient, ...] = ()
+    problem: str | None = None
+    unparsed: tuple[str, ...] = field(default=())  # short codes let through when premium is not blocked
+
+
+_PREMIUM = {PhoneNumberType.PREMIUM_RATE: "a premium-rate", PhoneNumberType.SHARED_COST: "a shared-cost"}
+_SHORT_DIGITS = 6  # a "number" of at most this many digits is a short code
+
+
+def parse_number(value: str) -> phonenumbers.PhoneNumber | None:
+    """A recipient as a phone number: "+46 70…", "0046 70…" and "4670…" (international digits) alike."""
+    text = value.strip()
+    if not text or len(text) > 40:
+        return None
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    elif not text.startswith("+"):
+        text = "+" + text
+    try:
+        return phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def check_recipients(values: Iterable[str], *, countries: Iterable[str] = (), block_premium: bool = True) -> Recipients:
+    """Parse and vet every recipient; the first problem found refuses the send."""
+    allowed = tuple(countries)
+    seen: dict[str, Recipient] = {}
+    unparsed: list[str] = []
+    for value in values:
+        digits = "".join(ch for ch in value if ch.isdigit())
+        if digits and len(digits) <= _SHORT_DIGITS and not value.strip().startswith("+"):
+            if block_premium:
+                return Recipients(problem=f"'{_masked(value)}' is a short code (premium services are blocked)")
+            if allowed:
+                return Recipients(problem=f"'{_masked(value)}' is a short code of no known country")
+            if value not in unparsed:
+                unparsed.append(value)
+            continue
+        number = parse_number(value)
+        if number is None or not phonenumbers.is_valid_number(number):
+            return Recipients(problem=f"'{_masked(value)}' is not a valid phone number (invalid number)")
+        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        kind = phonenumbers.number_type(number)
+        if block_premium and kind in _PREMIUM:
+            return Recipients(problem=f"{_masked(e164)} is {_PREMIUM[kind]} number (premium numbers are blocked)")
+        country = phonenumbers.region_code_for_number(number) or ""
+        if allowed and country not in allowed:
+            where = f"in {country}" if country and country != "001" else "not in any one country"
+            return Recipients(
+                problem=f"{_masked(e164)} is {where}; this team sends only to {', '.join(allowed)} (country)"
+            )
+        seen.setdefault(e164, Recipient(e164, country))
+    return Recipients(unique=tuple(seen.values()), unparsed=tuple(unparsed))
+
+
+def distinct_recipients(values: Iterable[str]) -> int:
+    """How many different recipients a send names: "+46 70…", "4670…" and "004670…" are one."""
+    keys = set()
+    for value in values:
+        number = parse_number(value)
+        if number is not None and phonenumbers.is_possible_number(number):
+            keys.add(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+        else:
+            keys.add("".join(ch for ch in value if ch.isdigit()) or value)
+    return len(keys)
+
+
+def _masked(number: str) -> str:
+    """A number in a refusal, audit line or log: enough to recognise it, not enough to harvest it."""
+    shown = _shown(number, 24)
+    digits = [i for i, ch in enumerate(shown) if ch.isdigit()]
+    if len(digits) <= 5:
+        return shown
+    hidden = set(digits[3:-3])
+    return "".join("•" if i in hidden else ch for i, ch in enumerate(shown))
+
+
+# -- parts ---------------------------------------------------------------------------------------
+
+# GSM 03.38: the basic alphabet costs one septet a character, the extension table two (an escape
+# and the character).
+GSM_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡"
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM_EXTENSION = frozenset("^{}\\[~]|€\f")
+
+
+@dataclass(frozen=True)
+class Parts:
+    encoding: str  # "GSM-7" or "UCS-2"
+    units: int  # septets (GSM-7) or UTF-16 code units (UCS-2)
+    parts: int
+
+
+def message_parts(text: str) -> Parts:
+    """How many SMS parts a text is sent as: GSM-7 160 (153 a part when split), else UCS-2 70 (67).
+    A part never ends inside an escape sequence or a surrogate pair."""
+    if all(ch in GSM_BASIC or ch in GSM_EXTENSION for ch in text):
+        costs = [2 if ch in GSM_EXTENSION else 1 for ch in text]
+        return Parts("GSM-7", sum(costs), _split(costs, 160, 153))
+    costs = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
+    return Parts("UCS-2", sum(costs), _split(costs, 70, 67))
+
+
+def _split(costs: list[int], single: int, per_part: int) -> int:
+    if sum(costs) <= single:
+        return 1
+    parts, used = 1, 0
+    for cost in costs:
+        if used + cost > per_part:
+            parts, used = parts + 1, 0
+        used += cost
+    return parts
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def describe(parts: Parts, recipients: int, price: float | None = None, currency: str = "") -> str:
+    """ "2 parts × 3 recipients = 6 messages (GSM-7)", with an estimate when the profile prices a message."""
+    messages = parts.parts * recipients
+    text = (
+        f"{_plural(parts.parts, 'part')} × {_plural(recipients, 'recipient')} = "
+        f"{_plural(messages, 'message')} ({parts.encoding})"
+    )
+    if price is not None:
+        text += f", about {messages * price:.2f} {currency}".rstrip()
+    return text
