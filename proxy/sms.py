@@ -66,6 +66,10 @@ _NAMES = _folded(NAMES)
 _PLAIN = {fold(n): n for n in (*NAMES, *GENERIC)}  # how a refusal names what a sender reads as
 _AFFIXES = tuple(sorted({fold(a) for a in AFFIXES} | {""}, key=len, reverse=True))
 _LONG = 6  # a name this long is distinctive enough to find inside another
+# A name too long for a sender ID (11 characters) is forged cut short: "Skatteverk" for
+# Skatteverket. Ten letters of such a name are as telling as the whole.
+_CUT = 10
+_CUTS = {name[:_CUT]: name for name in (*_GENERIC, *_NAMES) if len(name) > 11}
 
 
 def impersonates(sender: str) -> str | None:
@@ -84,6 +88,9 @@ def _reads_as(skeleton: str) -> str | None:
         if len(name) >= _LONG and name in skeleton:
             return name
         if name in skeleton and _dressed(skeleton, name):
+            return name
+    for cut, name in _CUTS.items():
+        if cut in skeleton:
             return name
     return None
 
@@ -203,7 +210,10 @@ def check_recipients(values: Iterable[str], *, countries: Iterable[str] = (), bl
             continue
         number = parse_number(value)
         if number is None or not phonenumbers.is_valid_number(number):
-            return Recipients(problem=f"'{_masked(value)}' is not a valid phone number (invalid number)")
+            return Recipients(
+                problem=f"'{_masked(value)}' is not a valid phone number (invalid number; write it in "
+                "international form with its country code, like +46 70… or +48 600…)"
+            )
         e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
         kind = phonenumbers.number_type(number)
         if block_premium and kind in _PREMIUM:

@@ -18,15 +18,15 @@ GENERIC = (
     # the same words in Swedish and Polish, and their kin
     "banken", "polisen", "polismyndigheten", "policja", "policji", "regeringen", "myndighet",
     "sakerhet", "bezpieczenstwo", "verification", "weryfikacja", "verifiering", "customs",
-    "taxoffice", "skatteverket", "tullverket", "kronofogden", "forsakringskassan",
-    "urzadskarbowy", "skarbowy", "skarbowa", "urzad", "poczta", "pocztex", "bankid",
+    "taxoffice", "skatteverket", "tullverk", "kronofogden", "forsakringskassan",
+    "urzadskarbowy", "skarbow", "urzad", "myndig", "poczta", "pocztex", "bankid",
 )  # fmt: skip
 
 NAMES = (
     # police, tax, customs and other authorities
     "polis", "hmrc", "irs", "dvla", "nhs", "gov", "govuk", "govpl", "mobywatel", "epuap", "zus",
     "krus", "kas", "csn", "tull", "transportstyrelsen", "migrationsverket", "pensionsmyndigheten",
-    "arbetsformedlingen", "europol", "interpol",
+    "arbetsformedlingen", "europol", "interpol", "skatt", "tax", "trangselskatt", "podatek",
     # banks and payments
     "swedbank", "handelsbanken", "seb", "nordea", "danske", "lansforsakringar", "skandia", "sbab",
     "avanza", "klarna", "swish", "pko", "pkobp", "ipko", "pekao", "santander", "mbank", "ing",
