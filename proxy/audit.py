@@ -12,14 +12,16 @@ reason, args_sha256, duration_ms, and recipients for tools with a recipient coun
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 logger = logging.getLogger("mcp_guard.audit")
 
@@ -59,28 +61,147 @@ def _free_text(value: str) -> str:
 
 
 class AuditLog:
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._file: TextIO | None = None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("a", encoding="utf-8")
+    """Appends audit lines to a file, whole lines or nothing.
 
-    def write(self, **fields: Any) -> None:
-        record: dict[str, Any] = {"time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+    Each line goes out in one `os.write` on an O_APPEND descriptor; a write that fails or comes up
+    short (a full disk) is cut back to where the file ended, so no reader ever sees half a line.
+    `write` answers whether the line is on disk, so the pipeline can refuse a consequential call
+    whose decision could not be recorded (`audit.required`). A file removed or moved away (by an
+    operator or logrotate) is reopened at its path; with `max_bytes` or `daily`, the log rotates
+    itself to `<path>.1` … `<path>.<keep>` before a line that would cross the limit.
+    """
+
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        max_bytes: int | None = None,
+        daily: bool = False,
+        keep: int = 5,
+        clock: Any = None,
+    ) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.daily = daily
+        self.keep = keep
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._day = self._clock().date()
+        self.failing: str | None = None  # why the last line could not be written; None when healthy
+        if path is not None:
+            with self._lock:
+                self._open()
+
+    def write(self, **fields: Any) -> bool:
+        """Write one line; True when it is on disk (or, without a file, handed to the log)."""
+        now = self._clock()
+        record: dict[str, Any] = {"time": now.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
         for key, value in fields.items():
             record[key] = _free_text(value) if isinstance(value, str) and key not in _COMPUTED else value
         # ASCII only: a U+2028 in a model-chosen tool name must not split the line for line-based readers.
-        line = json.dumps(record, ensure_ascii=True, separators=(",", ":"))
-        if self._file is None:
+        line = json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=str)
+        if self.path is None:
             logger.info("%s", line)
-            return
+            return True
+        data = (line + "\n").encode("ascii")
         with self._lock:
-            self._file.write(line + "\n")
-            self._file.flush()
+            try:
+                self._ready(now, len(data))
+                assert self._fd is not None
+                self._append(self._fd, data)
+            except OSError as exc:
+                self._failed(exc)
+                return False
+            if self.failing is not None:
+                logger.warning("audit log %s is writable again", self.path)
+                self.failing = None
+            return True
+
+    def _open(self) -> None:
+        assert self.path is not None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            self._fd = None
+            self._failed(exc)
+
+    def _ready(self, now: datetime, size: int) -> None:
+        """An open descriptor on the file that is at `path` now, rotated if this line calls for it."""
+        assert self.path is not None
+        if self._fd is not None:
+            try:
+                here = os.stat(self.path)
+                mine = os.fstat(self._fd)
+                moved = (here.st_ino, here.st_dev) != (mine.st_ino, mine.st_dev)
+            except FileNotFoundError:
+                moved = True
+            if moved:  # removed or rotated by someone else: a line written to it would be lost
+                self._close()
+            elif self._due(now, mine.st_size, size):
+                self._close()
+                self._rotate()
+        self._day = now.date()
+        if self._fd is None:
+            self._open()
+            if self._fd is None:
+                raise OSError(self.failing or "cannot open the audit log")
+
+    def _due(self, now: datetime, current: int, size: int) -> bool:
+        if current == 0 or not self.path or not self.path.is_file():
+            return False  # a character device (/dev/full, /dev/null) is never rotated
+        if self.max_bytes is not None and current + size > self.max_bytes:
+            return True
+        return self.daily and now.date() != self._day
+
+    def _rotate(self) -> None:
+        assert self.path is not None
+        for n in range(self.keep - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{n}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{n + 1}"))
+        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+
+    @staticmethod
+    def _append(fd: int, data: bytes) -> None:
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+        except OSError:
+            start = None  # not seekable (a device): nothing to cut back
+        try:
+            written = os.write(fd, data)
+        except OSError:
+            if start is not None:
+                _cut(fd, start)
+            raise
+        if written != len(data):
+            if start is not None:
+                _cut(fd, start)
+            raise OSError(errno.ENOSPC, f"only {written} of {len(data)} bytes written")
+
+    def _failed(self, exc: OSError) -> None:
+        why = exc.strerror or str(exc)
+        if self.failing != why:
+            logger.error("audit log %s cannot be written (%s): gated and external calls are refused", self.path, why)
+        self.failing = why
+        self._close()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        with self._lock:
+            self._close()
+
+
+def _cut(fd: int, size: int) -> None:
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        pass

@@ -7,7 +7,7 @@ mcp.smsapi.io, so a client config changes only its host.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy import __version__
 from proxy.auth import KeyRing
+from proxy.capacity import Capacity
 from proxy.fastpath import FastPath, SessionCheck
 from proxy.server import IDENTITY_KEY, Gateway, Identity, build_server
 from proxy.upstream import credential_key
@@ -115,6 +116,17 @@ def _session_check(manager: StreamableHTTPSessionManager) -> SessionCheck:
     return open_for
 
 
+def _closer(manager: StreamableHTTPSessionManager) -> Callable[[str], Awaitable[None]]:
+    """Ends a handshake-era session the way a client's DELETE does; the manager then forgets it."""
+
+    async def close(session_id: str) -> None:
+        transport = manager._server_instances.get(session_id)
+        if transport is not None:
+            await transport.terminate()
+
+    return close
+
+
 def transport_security(host: str, allowed_hosts: Sequence[str]) -> TransportSecuritySettings:
     hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", *allowed_hosts]
     hosts += [f"{h}:*" for h in allowed_hosts if ":" not in h]
@@ -136,7 +148,8 @@ def build_http_app(
     manager = StreamableHTTPSessionManager(app=server, security_settings=security, max_request_body_size=max_body_bytes)
     sdk = StreamableHTTPASGIApp(manager)
     fast = FastPath(sdk, gateway, server, security, max_body_bytes=max_body_bytes, session_open=_session_check(manager))
-    mcp_app = IdentityMiddleware(fast, gateway, keyring)
+    capped = Capacity(fast, gateway, alive=lambda sid: sid in manager._server_instances, close=_closer(manager))
+    mcp_app = IdentityMiddleware(capped, gateway, keyring)
 
     async def healthz(request: Request) -> Response:
         body: dict[str, object] = {"status": "ok", "version": __version__, "teams": sorted(gateway.policies)}

@@ -125,6 +125,15 @@ class Pipeline(Subscriptions):
                 self._audit(call, rule, "pending", "asked the human to confirm")
                 return verdict
         assert rule is not None and isinstance(verdict, Admitted)
+        # A call that acts in the world is on record before it is made; one that cannot be recorded is not made.
+        ahead = consequential(rule, verdict)
+        recorded = not ahead or self._audit(call, rule, verdict.decision, verdict.reason)
+        if not recorded and self.loaded.policy.audit.required:
+            return _error(
+                f"mcp-guard: '{call.name}' was not called: its audit line could not be written "
+                f"({self.audit.failing}), and this team's policy records every gated or external call before it "
+                "is made. Tell the operator; calls resume once the audit log is writable."
+            )
         try:
             result = await self.forward(call, rule, verdict.arguments, resume if isinstance(resume, Resume) else None)
         except UpstreamUnavailable as exc:
@@ -141,6 +150,8 @@ class Pipeline(Subscriptions):
         if isinstance(result, types.InputRequiredResult):
             return self._ask_client(call, rule, result, verdict.decision, verdict.reason)
         self.trifecta.record(call.caller.session, rule, expires=call.caller.sessionless)
+        if ahead:
+            return result
         return self._finish(call, rule, verdict.decision, verdict.reason, result)
 
     async def decide(
@@ -376,7 +387,7 @@ class Pipeline(Subscriptions):
         self._audit(call, rule, decision, reason)
         return result
 
-    def _audit(self, call: ToolCall, rule: ToolRule | None, decision: str, reason: str) -> None:
+    def _audit(self, call: ToolCall, rule: ToolRule | None, decision: str, reason: str) -> bool:
         fields: dict[str, Any] = {}
         if rule is not None and rule.recipients is not None:
             fields["recipients"] = count_recipients(rule, call.arguments)[0]
@@ -385,7 +396,7 @@ class Pipeline(Subscriptions):
             server: str | None = rule.server
         else:  # an unknown tool: name the upstream it would have gone to, when the name says
             server = target[0] if (target := self.catalog.resolve(call.name)) else None
-        self.audit.write(
+        return self.audit.write(
             team=self.team,
             principal=call.caller.principal,
             session=digest_session(call.caller.session),
@@ -397,6 +408,11 @@ class Pipeline(Subscriptions):
             duration_ms=round((time.monotonic() - call.started) * 1000, 1),
             **fields,
         )
+
+
+def consequential(rule: ToolRule, verdict: Admitted) -> bool:
+    """A call whose audit line is written before it is forwarded: gated, confirmed, or acting outside."""
+    return rule.gated or verdict.decision == "confirmed" or "external" in rule.legs
 
 
 _GUARD_ERROR = Refusal(

@@ -94,7 +94,8 @@ class Gateway:
         policy = loaded.policy
         pool = UpstreamPool(policy.upstreams, tg, allow_sampling=policy.sampling == "allow")
         audit_path = loaded.audit_path
-        audit = AuditLog(audit_path)
+        settings = policy.audit
+        audit = AuditLog(audit_path, max_bytes=settings.max_bytes, daily=settings.daily, keep=settings.keep)
         self._audits.append(audit)
         return Pipeline(loaded, pool, audit)
 

@@ -235,6 +235,18 @@ class AuthPolicy(_Model):
 
 class AuditPolicy(_Model):
     path: str | None = None
+    # A gated or external call whose decision line cannot be written is refused; false only logs it.
+    required: bool = True
+    max_bytes: Annotated[int, Field(ge=4096)] | None = None  # rotate before a line would cross this size
+    daily: bool = False  # rotate at the first line of a new (UTC) day
+    keep: Annotated[int, Field(ge=1, le=1000)] = 5  # rotated files kept: <path>.1 … <path>.<keep>
+
+
+class CapacityPolicy(_Model):
+    """What one principal may hold of a `serve` process (SPEC §9); anonymous callers are one principal."""
+
+    sessions_per_principal: Annotated[int, Field(ge=1)] = 256  # open handshake-era sessions
+    requests_per_principal: Annotated[int, Field(ge=1)] = 128  # requests in flight at once
 
 
 class Policy(_Model):
@@ -254,6 +266,7 @@ class Policy(_Model):
     url_elicitation: Literal["deny", "allow"] = "deny"
     auth: AuthPolicy = AuthPolicy()
     audit: AuditPolicy = AuditPolicy()
+    capacity: CapacityPolicy = CapacityPolicy()
     pinning: PinningPolicy = PinningPolicy()
     sms: SmsPolicy | None = None
 
