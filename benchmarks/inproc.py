@@ -109,7 +109,7 @@ async def _time_tool(pipeline: Pipeline, tool: str, benign: bool, reps: int) -> 
         raw = result.model_dump(by_alias=True, mode="json", exclude_none=True)
         shielded = types.CallToolResult.model_validate(pipeline.shield.tool_result(source, raw, None, rule.verbatim))
         t2 = time.perf_counter()
-        pipeline.trifecta.record(call.caller.session, rule)
+        await pipeline.trifecta.record(call.caller.session, rule)
         pipeline._finish(call, rule, "allowed", "forwarded", shielded)
         t3 = time.perf_counter()
         if i >= 20:  # the first calls warm the regex and markdown-it caches

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -57,6 +58,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--policy", action="append", required=True, help="team policy YAML (repeat with --keys)")
     serve.add_argument("--keys", help="proxy keys file (auth: keys): sha256 digests of keys mapped to teams")
     _http_args(serve)
+    serve.add_argument(
+        "--state",
+        metavar="URL",
+        help="share limits, confirmations and session history with other replicas: redis://host:port/db "
+        "(default: the policy's state.url, else this process's memory)",
+    )
+    serve.add_argument(
+        "--state-key-file",
+        metavar="FILE",
+        help="the key that seals 2026-07-28 request states, shared by every replica (or MCP_GUARD_STATE_KEY); "
+        "at least 32 bytes, e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`",
+    )
     serve.set_defaults(func=_cmd_serve)
 
     stdio = sub.add_parser("stdio", help="serve over stdio, for clients that launch a command")
@@ -151,7 +164,10 @@ def _cmd_stdio(args: argparse.Namespace) -> int:
         from proxy.server import Gateway
         from proxy.stdio import serve_stdio
 
-        await serve_stdio(Gateway(loaded, offered=offered, check_pins=True), instructions=instructions)
+        # A team's stdio processes may share limits and history too; each seals only its own states.
+        state, _ = _shared_state(loaded, args, need_key=False)
+        gateway = Gateway(loaded, offered=offered, check_pins=True, state=state)
+        await serve_stdio(gateway, instructions=instructions)
 
     _run(run)
     return 0
@@ -229,7 +245,8 @@ def _serve_http(
             "a TLS-terminating proxy is in front (see README, Deployment).",
             file=sys.stderr,
         )
-    gateway = Gateway(loaded, offered=offered, check_pins=True)
+    state, state_key = _shared_state(loaded, args)
+    gateway = Gateway(loaded, offered=offered, check_pins=True, state=state, state_key=state_key)
     app = build_http_app(
         gateway, host=args.host, allowed_hosts=args.allowed_host, instructions=instructions, keyring=keyring
     )
@@ -247,6 +264,45 @@ def _serve_http(
         return f"mcp-guard {__version__}: serving team {teams} at {url}/ (health: {url}/healthz)"
 
     return run_until_signalled(lambda: serve_asgi(app, sock, announce=announce), "mcp-guard")
+
+
+def _shared_state(
+    loaded: list[LoadedPolicy], args: argparse.Namespace, *, need_key: bool = True
+) -> tuple[Any, bytes | None]:
+    """The state backend and request-state key `serve` runs with (SPEC §12)."""
+    urls = {p.policy.state.url for p in loaded}
+    url = getattr(args, "state", None) or (urls.pop() if len(urls) == 1 else None)
+    if url is None and len(urls) > 1:
+        raise StartupError("mcp-guard: the --policy files name different state.url; pass one --state")
+    key = _state_key(getattr(args, "state_key_file", None))
+    if url is None:
+        return None, key
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise StartupError("mcp-guard: --state takes a redis://, rediss:// or unix:// URL")
+    if key is None and need_key:
+        raise StartupError(
+            "mcp-guard: shared state needs the key every replica seals request states with: "
+            "--state-key-file FILE or MCP_GUARD_STATE_KEY (at least 32 bytes; it is never written to Redis)"
+        )
+    from proxy.redis_state import RedisState
+
+    prefixes = {p.policy.state.prefix for p in loaded}
+    return RedisState(url, prefix=prefixes.pop() if len(prefixes) == 1 else "mcp-guard"), key
+
+
+def _state_key(path: str | None) -> bytes | None:
+    if path is not None:
+        try:
+            raw = Path(path).read_bytes().strip()
+        except OSError as exc:
+            raise StartupError(f"mcp-guard: cannot read --state-key-file {path}: {exc.strerror}") from None
+    else:
+        raw = os.environ.get("MCP_GUARD_STATE_KEY", "").strip().encode()
+        if not raw:
+            return None
+    if len(raw) < 32:
+        raise StartupError("mcp-guard: the state key must be at least 32 bytes of secret randomness")
+    return raw
 
 
 def _run(fn: Any, *args: Any) -> Any:

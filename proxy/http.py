@@ -153,11 +153,15 @@ def build_http_app(
 
     async def healthz(request: Request) -> Response:
         body: dict[str, object] = {"status": "ok", "version": __version__, "teams": sorted(gateway.policies)}
+        state_ok = await gateway.state.healthy()
+        body["state"] = {"backend": gateway.state.backend, "ok": state_ok}
+        if not state_ok:
+            body["status"] = "degraded"  # calls that need shared state are refused until it is back
         checks = [p.pin_check for p in gateway.pipelines.values() if p.pin_check is not None]
         if checks:
             counts = [c.counts() for c in checks]
             body["pins"] = {k: sum(c[k] for c in counts) for k in ("drifted", "unpinned")}
-        return Response(json.dumps(body), media_type="application/json")
+        return Response(json.dumps(body), media_type="application/json", status_code=200 if state_ok else 503)
 
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/", mcp_app)]
     routes += [Route(f"/{group}", mcp_app) for group in gateway.groups()]

@@ -22,6 +22,7 @@ from proxy.caller import Caller
 from proxy.catalog import Catalog, ToolRule
 from proxy.guards.trifecta import Trifecta
 from proxy.pinning import PinCheck
+from proxy.state import StateUnavailable
 from proxy.untrusted import OutputShield, plain_name, plain_resource_name
 from proxy.upstream import UpstreamConnection, UpstreamPool, UpstreamUnavailable, raw_request
 
@@ -138,7 +139,7 @@ class Listings:
         )
         source = f"{server}:{_source_name(uri)}"
         result = types.ReadResourceResult(contents=self.shield.resource_contents(source, raw.get("contents")))
-        self.trifecta.record_legs(caller.session, source, self.catalog.resource_legs(server), caller.sessionless)
+        await self._remember(caller, source, self.catalog.resource_legs(server))
         return result
 
     async def list_prompts(self, caller: Caller, cursor: str | None) -> types.ListPromptsResult:
@@ -163,8 +164,17 @@ class Listings:
         raw = await self._ask(server, conn, lambda s: _raw(s, request), retry=True)
         source = f"{server}:{name}"
         result = types.GetPromptResult.model_validate(self.shield.prompt_result(source, raw))
-        self.trifecta.record_legs(caller.session, source, self.catalog.prompt_legs(server), caller.sessionless)
+        await self._remember(caller, source, self.catalog.prompt_legs(server))
         return result
+
+    async def _remember(self, caller: Caller, source: str, legs: frozenset[str]) -> None:
+        try:
+            await self.trifecta.record_legs(caller.session, source, legs, caller.sessionless)
+        except StateUnavailable:
+            # What the session read could not be remembered, so it is not read at all.
+            raise MCPError(
+                code=INTERNAL_ERROR, message="mcp-guard: shared state unavailable; the content was withheld"
+            ) from None
 
     async def complete(self, caller: Caller, params: types.CompleteRequestParams) -> types.CompleteResult:
         server, conn = self._single(caller, "completions")

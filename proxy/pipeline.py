@@ -42,6 +42,7 @@ from proxy.relay import (
     within,
 )
 from proxy.resume import Resume, ResumeStates
+from proxy.state import MemoryState, SharedState, StateUnavailable
 from proxy.subscriptions import Subscriptions
 from proxy.untrusted import (
     OutputShield,
@@ -76,17 +77,20 @@ class ToolCall:
 
 
 class Pipeline(Subscriptions):
-    def __init__(self, loaded: LoadedPolicy, pool: UpstreamPool, audit: AuditLog) -> None:
+    def __init__(
+        self, loaded: LoadedPolicy, pool: UpstreamPool, audit: AuditLog, state: SharedState | None = None
+    ) -> None:
         policy = loaded.policy
+        self.state = state = state if state is not None else MemoryState()
         self.team = policy.team
         self.loaded = loaded
         self.catalog = Catalog(loaded)
         self.pool = pool
         self.audit = audit
         self.shield = OutputShield(policy.output)
-        self.limiter = Limiter()
-        self.trifecta = Trifecta(policy.trifecta.action, policy.trifecta.idle_seconds)
-        self.resumes = ResumeStates(policy.confirm.timeout_seconds)
+        self.limiter = Limiter(state, policy.team)
+        self.trifecta = Trifecta(policy.trifecta.action, policy.trifecta.idle_seconds, state)
+        self.resumes = ResumeStates(policy.confirm.timeout_seconds, state)
         self.parked = ParkedCalls(pool.spawn, policy.confirm.timeout_seconds)
         # URIs of resources hidden for their names, from the listings: reading them is refused too.
         self._hidden_resources: BoundedSet = BoundedSet(4096)
@@ -97,6 +101,7 @@ class Pipeline(Subscriptions):
             policy.team,
             timeout_seconds=policy.confirm.timeout_seconds,
             without_elicitation=policy.confirm.without_elicitation,
+            state=state,
         )
 
     # -- tools/call ----------------------------------------------------------------------------
@@ -106,8 +111,10 @@ class Pipeline(Subscriptions):
         resume: Resume | Refusal | None = None
         try:
             rule = await self.find_rule(call.caller, call.name)
-            resume = self._resume(call)
+            resume = await self._resume(call)
             verdict = await self.decide(call, rule, resume)
+        except StateUnavailable as exc:
+            verdict = _state_refusal(exc)
         except UpstreamUnavailable as exc:
             failed = self._failure(exc, f"mcp-guard: {exc}. The tool was not called.")
             return self._finish(call, rule, "error", str(exc), failed)
@@ -149,7 +156,11 @@ class Pipeline(Subscriptions):
             raise
         if isinstance(result, types.InputRequiredResult):
             return self._ask_client(call, rule, result, verdict.decision, verdict.reason)
-        self.trifecta.record(call.caller.session, rule, expires=call.caller.sessionless)
+        try:
+            await self.trifecta.record(call.caller.session, rule, expires=call.caller.sessionless)
+        except StateUnavailable as exc:
+            # What this session read could not be remembered, so the model must not read it either.
+            return self._finish(call, rule, "error", f"result withheld: {exc}", _error(_state_refusal(exc).message))
         if ahead:
             return result
         return self._finish(call, rule, verdict.decision, verdict.reason, result)
@@ -160,7 +171,7 @@ class Pipeline(Subscriptions):
         """Whether the call goes upstream, and with which arguments; asking the human if a guard says so."""
         if isinstance(resume, Refusal):
             return resume
-        verdict = self.admit(call, rule, resumed=resume is not None)
+        verdict = await self.admit(call, rule, resumed=resume is not None)
         if resume is not None:
             # The gate and the limits admitted this very call when its state was minted.
             if isinstance(verdict, Refusal):
@@ -172,10 +183,10 @@ class Pipeline(Subscriptions):
         if isinstance(verdict, Admitted):
             # Counted in the same step that admits it: calls that waited on a human cannot all take the
             # one slot that was free when they were checked.
-            verdict = self.limiter.take(rule, verdict)
+            verdict = await self.limiter.take(rule, verdict)
         return verdict
 
-    def admit(self, call: ToolCall, rule: ToolRule | None, *, resumed: bool = False) -> Verdict:
+    async def admit(self, call: ToolCall, rule: ToolRule | None, *, resumed: bool = False) -> Verdict:
         """visibility → pins → limits → trifecta, without side effects; the reasons to ask a human add up.
 
         A resumed call is checked for visibility and pins only: the policy may have changed its mind
@@ -191,8 +202,8 @@ class Pipeline(Subscriptions):
             return refused
         reasons = list(rule.gate_reasons)
         for verdict in (
-            self.limiter.check(rule, admitted),
-            self.trifecta.check(call.caller.session, rule, admitted, expires=call.caller.sessionless),
+            await self.limiter.check(rule, admitted),
+            await self.trifecta.check(call.caller.session, rule, admitted, expires=call.caller.sessionless),
         ):
             if isinstance(verdict, Refusal):
                 return verdict
@@ -202,10 +213,10 @@ class Pipeline(Subscriptions):
             return admitted
         return Ask(admitted.arguments, tuple(reasons), tuple(cost_facts(rule, sms_policy, admitted.arguments)))
 
-    def _resume(self, call: ToolCall) -> Resume | Refusal | None:
+    async def _resume(self, call: ToolCall) -> Resume | Refusal | None:
         if not call.prompter.modern:
             return None
-        return self.resumes.redeem(call.prompter.request_state, call.caller.session)
+        return await self.resumes.redeem(call.prompter.request_state, call.caller.session)
 
     def _ask_client(
         self, call: ToolCall, rule: ToolRule, asked: types.InputRequiredResult, decision: str, why: str
@@ -408,6 +419,16 @@ class Pipeline(Subscriptions):
             duration_ms=round((time.monotonic() - call.started) * 1000, 1),
             **fields,
         )
+
+
+def _state_refusal(exc: StateUnavailable) -> Refusal:
+    return Refusal(
+        "error",
+        f"shared state unavailable: {exc}",
+        "mcp-guard's shared state cannot be reached, so this call could not be checked against the team's "
+        "limits, confirmations and session history. It was not made (or its result was withheld). Try again "
+        "shortly; tell the operator if it persists.",
+    )
 
 
 def consequential(rule: ToolRule, verdict: Admitted) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from proxy.guards import Refusal
 from proxy.guards.onetime import OneTimeStates, parse
+from proxy.state import SharedState
 
 KIND = "resume"
 
@@ -36,18 +37,18 @@ class Resume:
 
 
 class ResumeStates:
-    def __init__(self, ttl_seconds: float) -> None:
-        self._states = OneTimeStates(ttl_seconds)
+    def __init__(self, ttl_seconds: float, state: SharedState) -> None:
+        self._states = OneTimeStates(ttl_seconds, state)
 
     def mint(self, session: str, upstream_state: str | None, decision: str, reason: str) -> str:
         return self._states.mint(session, kind=KIND, up=upstream_state, d=decision, r=reason)
 
-    def redeem(self, raw: str | None, session: str) -> Resume | Refusal | None:
+    async def redeem(self, raw: str | None, session: str) -> Resume | Refusal | None:
         """The resume a verified state stands for, a refusal, or None when it is no resume state."""
         state = parse(raw)
         if state is None or state.get("kind") != KIND:
             return None
-        if problem := self._states.redeem(state, session):
+        if problem := await self._states.redeem(state, session):
             return _REFUSALS[problem]
         up = state.get("up")
         return Resume(

@@ -35,6 +35,7 @@ from proxy.catalog import Catalog
 from proxy.downstream import Downstream
 from proxy.pipeline import Caller, Pipeline, ToolCall
 from proxy.policy import LoadedPolicy
+from proxy.state import MemoryState, SharedState
 from proxy.upstream import Relay, UpstreamPool, UpstreamUnavailable
 
 logger = logging.getLogger(__name__)
@@ -60,9 +61,19 @@ class Gateway:
     """Every team this process serves, each with its own pipeline and upstream connections."""
 
     def __init__(
-        self, policies: Sequence[LoadedPolicy], *, offered: frozenset[str] | None = None, check_pins: bool = False
+        self,
+        policies: Sequence[LoadedPolicy],
+        *,
+        offered: frozenset[str] | None = None,
+        check_pins: bool = False,
+        state: SharedState | None = None,
+        state_key: bytes | None = None,
     ) -> None:
         self.policies = {p.policy.team: p for p in policies}
+        # Rate windows, session legs and used one-time states: this process's, or shared by replicas.
+        self.state: SharedState = state if state is not None else MemoryState()
+        # Seals 2026-07-28 request states; replicas share it so a state minted on one opens on another.
+        self.state_key = state_key
         # What the upstreams offer (resources, subscribe, prompts, completions, logging); None: unknown.
         self.offered = offered
         self.pipelines: dict[str, Pipeline] = {}
@@ -78,6 +89,11 @@ class Gateway:
             try:
                 for team, loaded in self.policies.items():
                     self.pipelines[team] = self._pipeline(loaded, tg)
+                if not await self.state.healthy():
+                    logger.warning(
+                        "the %s state backend does not answer: calls that need shared state are refused until it does",
+                        self.state.backend,
+                    )
                 if self._check_pins:
                     for pipeline in self.pipelines.values():
                         if pipeline.pin_check is not None:
@@ -88,6 +104,7 @@ class Gateway:
                     await pipeline.pool.aclose()
                 for audit in self._audits:
                     audit.close()
+                await self.state.aclose()
                 tg.cancel_scope.cancel()
 
     def _pipeline(self, loaded: LoadedPolicy, tg: anyio.abc.TaskGroup) -> Pipeline:
@@ -97,7 +114,7 @@ class Gateway:
         settings = policy.audit
         audit = AuditLog(audit_path, max_bytes=settings.max_bytes, daily=settings.daily, keep=settings.keep)
         self._audits.append(audit)
-        return Pipeline(loaded, pool, audit)
+        return Pipeline(loaded, pool, audit, self.state)
 
     def pipeline(self, team: str) -> Pipeline:
         pipeline = self.pipelines.get(team)
@@ -440,9 +457,13 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
     timeout = max(p.policy.confirm.timeout_seconds for p in gateway.policies.values())
     server.middleware.append(_remember_connections(gateway))
     server.middleware.append(_audit_refused_state(gateway))
-    server.middleware.append(
-        RequestStateBoundary(RequestStateSecurity.ephemeral(ttl=timeout + 60), default_audience="mcp-guard")
+    ttl = timeout + 60
+    security = (
+        RequestStateSecurity(keys=[gateway.state_key], ttl=ttl)
+        if gateway.state_key is not None
+        else RequestStateSecurity.ephemeral(ttl=ttl)
     )
+    server.middleware.append(RequestStateBoundary(security, default_audience="mcp-guard"))
     return server
 
 

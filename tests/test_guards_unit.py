@@ -13,8 +13,9 @@ from proxy.catalog import ToolRule
 from proxy.guards import Admitted, Ask, Refusal
 from proxy.guards.limits import Limiter, count_recipients
 from proxy.guards.pins import apply_pins
-from proxy.guards.trifecta import MAX_SESSIONS, Trifecta
+from proxy.guards.trifecta import Trifecta
 from proxy.policy import LimitRule, PinRule, RecipientSpec
+from proxy.state import MAX_SESSIONS, MemoryState
 
 
 class Clock:
@@ -60,53 +61,58 @@ UNTRUSTED_ONLY = tool("get_groups", legs=frozenset({"untrusted"}))
 OK = Admitted({})
 
 
-def test_per_minute_refuses_with_the_wait_and_slides() -> None:
+@pytest.mark.anyio
+async def test_per_minute_refuses_with_the_wait_and_slides() -> None:
     clock = Clock()
-    limiter = Limiter(clock)
+    limiter = Limiter(MemoryState(clock), "t")
     rule = replace(SEND, limits=(LimitRule(tools=("send_*",), per_minute=2),))
     for step in (0.0, 10.0):
         clock.now += step
-        assert limiter.take(rule, OK) == OK
+        assert await limiter.take(rule, OK) == OK
     clock.now += 5  # calls at t=0 and t=10; now t=15
-    refusal = limiter.check(rule, OK)
+    refusal = await limiter.check(rule, OK)
     assert isinstance(refusal, Refusal) and refusal.decision == "denied"
     assert "Try again in 45 s" in refusal.message and "2 calls per minute" in refusal.message
-    assert isinstance(limiter.take(rule, OK), Refusal)
+    assert isinstance(await limiter.take(rule, OK), Refusal)
     clock.now += 45  # t=60: the first call leaves the window (a window is (now-60, now])
-    assert limiter.check(rule, OK) == OK
-    assert limiter.take(rule, OK) == OK
-    assert isinstance(limiter.take(rule, OK), Refusal)  # t=10 and t=60 are in the window
+    assert await limiter.check(rule, OK) == OK
+    assert await limiter.take(rule, OK) == OK
+    assert isinstance(await limiter.take(rule, OK), Refusal)  # t=10 and t=60 are in the window
 
 
-def test_window_seconds_and_shared_pattern_window() -> None:
+@pytest.mark.anyio
+async def test_window_seconds_and_shared_pattern_window() -> None:
     clock = Clock()
-    limiter = Limiter(clock)
+    limiter = Limiter(MemoryState(clock), "t")
     limit = LimitRule(tools=("send_*",), per_minute=1, window_seconds=2)
     sms = replace(SEND, limits=(limit,))
     group = replace(SEND, name="send_group_sms", exposed="send_group_sms", limits=(limit,))
-    assert limiter.take(sms, OK) == OK
-    refusal = limiter.take(group, OK)  # one window for every tool the pattern matches
+    assert await limiter.take(sms, OK) == OK
+    refusal = await limiter.take(group, OK)  # one window for every tool the pattern matches
     assert isinstance(refusal, Refusal) and "per 2 s" in refusal.message and "Try again in 2 s" in refusal.message
     clock.now += 2.01
-    assert limiter.take(group, OK) == OK
+    assert await limiter.take(group, OK) == OK
 
 
-def test_refused_calls_do_not_count() -> None:
+@pytest.mark.anyio
+async def test_refused_calls_do_not_count() -> None:
     clock = Clock()
-    limiter = Limiter(clock)
+    limiter = Limiter(MemoryState(clock), "t")
     rule = replace(SEND, limits=(LimitRule(tools=("send_*",), per_minute=1),))
     for _ in range(5):
-        assert limiter.check(rule, OK) == OK  # a check alone never counts
-    assert limiter.take(rule, OK) == OK
-    assert isinstance(limiter.take(rule, OK), Refusal)
+        assert await limiter.check(rule, OK) == OK  # a check alone never counts
+    assert await limiter.take(rule, OK) == OK
+    assert isinstance(await limiter.take(rule, OK), Refusal)
 
 
-def test_limits_are_per_limiter_that_is_per_team() -> None:
-    clock = Clock()
+@pytest.mark.anyio
+async def test_limits_are_per_team_even_in_one_shared_state() -> None:
+    state = MemoryState(Clock())
     rule = replace(SEND, limits=(LimitRule(tools=("send_*",), per_minute=1),))
-    first, second = Limiter(clock), Limiter(clock)
-    assert first.take(rule, OK) == OK
-    assert second.take(rule, OK) == OK
+    first, second = Limiter(state, "support"), Limiter(state, "marketing")
+    assert await first.take(rule, OK) == OK
+    assert await second.take(rule, OK) == OK
+    assert isinstance(await Limiter(state, "support").take(rule, OK), Refusal)  # another replica, same team
 
 
 def test_window_seconds_needs_per_minute_and_is_at_least_one() -> None:
@@ -140,14 +146,15 @@ def test_count_recipients(arguments: dict[str, Any], expected: tuple[int, bool])
     assert count_recipients(SEND, arguments) == expected
 
 
-def test_max_recipients_refuses_and_group_sends_are_gated() -> None:
-    limiter = Limiter(Clock())
+@pytest.mark.anyio
+async def test_max_recipients_refuses_and_group_sends_are_gated() -> None:
+    limiter = Limiter(MemoryState(Clock()), "t")
     rule = replace(SEND, limits=(LimitRule(tools=("send_*",), max_recipients=2),))
     two = Admitted({"to": "1111111,2222222"})
-    assert limiter.check(rule, two) == two
-    refusal = limiter.check(rule, Admitted({"to": "1111111,2222222,3333333"}))
+    assert await limiter.check(rule, two) == two
+    refusal = await limiter.check(rule, Admitted({"to": "1111111,2222222,3333333"}))
     assert isinstance(refusal, Refusal) and refusal.reason == "3 recipients > max 2"
-    asked = limiter.check(rule, Admitted({"group": "VIP"}))
+    asked = await limiter.check(rule, Admitted({"group": "VIP"}))
     assert isinstance(asked, Ask) and asked.arguments == {"group": "VIP"}
     assert len(asked.reasons) == 1 and asked.reasons[0].startswith("recipient count unknown")
 
@@ -155,51 +162,56 @@ def test_max_recipients_refuses_and_group_sends_are_gated() -> None:
 # ---- trifecta
 
 
-def test_trifecta_blocks_naming_the_tainting_tools() -> None:
-    tri = Trifecta("block", 1800, Clock())
-    assert tri.check("s", SEND, OK) == OK
-    tri.record("s", UNTRUSTED_ONLY)
-    assert tri.check("s", SEND, OK) == OK  # two legs are fine (Rule of Two)
-    tri.record("s", READ)
-    refusal = tri.check("s", SEND, OK)
+@pytest.mark.anyio
+async def test_trifecta_blocks_naming_the_tainting_tools() -> None:
+    tri = Trifecta("block", 1800, MemoryState(Clock()))
+    assert await tri.check("s", SEND, OK) == OK
+    await tri.record("s", UNTRUSTED_ONLY)
+    assert await tri.check("s", SEND, OK) == OK  # two legs are fine (Rule of Two)
+    await tri.record("s", READ)
+    refusal = await tri.check("s", SEND, OK)
     assert isinstance(refusal, Refusal) and refusal.decision == "blocked"
     assert "tainted by: get_groups, get_sms" in refusal.message
-    assert tri.check("other", SEND, OK) == OK  # another session is not tainted
-    assert tri.check("s", READ, OK) == OK  # only external calls are judged
+    assert await tri.check("other", SEND, OK) == OK  # another session is not tainted
+    assert await tri.check("s", READ, OK) == OK  # only external calls are judged
 
 
-def test_trifecta_confirm_and_off() -> None:
-    confirm = Trifecta("confirm", 1800, Clock())
-    off = Trifecta("off", 1800, Clock())
+@pytest.mark.anyio
+async def test_trifecta_confirm_and_off() -> None:
+    confirm = Trifecta("confirm", 1800, MemoryState(Clock()))
+    off = Trifecta("off", 1800, MemoryState(Clock()))
     for tri in (confirm, off):
-        tri.record("s", UNTRUSTED_ONLY)
-        tri.record("s", tool("get_blacklist", legs=frozenset({"sensitive"})))
-    asked = confirm.check("s", SEND, OK)
+        await tri.record("s", UNTRUSTED_ONLY)
+        await tri.record("s", tool("get_blacklist", legs=frozenset({"sensitive"})))
+    asked = await confirm.check("s", SEND, OK)
     assert isinstance(asked, Ask) and "get_blacklist, get_groups" in asked.reasons[0]
-    assert off.check("s", SEND, OK) == OK
+    assert await off.check("s", SEND, OK) == OK
 
 
-def test_trifecta_idle_window_only_for_sessionless_keys() -> None:
+@pytest.mark.anyio
+async def test_trifecta_idle_window_only_for_sessionless_keys() -> None:
     clock = Clock()
-    tri = Trifecta("block", 30, clock)
-    tri.record("p/stateless", READ, expires=True)
-    tri.record("p/abc", READ)
+    tri = Trifecta("block", 30, MemoryState(clock))
+    await tri.record("p/stateless", READ, expires=True)
+    await tri.record("p/abc", READ)
     clock.now += 29
-    assert isinstance(tri.check("p/stateless", SEND, OK, expires=True), Refusal)  # still within the window
+    assert isinstance(await tri.check("p/stateless", SEND, OK, expires=True), Refusal)  # still within the window
     clock.now += 29  # activity (the check) restarted the window
-    assert isinstance(tri.check("p/stateless", SEND, OK, expires=True), Refusal)
+    assert isinstance(await tri.check("p/stateless", SEND, OK, expires=True), Refusal)
     clock.now += 31
-    assert tri.check("p/stateless", SEND, OK, expires=True) == OK
-    assert isinstance(tri.check("p/abc", SEND, OK), Refusal)  # a real session never forgets
+    assert await tri.check("p/stateless", SEND, OK, expires=True) == OK
+    assert isinstance(await tri.check("p/abc", SEND, OK), Refusal)  # a real session never forgets
 
 
-def test_trifecta_memory_is_bounded() -> None:
+@pytest.mark.anyio
+async def test_trifecta_memory_is_bounded() -> None:
     clock = Clock()
-    tri = Trifecta("block", 30, clock)
+    state = MemoryState(clock)
+    tri = Trifecta("block", 30, state)
     for i in range(MAX_SESSIONS + 10):
-        tri.record(f"s{i}", READ)
-    assert len(tri._sessions) <= MAX_SESSIONS
-    assert tri.legs(f"s{MAX_SESSIONS + 9}")  # the newest survive
+        await tri.record(f"s{i}", READ)
+    assert len(state._sessions) <= MAX_SESSIONS
+    assert await tri.legs(f"s{MAX_SESSIONS + 9}")  # the newest survive
 
 
 # ---- pins

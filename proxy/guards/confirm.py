@@ -28,6 +28,7 @@ from proxy.guards import Admitted, Ask, Decision, Refusal
 from proxy.guards.onetime import OneTimeStates, parse
 from proxy.guards.prompt import Prompt
 from proxy.sanitize import sanitize_text
+from proxy.state import SharedState
 
 CONFIRM_KEY = "mcp_guard_confirm"
 STATE_VERSION = 1
@@ -102,12 +103,13 @@ class ConfirmGate:
         *,
         timeout_seconds: float,
         without_elicitation: str,
+        state: SharedState,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.team = team
         self.timeout = timeout_seconds
         self.without_elicitation = without_elicitation
-        self._states = OneTimeStates(timeout_seconds, clock)
+        self._states = OneTimeStates(timeout_seconds, state, clock)
 
     async def confirm(
         self, prompter: Prompter, rule: ToolRule, ask: Ask, session: str
@@ -140,7 +142,7 @@ class ConfirmGate:
             )
         message = render_message(self.team, rule, reasons, arguments, facts)
         if prompter.modern:
-            return self._modern(prompter, rule, session, message)
+            return await self._modern(prompter, rule, session, message)
         return await self._handshake(prompter, rule, message)
 
     async def _handshake(self, prompter: Prompter, rule: ToolRule, message: str) -> Accepted | Refusal:
@@ -158,7 +160,7 @@ class ConfirmGate:
             )
         return self._judge(rule, answer)
 
-    def _modern(
+    async def _modern(
         self, prompter: Prompter, rule: ToolRule, session: str, message: str
     ) -> Accepted | Refusal | types.InputRequiredResult:
         if prompter.request_state is None or not prompter.input_responses:
@@ -171,7 +173,7 @@ class ConfirmGate:
                 request_state=self._states.mint(session, v=STATE_VERSION),
             )
         state = parse(prompter.request_state)
-        problem = self._states.redeem(state, session) if state is not None else "malformed"
+        problem = await self._states.redeem(state, session) if state is not None else "malformed"
         if problem == "malformed":
             return Refusal("error", "malformed confirmation state", "The confirmation could not be read. Not called.")
         if problem == "other session":

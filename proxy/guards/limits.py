@@ -8,10 +8,8 @@ cannot all slip past one free slot.
 
 from __future__ import annotations
 
+import hashlib
 import math
-import time
-from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from proxy.catalog import ToolRule
@@ -19,6 +17,7 @@ from proxy.guards import Admitted, Ask, Refusal, Verdict
 from proxy.guards.sms import message_count
 from proxy.policy import LimitRule
 from proxy.sms import distinct_recipients, split_recipients
+from proxy.state import SharedState, Window
 
 
 def _countable(value: Any) -> bool:
@@ -50,32 +49,35 @@ def _per(limit: LimitRule) -> str:
 DAY = 86_400.0
 
 
-def _windows(limit: LimitRule) -> list[tuple[int, float]]:
-    """The (cap, seconds) windows of a limit rule."""
-    windows = []
-    if limit.per_minute is not None:
-        windows.append((limit.per_minute, limit.window_seconds))
-    if limit.per_day is not None:
-        windows.append((limit.per_day, DAY))
-    return windows
-
-
 class Limiter:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        # Per (limit, window): (time, weight) of each forwarded call; the weight is 1, or the call's
-        # SMS messages for a limit that counts messages.
-        self._hits: dict[tuple[int, float], deque[tuple[float, int]]] = {}
+    """Every limit rule's windows, counted in the shared state under a key that names the rule the
+    same way on every replica (its team and its content), so N replicas allow N× nothing."""
 
-    def check(self, rule: ToolRule, call: Admitted) -> Verdict:
+    def __init__(self, state: SharedState, team: str) -> None:
+        self._state = state
+        self._team = team
+        self._keys: dict[int, str] = {}
+
+    def _windows(self, limit: LimitRule) -> list[Window]:
+        key = self._keys.get(id(limit))
+        if key is None:
+            digest = hashlib.sha256(limit.model_dump_json().encode()).hexdigest()[:16]
+            key = self._keys[id(limit)] = f"{self._team}:{digest}"
+        windows = []
+        if limit.per_minute is not None:
+            windows.append(Window(f"{key}:{limit.window_seconds:g}", limit.per_minute, limit.window_seconds))
+        if limit.per_day is not None:
+            windows.append(Window(f"{key}:day", limit.per_day, DAY))
+        return windows
+
+    async def check(self, rule: ToolRule, call: Admitted) -> Verdict:
         """A refusal when a limit is exceeded; a question for the human when a count is unknown. A check
         alone never counts the call (`take` does, when it is forwarded)."""
         gate: list[str] = []
         if not rule.limits:
             return call
-        now = self._clock()
         for limit in rule.limits:
-            if refusal := self._rate(rule, limit, now, call.arguments):
+            if refusal := await self._rate(rule, limit, call.arguments, take=False):
                 return refusal
             if limit.max_recipients is not None:
                 count, unknown = count_recipients(rule, call.arguments)
@@ -90,65 +92,39 @@ class Limiter:
                     gate.append(f"recipient count unknown (a group send; the limit is {limit.max_recipients})")
         return Ask(call.arguments, tuple(gate)) if gate else call
 
-    def take(self, rule: ToolRule, call: Admitted) -> Admitted | Refusal:
-        """Admit a call against its rate windows and count it, in one step; a refusal if a window filled
-        meanwhile (calls that waited on a human cannot all take the one slot that was free when checked)."""
-        if not rule.limits:
-            return call
-        now = self._clock()
+    async def take(self, rule: ToolRule, call: Admitted) -> Admitted | Refusal:
+        """Admit a call against its rate windows and count it, in one atomic step; a refusal if a window
+        filled meanwhile (calls that waited on a human cannot all take the one slot free when checked)."""
         for limit in rule.limits:
-            if refusal := self._rate(rule, limit, now, call.arguments):
+            if refusal := await self._rate(rule, limit, call.arguments, take=True):
                 return refusal
-        for limit in rule.limits:
-            weight = _weight(rule, limit, call.arguments)
-            for _, seconds in _windows(limit):
-                self._window(limit, seconds, now).append((now, weight))
         return call
 
-    def _rate(self, rule: ToolRule, limit: LimitRule, now: float, arguments: dict[str, Any]) -> Refusal | None:
-        weight = _weight(rule, limit, arguments)
-        for cap, seconds in _windows(limit):
-            hits = self._window(limit, seconds, now)
-            used = sum(w for _, w in hits)
-            if used + weight <= cap:
-                continue
-            what = "messages" if limit.count == "messages" else "calls"
-            per = "per day" if seconds == DAY else _per(limit)
-            if weight > cap:
-                return Refusal(
-                    "denied",
-                    f"{weight} {what} > {'daily budget' if seconds == DAY else 'limit'} {cap} {per}",
-                    f"'{rule.exposed}' would send {weight} {what}; this team may send at most {cap} {per}. "
-                    "It was not called.",
-                )
-            # The wait until enough of the window's oldest calls leave it.
-            freed, wait = used + weight - cap, 0.0
-            for at, w in hits:
-                freed -= w
-                wait = at + seconds - now
-                if freed <= 0:
-                    break
-            wait = max(1, math.ceil(wait))
-            budget = f" ({used} of {cap} {what} used)" if limit.count == "messages" else ""
-            kind = "daily budget" if seconds == DAY else "rate limit"
+    async def _rate(self, rule: ToolRule, limit: LimitRule, arguments: dict[str, Any], *, take: bool) -> Refusal | None:
+        windows = self._windows(limit)
+        if not windows:
+            return None
+        weight = message_count(rule, arguments) if limit.count == "messages" else 1
+        full = await self._state.rate(windows, weight, take=take)
+        if full is None:
+            return None
+        window = windows[full.window]
+        cap, used = window.cap, full.used
+        what = "messages" if limit.count == "messages" else "calls"
+        per = "per day" if window.seconds == DAY else _per(limit)
+        if weight > cap:
             return Refusal(
                 "denied",
-                f"{kind} {cap}{' messages' if limit.count == 'messages' else ''} {per}; retry in {wait} s",
-                f"{kind.capitalize()} reached for '{rule.exposed}': {cap} {what} {per} for this team{budget}. "
-                f"Try again in {wait} s. It was not called.",
+                f"{weight} {what} > {'daily budget' if window.seconds == DAY else 'limit'} {cap} {per}",
+                f"'{rule.exposed}' would send {weight} {what}; this team may send at most {cap} {per}. "
+                "It was not called.",
             )
-        return None
-
-    def _window(self, limit: LimitRule, seconds: float, now: float) -> deque[tuple[float, int]]:
-        key = (id(limit), seconds)
-        hits = self._hits.get(key)
-        if hits is None:
-            hits = self._hits[key] = deque()
-        horizon = now - seconds
-        while hits and hits[0][0] <= horizon:
-            hits.popleft()
-        return hits
-
-
-def _weight(rule: ToolRule, limit: LimitRule, arguments: dict[str, Any]) -> int:
-    return message_count(rule, arguments) if limit.count == "messages" else 1
+        wait = max(1, math.ceil(full.wait))
+        budget = f" ({used} of {cap} {what} used)" if limit.count == "messages" else ""
+        kind = "daily budget" if window.seconds == DAY else "rate limit"
+        return Refusal(
+            "denied",
+            f"{kind} {cap}{' messages' if limit.count == 'messages' else ''} {per}; retry in {wait} s",
+            f"{kind.capitalize()} reached for '{rule.exposed}': {cap} {what} {per} for this team{budget}. "
+            f"Try again in {wait} s. It was not called.",
+        )

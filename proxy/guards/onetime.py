@@ -13,33 +13,32 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
+from proxy.state import SharedState
+
 Problem = Literal["malformed", "other session", "replayed", "expired"]
 
 
 class OneTimeStates:
-    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, ttl_seconds: float, state: SharedState, clock: Callable[[], float] = time.time) -> None:
         self.ttl = ttl_seconds
+        self._state = state
         self._clock = clock
-        self._used: dict[str, float] = {}
 
     def mint(self, session: str, **fields: Any) -> str:
         return json.dumps({**fields, "id": secrets.token_hex(16), "s": session, "iat": self._clock()})
 
-    def redeem(self, state: dict[str, Any], session: str) -> Problem | None:
-        """None when `state` is fresh, this session's and unused (it is now used); else what is wrong."""
+    async def redeem(self, state: dict[str, Any], session: str) -> Problem | None:
+        """None when `state` is fresh, this session's and unused (it is now used); else what is wrong.
+        Used is remembered in the shared state, so a state redeemed on one replica is used on all."""
         nonce, issued = state.get("id"), state.get("iat")
         if not isinstance(nonce, str) or not isinstance(issued, int | float):
             return "malformed"
-        now = self._clock()
-        for old in [n for n, at in self._used.items() if now - at > self.ttl]:
-            del self._used[old]
         if state.get("s") != session:
             return "other session"
-        if nonce in self._used:
-            return "replayed"
-        if now - issued > self.ttl:
+        if self._clock() - issued > self.ttl:
             return "expired"
-        self._used[nonce] = issued
+        if not await self._state.first_use(nonce, self.ttl + 60):
+            return "replayed"
         return None
 
 

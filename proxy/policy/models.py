@@ -249,6 +249,13 @@ class CapacityPolicy(_Model):
     requests_per_principal: Annotated[int, Field(ge=1)] = 128  # requests in flight at once
 
 
+class StatePolicy(_Model):
+    """Where state shared across requests lives (SPEC §12): this process's memory, or Redis for replicas."""
+
+    url: Annotated[str, Field(pattern=r"^(redis|rediss|unix)://")] | None = None  # serve --state overrides
+    prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "mcp-guard"  # one per deployment
+
+
 class Policy(_Model):
     version: Literal[1] = 1
     team: Slug
@@ -267,6 +274,7 @@ class Policy(_Model):
     auth: AuthPolicy = AuthPolicy()
     audit: AuditPolicy = AuditPolicy()
     capacity: CapacityPolicy = CapacityPolicy()
+    state: StatePolicy = StatePolicy()
     pinning: PinningPolicy = PinningPolicy()
     sms: SmsPolicy | None = None
 
