@@ -162,7 +162,7 @@ def _profile_lines(profile: dict[str, Any] | None) -> list[str]:
     for area in sorted(profile["areas"].values(), key=lambda a: -a["samples"]):
         top = next(iter(area["top_frames"]), "")
         lines.append(f"  {area['share_pct']:>5.1f} %  {area['label']:<55}{top}")
-    if profile["other_top_files"]:
+    if profile.get("other_top_files"):
         lines.append(
             "  other, by innermost file: " + ", ".join(f"{f} {c}" for f, c in profile["other_top_files"].items())
         )

@@ -402,9 +402,10 @@ def main(argv: list[str] | None = None) -> int:
         for leaf in _leaves(group):
             traceback.print_exception(leaf)
         return 1
-    print(render(report))
+    # The numbers first: a report that fails to render must not cost a run of minutes.
     args.json_file.parent.mkdir(parents=True, exist_ok=True)
     args.json_file.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(render(report))
     print(f"\nJSON: {args.json_file}")
     return 0
 

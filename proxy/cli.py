@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,12 +71,21 @@ def _parser() -> argparse.ArgumentParser:
         help="the key that seals 2026-07-28 request states, shared by every replica (or MCP_GUARD_STATE_KEY); "
         "at least 32 bytes, e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`",
     )
+    _store_key_arg(serve)
     serve.set_defaults(func=_cmd_serve)
 
     stdio = sub.add_parser("stdio", help="serve over stdio, for clients that launch a command")
     stdio.add_argument("--policy", required=True)
     stdio.add_argument("-v", "--verbose", action="store_true")
+    _store_key_arg(stdio)
     stdio.set_defaults(func=_cmd_stdio)
+
+    login = sub.add_parser("login", help="log in to an OAuth upstream in the browser and store the grant encrypted")
+    login.add_argument("--policy", required=True)
+    login.add_argument("--upstream", help="which upstream (default: the policy's only OAuth upstream)")
+    login.add_argument("--no-browser", action="store_true", help="print the login URL only")
+    _store_key_arg(login)
+    login.set_defaults(func=_cmd_login)
 
     check = sub.add_parser("check", help="validate a policy and print the effective tool table")
     check.add_argument("--policy", required=True)
@@ -86,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     mode = pin.add_mutually_exclusive_group()
     mode.add_argument("--diff", action="store_true", help="show what changed since the pins; exit 1 on drift")
     mode.add_argument("--approve", nargs="+", metavar="TOOL", help="re-pin only these tools")
+    _store_key_arg(pin)
     pin.set_defaults(func=_cmd_pin)
 
     demo = sub.add_parser("demo", help="the built-in SMSAPI sandbox behind the proxy: no credentials, no network")
@@ -134,8 +145,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_pin(args: argparse.Namespace) -> int:
     from proxy.pin_command import pin
 
-    loaded = load_policy(args.policy)
-    return int(_run(pin, loaded, args.diff, args.approve or []))
+    (loaded,), store_key = _grants([load_policy(args.policy)], args)
+    return int(_run(pin, loaded, args.diff, args.approve or [], store_key))
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -155,9 +166,9 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def _cmd_stdio(args: argparse.Namespace) -> int:
-    loaded = [load_policy(args.policy)]
+    loaded, store_key = _grants([load_policy(args.policy)], args)
     _read_lockfiles(loaded)
-    instructions, offered = _run(_probe, loaded)
+    instructions, offered = _run(_probe, loaded, store_key)
     _warn_unpinned(loaded)
 
     async def run() -> None:
@@ -166,7 +177,7 @@ def _cmd_stdio(args: argparse.Namespace) -> int:
 
         # A team's stdio processes may share limits and history too; each seals only its own states.
         state, _ = _shared_state(loaded, args, need_key=False)
-        gateway = Gateway(loaded, offered=offered, check_pins=True, state=state)
+        gateway = Gateway(loaded, offered=offered, check_pins=True, state=state, store_key=store_key)
         await serve_stdio(gateway, instructions=instructions)
 
     _run(run)
@@ -229,8 +240,9 @@ def _serve_http(
     from proxy.netutil import bind, run_until_signalled, serve_asgi
     from proxy.server import Gateway
 
+    loaded, store_key = _grants(loaded, args)
     _read_lockfiles(loaded)
-    instructions, offered = _run(_probe, loaded)
+    instructions, offered = _run(_probe, loaded, store_key)
     if not demo:  # the demo's sandbox is ours: nothing to pin against
         _warn_unpinned(loaded)
     if args.host not in LOOPBACK and not args.allowed_host:
@@ -246,7 +258,7 @@ def _serve_http(
             file=sys.stderr,
         )
     state, state_key = _shared_state(loaded, args)
-    gateway = Gateway(loaded, offered=offered, check_pins=True, state=state, state_key=state_key)
+    gateway = Gateway(loaded, offered=offered, check_pins=True, state=state, state_key=state_key, store_key=store_key)
     app = build_http_app(
         gateway, host=args.host, allowed_hosts=args.allowed_host, instructions=instructions, keyring=keyring
     )
@@ -264,6 +276,57 @@ def _serve_http(
         return f"mcp-guard {__version__}: serving team {teams} at {url}/ (health: {url}/healthz)"
 
     return run_until_signalled(lambda: serve_asgi(app, sock, announce=announce), "mcp-guard")
+
+
+def _store_key_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store-key-file",
+        metavar="FILE",
+        help="the key of the encrypted OAuth grant store (or MCP_GUARD_STORE_KEY); at least 32 bytes",
+    )
+
+
+def _grants(loaded: list[LoadedPolicy], args: argparse.Namespace) -> tuple[list[LoadedPolicy], bytes | None]:
+    """Policies as their OAuth grants allow, and the key that opens the grants (None: no OAuth upstream)."""
+    from proxy.grants import GrantError, store_key
+    from proxy.oauth_client import oauth_servers, with_grants
+
+    if not any(oauth_servers(p) for p in loaded):
+        return loaded, None
+    try:
+        key = store_key(getattr(args, "store_key_file", None))
+        return [with_grants(p, key) for p in loaded], key
+    except GrantError as exc:
+        raise StartupError(f"mcp-guard: {exc}") from None
+
+
+def _cmd_login(args: argparse.Namespace) -> int:
+    from proxy.grants import GrantError, store_key
+    from proxy.oauth_client import grant_store, login, oauth_servers
+
+    loaded = load_policy(args.policy)
+    servers = oauth_servers(loaded)
+    if args.upstream is not None and args.upstream not in servers:
+        raise StartupError(f"mcp-guard: {args.upstream!r} is not an upstream with `oauth:` in {args.policy}")
+    if args.upstream is None and len(servers) != 1:
+        raise StartupError(
+            "mcp-guard: name the upstream with --upstream"
+            if servers
+            else f"mcp-guard: {args.policy} has no upstream with `oauth:`"
+        )
+    server = args.upstream or servers[0]
+    try:
+        key = store_key(args.store_key_file)
+        store = grant_store(loaded, server, key)
+        scopes = _run(partial(login, browser=not args.no_browser), loaded, server, store)
+    except GrantError as exc:
+        raise StartupError(f"mcp-guard: {exc}") from None
+    except Exception as exc:  # the flow failed: say so plainly, never with a token in it
+        print(f"mcp-guard: login to '{server}' failed: {redact.redact(str(exc))[:300]}", file=sys.stderr)
+        return 1
+    granted = " ".join(sorted(scopes)) or "(the server did not say)"
+    print(f"mcp-guard: logged in to '{server}'; granted scopes: {granted}; grant stored encrypted in {store.path}")
+    return 0
 
 
 def _shared_state(
@@ -334,7 +397,9 @@ def _warn_unpinned(loaded: list[LoadedPolicy]) -> None:
             )
 
 
-async def _probe(loaded: list[LoadedPolicy]) -> tuple[str | None, frozenset[str] | None]:
+async def _probe(
+    loaded: list[LoadedPolicy], store_key: bytes | None = None
+) -> tuple[str | None, frozenset[str] | None]:
     """Connect to every upstream once before serving: an unreachable one stops start-up.
 
     Returns the upstreams' instructions and the features they offer (None when one could not be
@@ -343,7 +408,7 @@ async def _probe(loaded: list[LoadedPolicy]) -> tuple[str | None, frozenset[str]
     from proxy.server import Gateway, offered_by
     from proxy.upstream import UpstreamUnavailable
 
-    gateway = Gateway(loaded)
+    gateway = Gateway(loaded, store_key=store_key)
     parts: list[str] = []
     features: set[str] | None = set()
     failure: str | None = None

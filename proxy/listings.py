@@ -52,7 +52,12 @@ class Listings:
                 lambda s: s.list_tools(params=types.PaginatedRequestParams(cursor=cursor)),
                 retry=True,
             )
-            conn.tools.update((t.name, t) for t in page.tools)
+            if cursor is None:
+                # A first page starts the cache over: a tool the upstream no longer lists must not stay
+                # callable (a later page's tools are added; a tool not cached yet is listed on demand).
+                conn.tools = {t.name: t for t in page.tools}
+            else:
+                conn.tools.update((t.name, t) for t in page.tools)
             return types.ListToolsResult(
                 tools=self._present(servers[0], page.tools, caller), next_cursor=_cursor(page.next_cursor)
             )

@@ -28,7 +28,7 @@ EXIT_DRIFT = 1
 EXIT_ERROR = 2
 
 
-async def pin(loaded: LoadedPolicy, diff: bool, approve: list[str]) -> int:
+async def pin(loaded: LoadedPolicy, diff: bool, approve: list[str], store_key: bytes | None = None) -> int:
     from proxy.server import Gateway
     from proxy.upstream import UpstreamUnavailable
 
@@ -44,7 +44,7 @@ async def pin(loaded: LoadedPolicy, diff: bool, approve: list[str]) -> int:
         print(f"mcp-guard: no lockfile at {path}; run `mcp-guard pin --policy {loaded.path}` first", file=sys.stderr)
         return EXIT_ERROR
     listed: dict[str, dict[str, types.Tool]] = {}
-    async with Gateway([loaded]).running() as gateway:
+    async with Gateway([loaded], store_key=store_key).running() as gateway:
         pipeline = gateway.pipeline(loaded.policy.team)
         for server in pipeline.pool.servers:
             try:

@@ -33,6 +33,7 @@ from proxy import __version__
 from proxy.audit import AuditLog, digest_arguments, digest_session
 from proxy.catalog import Catalog
 from proxy.downstream import Downstream
+from proxy.oauth_client import grant_store, oauth_servers, upstream_auth
 from proxy.pipeline import Caller, Pipeline, ToolCall
 from proxy.policy import LoadedPolicy
 from proxy.state import MemoryState, SharedState
@@ -68,12 +69,14 @@ class Gateway:
         check_pins: bool = False,
         state: SharedState | None = None,
         state_key: bytes | None = None,
+        store_key: bytes | None = None,
     ) -> None:
         self.policies = {p.policy.team: p for p in policies}
         # Rate windows, session legs and used one-time states: this process's, or shared by replicas.
         self.state: SharedState = state if state is not None else MemoryState()
         # Seals 2026-07-28 request states; replicas share it so a state minted on one opens on another.
         self.state_key = state_key
+        self._store_key = store_key  # opens the encrypted OAuth grants of upstreams mcp-guard logs in to
         # What the upstreams offer (resources, subscribe, prompts, completions, logging); None: unknown.
         self.offered = offered
         self.pipelines: dict[str, Pipeline] = {}
@@ -109,7 +112,11 @@ class Gateway:
 
     def _pipeline(self, loaded: LoadedPolicy, tg: anyio.abc.TaskGroup) -> Pipeline:
         policy = loaded.policy
-        pool = UpstreamPool(policy.upstreams, tg, allow_sampling=policy.sampling == "allow")
+        auth = {}
+        if self._store_key is not None:
+            for server in oauth_servers(loaded):
+                auth[server] = upstream_auth(loaded, server, grant_store(loaded, server, self._store_key))
+        pool = UpstreamPool(policy.upstreams, tg, allow_sampling=policy.sampling == "allow", auth=auth)
         audit_path = loaded.audit_path
         settings = policy.audit
         audit = AuditLog(audit_path, max_bytes=settings.max_bytes, daily=settings.daily, keep=settings.keep)

@@ -54,7 +54,7 @@ def fold(name: str) -> str:
     text = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
     text = _NOT_ALNUM.sub("", text.casefold()).translate(_DIGITS)
     # Pairs that read as one letter at a glance.
-    return text.replace("rn", "m").replace("vv", "w").replace("cl", "d")
+    return text.replace("rn", "m").replace("vv", "w")
 
 
 def _folded(names: Iterable[str]) -> tuple[str, ...]:

@@ -80,27 +80,32 @@ class MemoryState:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._hits: dict[tuple[str, float], deque[tuple[float, int]]] = {}
+        self._used: dict[tuple[str, float], int] = {}  # the weights in each window, kept as they change
         self._sessions: dict[str, _Session] = {}
         self._used: dict[str, float] = {}
 
     async def rate(self, windows: Sequence[Window], weight: int, *, take: bool) -> Full | None:
         now = self._clock()
         for index, window in enumerate(windows):
-            hits = self._window(window, now)
-            used = sum(w for _, w in hits)
+            hits, used = self._window(window, now)
             if used + weight > window.cap:
                 return Full(index, used, _wait(hits, used + weight - window.cap, window.seconds, now))
         if take:
             for window in windows:
-                self._window(window, now).append((now, weight))
+                hits, used = self._window(window, now)
+                hits.append((now, weight))
+                self._used[(window.key, window.seconds)] = used + weight
         return None
 
-    def _window(self, window: Window, now: float) -> deque[tuple[float, int]]:
-        hits = self._hits.setdefault((window.key, window.seconds), deque())
+    def _window(self, window: Window, now: float) -> tuple[deque[tuple[float, int]], int]:
+        key = (window.key, window.seconds)
+        hits = self._hits.setdefault(key, deque())
+        used = self._used.get(key, 0)
         horizon = now - window.seconds
         while hits and hits[0][0] <= horizon:
-            hits.popleft()
-        return hits
+            used -= hits.popleft()[1]
+        self._used[key] = used
+        return hits, used
 
     async def legs(self, session: str, idle: float | None) -> dict[str, list[str]]:
         return dict(self._session(session, idle).touched)

@@ -145,9 +145,11 @@ class UpstreamConnection:
         *,
         allow_sampling: bool,
         transport: httpx2.AsyncBaseTransport | None = None,
+        auth: httpx2.Auth | None = None,
     ) -> None:
         self.name = name
         self._transport = transport
+        self._auth = auth  # mcp-guard's own OAuth grant for this upstream (SPEC §13)
         self.config = config
         self._headers = dict(headers)
         self._tg = task_group
@@ -214,6 +216,7 @@ class UpstreamConnection:
                 self._client = await self._tg.start(self._own, stop, sse)
                 await self._resubscribe(self._client.session)
             self.http_status = None
+            self.tools.clear()  # a new connection may be a new upstream: see _mark_broken
         except BaseException as exc:
             stop.set()
             if isinstance(exc, anyio.get_cancelled_exc_class()):
@@ -269,9 +272,11 @@ class UpstreamConnection:
             return Client(self._stdio_params(), **common)
         assert cfg.url is not None
         if sse:
-            return Client(sse_client(cfg.url, headers=self._headers, timeout=cfg.timeout_seconds), **common)
+            sse_cm = sse_client(cfg.url, headers=self._headers, timeout=cfg.timeout_seconds, auth=self._auth)
+            return Client(sse_cm, **common)
         http = httpx2.AsyncClient(
             transport=self._transport,
+            auth=self._auth,
             headers=self._headers,
             timeout=httpx2.Timeout(cfg.timeout_seconds, read=max(cfg.timeout_seconds, 300.0)),
             follow_redirects=False,
@@ -317,6 +322,10 @@ class UpstreamConnection:
         if stop is not None and stop is self._stop:
             stop.set()
             self._client = None
+            # What answers next may be a new upstream (restarted, redeployed) whose tools differ, and it
+            # announces no change: the next call lists again before it is classified, so pins see the
+            # new definitions and a tool that is gone is not forwarded (found by tests/soak).
+            self.tools.clear()
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -367,7 +376,13 @@ class UpstreamConnection:
         # says only this when the body was something else.
         if self.http_status is not None and exc.message in ("Server returned an error response", "Not Found"):
             return True
-        return exc.code == INVALID_REQUEST and exc.message == "Session terminated"
+        # A handshake-era upstream that restarted answers our old session id with HTTP 404 and a JSON-RPC
+        # error body, which the SDK passes on as is (the Python and TypeScript servers say "Session not
+        # found"), not as its own "Session terminated". Without this the dead session was kept and every
+        # later request failed until mcp-guard restarted (found by tests/soak).
+        return exc.message == "Session not found" or (
+            exc.code == INVALID_REQUEST and exc.message == "Session terminated"
+        )
 
     async def list_all_tools(self) -> dict[str, types.Tool]:
         """Every tool over every page; refreshes the cache the pipeline classifies calls with."""
@@ -691,8 +706,10 @@ class UpstreamPool:
         task_group: anyio.abc.TaskGroup,
         *,
         allow_sampling: bool,
+        auth: Mapping[str, httpx2.Auth] | None = None,
     ) -> None:
         self._upstreams = dict(upstreams)
+        self._auth = dict(auth or {})
         self._tg = task_group
         self._allow_sampling = allow_sampling
         self._conns: dict[tuple[str, str], UpstreamConnection] = {}
@@ -713,7 +730,14 @@ class UpstreamPool:
         config = self._upstreams[server]
         headers = dict(config.headers)
         forwarded: str | None = None
-        if config.url is not None and client_authorization and not _has_header(headers, "authorization"):
+        # An upstream mcp-guard logs in to itself never sees a client's token (no passthrough).
+        own_grant = config.oauth is not None
+        if (
+            config.url is not None
+            and client_authorization
+            and not own_grant
+            and not _has_header(headers, "authorization")
+        ):
             headers["Authorization"] = client_authorization
             forwarded = client_authorization
             redact.register_client_secret(client_authorization)  # kept out of every log line from here on
@@ -725,7 +749,13 @@ class UpstreamPool:
             if transport is None and config.url is not None:
                 transport = self._transports[server] = SharedTransport()
             conn = UpstreamConnection(
-                server, config, headers, self._tg, allow_sampling=self._allow_sampling, transport=transport
+                server,
+                config,
+                headers,
+                self._tg,
+                allow_sampling=self._allow_sampling,
+                transport=transport,
+                auth=self._auth.get(server),
             )
             conn.tools_listed = self.tools_listed
             self._conns[key] = conn

@@ -47,6 +47,7 @@ from proxy.policy.models import (
     ToolsPolicy,
     TrifectaPolicy,
     Upstream,
+    UpstreamOAuth,
 )
 from proxy.policy.source import Loc, M, PolicyError
 
@@ -88,6 +89,7 @@ __all__ = [
     "ToolsPolicy",
     "TrifectaPolicy",
     "Upstream",
+    "UpstreamOAuth",
     "env_names",
     "load_policy",
     "load_profile",

@@ -40,6 +40,12 @@ class LoadedPolicy:
         p = self.policy.audit.path
         return None if p is None else self.base_dir / p
 
+    def grant_path(self, server: str) -> Path:
+        """Where `mcp-guard login` keeps this team's encrypted OAuth grant for `server`."""
+        oauth = self.policy.upstreams[server].oauth
+        name = oauth.grant_file if oauth is not None and oauth.grant_file else f"{self.path.stem}.{server}.grant"
+        return self.base_dir / name
+
     @property
     def lockfile_path(self) -> Path:
         """Where `mcp-guard pin` keeps this policy's pins; pinning is on when the file exists."""

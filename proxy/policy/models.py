@@ -89,6 +89,26 @@ class _Model(BaseModel):
 # --------------------------------------------------------------------------- policy
 
 
+class UpstreamOAuth(_Model):
+    """mcp-guard logs in to the upstream as an OAuth client of its own (SPEC §13, `mcp-guard login`).
+
+    The authorization server is discovered from the upstream (401 → RFC 9728 → RFC 8414), never
+    written here. Without client_id, mcp-guard registers itself (DCR), or presents
+    client_metadata_url where the server supports client ID metadata documents."""
+
+    client_id: str | None = None
+    client_secret: str | None = None  # for a confidential static client; use ${VAR}
+    client_metadata_url: str | None = None
+    scopes: tuple[Annotated[str, Field(min_length=1)], ...] | None = None  # default: the team's scopes
+    grant_file: str | None = None  # default: <policy stem>.<upstream>.grant beside the policy
+
+    @model_validator(mode="after")
+    def _secret_needs_id(self) -> UpstreamOAuth:
+        if self.client_secret is not None and self.client_id is None:
+            raise ValueError("oauth.client_secret needs oauth.client_id")
+        return self
+
+
 class Upstream(_Model):
     url: str | None = None
     command: tuple[str, ...] | None = None
@@ -99,6 +119,7 @@ class Upstream(_Model):
     cwd: str | None = None
     profile: str | None = None
     timeout_seconds: Seconds = 30.0
+    oauth: UpstreamOAuth | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Upstream:
@@ -119,6 +140,11 @@ class Upstream(_Model):
             raise ValueError("env and cwd apply only to command upstreams")
         if self.command is not None and (not self.command or not all(self.command)):
             raise ValueError("command must be a non-empty list of non-empty strings")
+        if self.oauth is not None:
+            if self.url is None:
+                raise ValueError("oauth applies only to url upstreams")
+            if any(name.lower() == "authorization" for name in self.headers):
+                raise ValueError("an upstream with oauth gets its Authorization from the grant, not from headers")
         for name, value in self.headers.items():
             if not _HEADER_NAME.fullmatch(name):
                 raise ValueError(f"header name {name!r} is not a valid HTTP header name")
