@@ -15,7 +15,7 @@ import re
 import sys
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_CONNECTIONS = 256
+TOOLS_TTL = 60.0  # seconds a tool listing is trusted before a call lists again
 IDLE_SECONDS = 600.0
 
 
@@ -118,6 +119,8 @@ def _describe(exc: BaseException) -> str:
         return f"it answered with error {exc.code}"
     if isinstance(exc, ValidationError):
         return "it sent a response that is not valid MCP"
+    if isinstance(exc, ResultTooLarge):
+        return str(exc)  # our own words
     if isinstance(exc, httpx2.ConnectError):
         return "connection refused or host unreachable"
     if isinstance(exc, httpx2.TimeoutException):
@@ -160,6 +163,7 @@ class UpstreamConnection:
         self.last_used = time.monotonic()
         self.in_flight = 0
         self.tools: dict[str, types.Tool] = {}
+        self._listed_at = 0.0
         # Told of every full listing (the pipeline checks it against the pins).
         self.tools_listed: Callable[[str, dict[str, types.Tool]], None] | None = None
         # Downstream sessions that used this connection, to hear list_changed and resource updates;
@@ -399,6 +403,7 @@ class UpstreamConnection:
             return tools
 
         self.tools = await self.request(walk, retry=True)
+        self._listed_at = time.monotonic()
         if self.tools_listed is not None:
             self.tools_listed(self.name, self.tools)
         return self.tools
@@ -406,7 +411,9 @@ class UpstreamConnection:
     async def tool(self, name: str) -> types.Tool | None:
         """The upstream's definition of `name`, listing again when it is not known yet."""
         tool = self.tools.get(name)
-        if tool is None:
+        # Listed again after a while: a 2026-07-28 upstream that was replaced between two calls fails
+        # no request, so nothing else would show its changed tools to the pins and the catalog.
+        if tool is None or time.monotonic() - self._listed_at > TOOLS_TTL:
             tool = (await self.list_all_tools()).get(name)
         return tool
 
@@ -747,7 +754,7 @@ class UpstreamPool:
             self._evict_idle()
             transport = self._transports.get(server)
             if transport is None and config.url is not None:
-                transport = self._transports[server] = SharedTransport()
+                transport = self._transports[server] = SharedTransport(config.max_result_bytes)
             conn = UpstreamConnection(
                 server,
                 config,
@@ -793,17 +800,59 @@ class SharedTransport(httpx2.AsyncBaseTransport):
     """An upstream's connection pool, lent to each credential's client: closing one of those clients
     leaves the pool to the others; the pool closes with the `UpstreamPool`."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_result_bytes: int = 16 * 1024 * 1024) -> None:
         self._pool = httpx2.AsyncHTTPTransport()
+        self._limit = max_result_bytes
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        return await self._pool.handle_async_request(request)
+        response = await self._pool.handle_async_request(request)
+        kind = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if kind == "text/event-stream":
+            return response  # a stream of events, each capped by the SSE reader
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) > self._limit:
+            await response.aclose()
+            raise ResultTooLarge(self._limit, request)
+        return httpx2.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_Capped(response.stream, self._limit, request),
+            extensions=response.extensions,
+            request=request,
+        )
 
     async def aclose(self) -> None:
         return None  # a borrower is done; the pool is not
 
     async def close(self) -> None:
         await self._pool.aclose()
+
+
+class ResultTooLarge(httpx2.ReadError):
+    """An upstream answer past `max_result_bytes`: reading stopped there."""
+
+    def __init__(self, limit: int, request: httpx2.Request) -> None:
+        super().__init__(f"its answer is larger than max_result_bytes ({limit} bytes) and was refused", request=request)
+
+
+class _Capped(httpx2.AsyncByteStream):
+    """A response body that stops being read past `limit` bytes instead of filling memory."""
+
+    def __init__(self, inner: Any, limit: int, request: httpx2.Request) -> None:
+        self._inner = inner
+        self._limit = limit
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._inner:
+            seen += len(chunk)
+            if seen > self._limit:
+                raise ResultTooLarge(self._limit, self._request)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def _has_header(headers: Mapping[str, str], name: str) -> bool:
