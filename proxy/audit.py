@@ -46,8 +46,12 @@ def mask_phone(text: str) -> str:
 
 
 def digest_arguments(arguments: dict[str, Any]) -> str:
-    canonical = json.dumps(arguments, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    try:
+        canonical = json.dumps(arguments, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    except (RecursionError, ValueError):
+        canonical = repr(arguments)[:100_000]  # still a digest of what was asked, never a crash
+    # surrogatepass: a lone surrogate a client sent is hashed, not an error in the audit itself.
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def digest_session(session: str) -> str:

@@ -60,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--keys", help="proxy keys file (auth: keys): sha256 digests of keys mapped to teams")
     _http_args(serve)
     serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="close a connection that has not sent a whole request head within this time (default 10)",
+    )
+    serve.add_argument(
         "--state",
         metavar="URL",
         help="share limits, confirmations and session history with other replicas: redis://host:port/db "
@@ -237,9 +244,14 @@ def _serve_http(
     loaded: list[LoadedPolicy], args: argparse.Namespace, *, demo: bool = False, keyring: KeyRing | None = None
 ) -> int:
     from proxy.http import LOOPBACK, build_http_app
-    from proxy.netutil import bind, run_until_signalled, serve_asgi
+    from proxy.netutil import HEADER_TIMEOUT, bind, run_until_signalled, serve_asgi
     from proxy.server import Gateway
 
+    header_timeout = getattr(args, "header_timeout", None)  # `demo` has no such option
+    if header_timeout is None:
+        header_timeout = HEADER_TIMEOUT
+    elif not 0 < header_timeout < float("inf"):
+        raise StartupError("mcp-guard: --header-timeout must be a positive number of seconds")
     loaded, store_key = _grants(loaded, args)
     _read_lockfiles(loaded)
     instructions, offered = _run(_probe, loaded, store_key)
@@ -275,7 +287,9 @@ def _serve_http(
         teams = ", ".join(f"'{p.policy.team}'" for p in loaded)
         return f"mcp-guard {__version__}: serving team {teams} at {url}/ (health: {url}/healthz)"
 
-    return run_until_signalled(lambda: serve_asgi(app, sock, announce=announce), "mcp-guard")
+    return run_until_signalled(
+        lambda: serve_asgi(app, sock, announce=announce, header_timeout=header_timeout), "mcp-guard"
+    )
 
 
 def _store_key_arg(parser: argparse.ArgumentParser) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 
 import anyio
 import mcp.types as types
+import pydantic_core
 from mcp.server import Server
 from mcp.server.connection import Connection
 from mcp.server.request_state import RequestStateBoundary
@@ -49,7 +50,15 @@ from mcp.shared.jsonrpc_dispatcher import (
     handler_exception_to_error_data,
     progress_token_from_params,
 )
-from mcp_types import INTERNAL_ERROR, LOG_LEVEL_META_KEY, PROTOCOL_VERSION_META_KEY, SERVER_INFO_META_KEY, ErrorData
+from mcp_types import (
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    LOG_LEVEL_META_KEY,
+    PARSE_ERROR,
+    PROTOCOL_VERSION_META_KEY,
+    SERVER_INFO_META_KEY,
+    ErrorData,
+)
 from mcp_types import methods as wire_methods
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
@@ -122,6 +131,8 @@ class FastPath:
         self.backchannel = Backchannel()
         # Handshake-era requests in flight here, for the client's notifications/cancelled.
         self._running: dict[tuple[str, str | int], anyio.CancelScope] = {}
+        # Handshake-era request ids in flight on each session, on either path (see `_claim`).
+        self._in_flight: set[tuple[str, str | int]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -134,40 +145,88 @@ class FastPath:
             await self.app(scope, receive, send)
             return
         body, whole = await _read_body(receive, self.max_body_bytes)
-        taken = None
-        if whole and len(body) <= self.max_body_bytes and (decoded := await self._decode(scope, body)) is not None:
-            taken = self._modern(decoded, scope) if modern else self._handshake(decoded, scope, session_id or "")
-        if taken is None:
-            await self.app(scope, _replay(body, whole, receive), send)
-        elif taken is True:
-            await send({"type": "http.response.start", "status": 202, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
-        else:
-            assert isinstance(taken, _Request)
-            await self._answer(taken, scope, receive, send)
+        decoded = None
+        if whole and len(body) <= self.max_body_bytes:
+            decoded = await self._decode(scope, body, modern=modern)
+            if isinstance(decoded, _Unparsable):
+                await _refuse(PARSE_ERROR, f"Parse error: {decoded.reason}", send)
+                return
+        claimed = None
+        if decoded is not None and session_id is not None and not modern:
+            claimed = self._claim(decoded, session_id, scope)
+            if isinstance(claimed, str):
+                await _refuse(INVALID_REQUEST, f"Invalid Request: {claimed}", send, session_id)
+                return
+        try:
+            taken = None  # a request with `Mcp-Param-*` headers is the SDK's to check against the tool's schema
+            if decoded is not None and not any(k.startswith(_PARAM_PREFIX.encode()) for k, _ in scope["headers"]):
+                taken = self._modern(decoded, scope) if modern else self._handshake(decoded, scope, session_id or "")
+            if taken is None:
+                await self.app(scope, _replay(body, whole, receive), send)
+            elif taken is True:
+                await send({"type": "http.response.start", "status": 202, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+            else:
+                assert isinstance(taken, _Request)
+                await self._answer(taken, scope, receive, send)
+        finally:
+            if claimed is not None:
+                self._in_flight.discard(claimed)
 
     # -- which requests -------------------------------------------------------------------------------
 
-    async def _decode(self, scope: Scope, body: bytes) -> dict[str, Any] | None:
-        """The body of a POST the SDK's transport would accept; None when it would not."""
-        if any(k.startswith(_PARAM_PREFIX.encode()) for k, _ in scope["headers"]):
-            return None
+    async def _decode(self, scope: Scope, body: bytes, *, modern: bool) -> dict[str, Any] | _Unparsable | None:
+        """The JSON-RPC body of a POST the SDK's transport would accept; None when it would not.
+
+        Bodies are parsed as the SDK's handshake-era transport parses them (`pydantic_core`): UTF-8,
+        no unpaired surrogate, nested at most ~200 deep. Its 2026-07-28 transport uses `json.loads`,
+        which takes all three, and what it takes then fails deep in the pipeline (an unpaired
+        surrogate cannot be encoded for the audit digest or the upstream; a value nested past
+        pydantic's serialisation limit cannot be forwarded) as an internal error. So a 2026-07-28
+        body that only `json.loads` can read is refused here, for the SDK's path too, as a parse
+        error (`_Unparsable`); one neither can read goes to the SDK, for its own words.
+        """
         http = Request(scope)
         if await self.security.validate_request(http, is_post=True) is not None:
             return None
         if check_accept_headers(http) != (True, True):
             return None
         try:
-            decoded = json.loads(body)
-        except (ValueError, RecursionError):
-            return None
+            decoded = pydantic_core.from_json(body)
+        except ValueError as exc:
+            return _Unparsable(str(exc)) if modern and _lenient_json(body) else None
         if not isinstance(decoded, dict) or decoded.get("jsonrpc") != "2.0":
             return None
         return decoded
 
+    def _claim(self, decoded: dict[str, Any], session_id: str, scope: Scope) -> tuple[str, str | int] | str | None:
+        """Mark a handshake-era request's id in flight on its session; why it is refused instead, or None
+        when there is nothing to mark (not a request, or not this caller's open session: the SDK answers).
+
+        The SDK's handshake-era transport takes a request whose id is not a string or an integer as
+        a notification (202, no answer: the client waits for ever), and of two requests in flight
+        with one id on one session it answers only one (the other's stream stays open, unanswered).
+        Both are refused here, on either path, as the 2026-07-28 transport refuses the first.
+        """
+        method = decoded.get("method")
+        if "id" not in decoded or not isinstance(method, str) or not self.session_open(session_id, scope):
+            return None
+        request_id = decoded["id"]
+        if not _plain_id(request_id):
+            if method.startswith("notifications/"):
+                return None  # a notification with a stray id: the SDK ignores the id, harmlessly
+            return "a request id must be a string or an integer"
+        key = (session_id, request_id)
+        if key in self._in_flight:
+            return f"request id {json.dumps(request_id)} is already in flight on this session"
+        self._in_flight.add(key)
+        return key
+
     def _modern(self, decoded: dict[str, Any], scope: Scope) -> _Request | None:
         request_id, method, params = decoded.get("id"), decoded.get("method"), decoded.get("params")
-        if method not in self.methods or not isinstance(params, dict) or not _plain_id(request_id):
+        if not isinstance(method, str) or method not in self.methods:  # a list or an object is not hashable
+            return None
+        if not isinstance(params, dict) or not _plain_id(request_id):
             return None
         meta = params.get("_meta")
         if not isinstance(meta, dict) or "progressToken" in meta or LOG_LEVEL_META_KEY in meta:
@@ -202,7 +261,9 @@ class FastPath:
             running.cancel()
             return True
         request_id = decoded.get("id")
-        if method not in self.methods or not _plain_id(request_id) or not (params is None or isinstance(params, dict)):
+        if not isinstance(method, str) or method not in self.methods or not _plain_id(request_id):
+            return None
+        if not (params is None or isinstance(params, dict)):
             return None
         if (
             isinstance(params, dict)
@@ -353,6 +414,34 @@ _HANDLERS: dict[str, Callable[[Pipeline, Caller, _Request, Channel], Awaitable[t
     "resources/read": _read_resource,
     "prompts/get": _get_prompt,
 }
+
+
+@dataclass(frozen=True)
+class _Unparsable:
+    """A body mcp-guard refuses to parse, and why."""
+
+    reason: str
+
+
+def _lenient_json(body: bytes) -> bool:
+    """Whether `json.loads` (the SDK's 2026-07-28 parser) reads the body."""
+    try:
+        json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+async def _refuse(code: int, message: str, send: Send, session_id: str | None = None) -> None:
+    """A 400 with a JSON-RPC error without an id, as the SDK's transports answer a body they refuse."""
+    body = json.dumps(
+        {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}, separators=(",", ":")
+    ).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if session_id is not None:
+        headers.append((b"mcp-session-id", session_id.encode("latin-1")))
+    await send({"type": "http.response.start", "status": 400, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _routing(scope: Scope) -> tuple[str | None, str | None]:

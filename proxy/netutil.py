@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import signal
 import socket
@@ -19,6 +20,110 @@ T = TypeVar("T")
 # of every call's CPU (benchmarks/README.md). Where a platform has no wheel the pure-Python ones serve.
 _UVLOOP = importlib.util.find_spec("uvloop") is not None
 _HTTPTOOLS = importlib.util.find_spec("httptools") is not None
+
+# A client has this long, from connecting (or from its previous response), to send a whole request
+# head. uvicorn bounds only the idle time after a response, so without this a client that never
+# finishes its headers (slowloris) holds its connection and socket for ever.
+HEADER_TIMEOUT = 10.0
+# The most a request head (request line and headers) may take. httptools has no limit of its own: a
+# client could grow one header without end. 64 KiB is four times the common servers' defaults, room
+# for large bearer tokens and cookies.
+MAX_HEAD_BYTES = 64 * 1024
+
+
+class _HeadLimits:
+    """What a connection of ours allows a request head: time (`head_timeout`) and size (`max_head_bytes`).
+
+    Mixed into uvicorn's HTTP protocol. A connection is waiting for a head from the moment it is made
+    or has answered its last request until a new request's head is complete (uvicorn then makes a
+    new request cycle); a waiting connection not done by the deadline is closed, with a 408 if it
+    had started a head. The size is counted by the parser's own events where they exist (httptools):
+    from the read after the one that began the message, so a head may overrun the limit by at most
+    one read (256 KiB) before it is refused with a 431.
+    """
+
+    head_timeout: float = HEADER_TIMEOUT
+    max_head_bytes: int = MAX_HEAD_BYTES
+    _deadline: asyncio.TimerHandle | None = None
+    _in_head = False  # a message has begun and its head is not complete yet (httptools)
+    _began = False  # ... and it began in the read being parsed now
+    _head_bytes = 0
+    cycle: Any
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        before = self.cycle
+        self._began = False
+        super().data_received(data)  # type: ignore[misc]
+        if self.cycle is not before:  # a request head is complete: its request runs
+            self._disarm()
+        if self._in_head and not self._began:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes:
+                self._refuse(431)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()  # type: ignore[misc]
+        self._in_head, self._began, self._head_bytes = True, True, 0
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()  # type: ignore[misc]
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        # Waiting again, unless a pipelined request's head was already complete (it runs now).
+        if self.cycle.response_complete and not self.transport.is_closing():
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _arm(self) -> None:
+        if self._deadline is None and self.head_timeout > 0:
+            self._deadline = self.loop.call_later(self.head_timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if self._in_head:
+            self._refuse(408)
+        else:
+            self.transport.close()
+
+    def _refuse(self, status: int) -> None:
+        """Answer `status` and close, or just close while a response is under way on this connection."""
+        self._disarm()
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:
+            reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
+            body = b"mcp-guard: " + reason.lower()
+            self.transport.write(
+                b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
+                b"connection: close\r\n\r\n%s" % (status, reason, len(body), body)
+            )
+        self.transport.close()
+
+
+def _protocol(head_timeout: float, max_head_bytes: int) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (httptools, else h11) with `_HeadLimits`."""
+    if _HTTPTOOLS:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    else:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base  # bounds head size itself
+    limits = {"head_timeout": head_timeout, "max_head_bytes": max_head_bytes}
+    return type("HeadLimitedProtocol", (_HeadLimits, base), limits)
 
 
 def run_async(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -50,19 +155,31 @@ async def serve_asgi(
     sock: socket.socket,
     *,
     announce: Callable[[str], str] | None = None,
+    header_timeout: float = HEADER_TIMEOUT,
 ) -> None:
     """Serve `app` on an already-bound socket until cancelled or signalled.
 
     `announce(base_url)` returns a line printed to stderr once the socket is live;
-    tests and humans read the real port from it.
+    tests and humans read the real port from it. `header_timeout` bounds how long a client may take
+    to send a request head (0: no bound).
     """
     config = uvicorn.Config(
         app,
         log_level="warning",
         lifespan="on",
         access_log=False,
+        http=_protocol(header_timeout, MAX_HEAD_BYTES),
+        # No websockets are served: an Upgrade request is answered as plain HTTP, never handed over.
+        ws="none",
+        # An idle keep-alive connection is closed after 5 s: long enough to reuse for a burst of calls,
+        # short enough that idle sockets do not pile up (a client reconnects cheaply).
+        timeout_keep_alive=5,
+        # On shutdown, in-flight calls get 3 s to finish; then open streams are cut so exit is prompt.
         timeout_graceful_shutdown=3,
-        http="httptools" if _HTTPTOOLS else "h11",
+        # The h11 fallback's own head-size bound, the same as httptools gets from `_HeadLimits`.
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+        # No global connection cap (limit_concurrency): its 503 would turn away every client once one
+        # floods; per-principal caps answer the flooder alone, and header_timeout frees stalled sockets.
     )
     server = uvicorn.Server(config)
     if announce is not None:

@@ -109,6 +109,11 @@ class Pipeline(Subscriptions):
     async def call_tool(self, call: ToolCall) -> types.CallToolResult | types.InputRequiredResult:
         rule: ToolRule | None = None
         resume: Resume | Refusal | None = None
+        if problem := malformed(call.arguments):
+            return self._finish(
+                call, rule, "denied", f"malformed arguments: {problem}",
+                _error(f"mcp-guard: the arguments of '{call.name}' hold {problem}; it was not called."),
+            )  # fmt: skip
         try:
             rule = await self.find_rule(call.caller, call.name)
             resume = await self._resume(call)
@@ -429,6 +434,30 @@ def _state_refusal(exc: StateUnavailable) -> Refusal:
         "limits, confirmations and session history. It was not made (or its result was withheld). Try again "
         "shortly; tell the operator if it persists.",
     )
+
+
+MAX_ARGUMENT_DEPTH = 64
+
+
+def malformed(value: Any, depth: int = 0) -> str | None:
+    """Why arguments cannot be checked or sent faithfully: nesting no tool needs (which would break
+    serialisers on the way), or text that is not Unicode (a lone surrogate has no UTF-8 form)."""
+    if depth > MAX_ARGUMENT_DEPTH:
+        return f"values nested deeper than {MAX_ARGUMENT_DEPTH} levels"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "text that is not valid Unicode (a lone surrogate)"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if problem := malformed(key, depth + 1) or malformed(item, depth + 1):
+                return problem
+    elif isinstance(value, list | tuple):
+        for item in value:
+            if problem := malformed(item, depth + 1):
+                return problem
+    return None
 
 
 def consequential(rule: ToolRule, verdict: Admitted) -> bool:

@@ -80,7 +80,7 @@ class MemoryState:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._hits: dict[tuple[str, float], deque[tuple[float, int]]] = {}
-        self._used: dict[tuple[str, float], int] = {}  # the weights in each window, kept as they change
+        self._totals: dict[tuple[str, float], int] = {}  # the weights in each window, kept as they change
         self._sessions: dict[str, _Session] = {}
         self._used: dict[str, float] = {}
 
@@ -94,17 +94,17 @@ class MemoryState:
             for window in windows:
                 hits, used = self._window(window, now)
                 hits.append((now, weight))
-                self._used[(window.key, window.seconds)] = used + weight
+                self._totals[(window.key, window.seconds)] = used + weight
         return None
 
     def _window(self, window: Window, now: float) -> tuple[deque[tuple[float, int]], int]:
         key = (window.key, window.seconds)
         hits = self._hits.setdefault(key, deque())
-        used = self._used.get(key, 0)
+        used = self._totals.get(key, 0)
         horizon = now - window.seconds
         while hits and hits[0][0] <= horizon:
             used -= hits.popleft()[1]
-        self._used[key] = used
+        self._totals[key] = used
         return hits, used
 
     async def legs(self, session: str, idle: float | None) -> dict[str, list[str]]:

@@ -157,12 +157,13 @@ async def test_same_answer_as_the_sdk_path_in_the_handshake_era(
         body = {"jsonrpc": "2.0", "id": "a-1", "method": method, **({"params": params} if params is not None else {})}
         fast = await http.post(proxy.url, json=body, headers=session)
         # The handshake-era transport ignores Mcp-Param headers; the fast path hands such a request on.
-        sdk = await http.post(proxy.url, json=body, headers={**session, "Mcp-Param-Anything": "1"})
+        # (A new id: a session never reuses one, and the proxy refuses one still in flight.)
+        sdk = await http.post(proxy.url, json={**body, "id": "a-2"}, headers={**session, "Mcp-Param-Anything": "1"})
     assert fast.status_code == sdk.status_code == 200
     assert fast.headers["content-type"] == "application/json"  # nothing to stream: one JSON answer
     assert sdk.headers["content-type"].startswith("text/event-stream")
     assert fast.headers["mcp-session-id"] == session["Mcp-Session-Id"]
-    assert _nonce_free(answer_of(fast)) == _nonce_free(answer_of(sdk))
+    assert _nonce_free(answer_of(fast)) == _nonce_free({**answer_of(sdk), "id": "a-1"})
 
 
 async def test_a_session_is_served_only_to_the_caller_that_opened_it(proxy: Proc) -> None:

@@ -15,7 +15,7 @@ from proxy.guards.limits import Limiter, count_recipients
 from proxy.guards.pins import apply_pins
 from proxy.guards.trifecta import Trifecta
 from proxy.policy import LimitRule, PinRule, RecipientSpec
-from proxy.state import MAX_SESSIONS, MemoryState
+from proxy.state import MAX_SESSIONS, Full, MemoryState, Window
 
 
 class Clock:
@@ -285,3 +285,14 @@ def test_audit_line_masks_free_text_but_not_digests(tmp_path: Any) -> None:
     assert record["args_sha256"] == digest and "48600100200" not in line
     assert record["reason"] == "to 48******200" and record["time"].endswith("Z")
     log.close()
+
+
+@pytest.mark.anyio
+async def test_one_time_states_and_rate_windows_share_a_state_without_mixing() -> None:
+    state = MemoryState(Clock())
+    window = [Window("team:limit:60", 2, 60.0)]
+    assert await state.rate(window, 1, take=True) is None
+    assert await state.first_use("nonce-1", 600)
+    assert await state.rate(window, 1, take=True) is None
+    assert await state.first_use("nonce-2", 600) and not await state.first_use("nonce-2", 600)
+    assert isinstance(await state.rate(window, 1, take=False), Full)  # both calls still count
