@@ -18,6 +18,7 @@ replayed to the SDK's transport.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -111,7 +112,9 @@ def _messages(response: httpx2.Response) -> list[Any]:
     if not response.content:
         return []
     if response.headers.get("content-type", "").startswith("text/event-stream"):
-        lines = response.text.splitlines()
+        # SSE ends lines at CR, LF or CRLF only; str.splitlines would also split inside a JSON string
+        # at U+0085 or U+2028, which an id may hold raw.
+        lines = re.split(r"\r\n|\r|\n", response.text)
         return [json.loads(line[5:]) for line in lines if line.startswith("data:") and line[5:].strip()]
     return [response.json()]
 
