@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proxy.fastpath import routing
 from proxy.policy import CapacityPolicy
 from proxy.server import IDENTITY_KEY, Gateway
 
@@ -68,7 +69,7 @@ class Capacity:
         key = (identity.team, identity.principal)
         cap = self.gateway.policies[identity.team].policy.capacity
         held = self._principals.setdefault(key, _Principal())
-        version, session_id = _headers(scope)
+        version, session_id = routing(scope)
         counted = scope["method"] in ("POST", "DELETE")  # a GET stream is one per session, capped with it
         if counted and held.in_flight >= cap.requests_per_principal:
             # A client's answers (responses to our questions, notifications such as cancelled) finish work
@@ -176,16 +177,6 @@ def _answers(body: bytes) -> bool:
     except (ValueError, RecursionError):
         return False
     return isinstance(message, dict) and ("method" not in message or "id" not in message)
-
-
-def _headers(scope: Scope) -> tuple[str | None, str | None]:
-    version = session_id = None
-    for name, value in scope["headers"]:
-        if name == b"mcp-protocol-version":
-            version = value.decode("latin-1")
-        elif name == b"mcp-session-id":
-            session_id = value.decode("latin-1")
-    return version, session_id
 
 
 def _session_of(message: Message) -> str | None:

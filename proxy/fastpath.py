@@ -138,7 +138,7 @@ class FastPath:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        version, session_id = _routing(scope)
+        version, session_id = routing(scope)
         modern = version in MODERN_PROTOCOL_VERSIONS
         handshake = session_id is not None and (version is None or version in HANDSHAKE_PROTOCOL_VERSIONS)
         if not (modern or handshake):
@@ -444,7 +444,7 @@ async def _refuse(code: int, message: str, send: Send, session_id: str | None = 
     await send({"type": "http.response.body", "body": body})
 
 
-def _routing(scope: Scope) -> tuple[str | None, str | None]:
+def routing(scope: Scope) -> tuple[str | None, str | None]:
     """The protocol version and session id headers."""
     version = session_id = None
     for name, value in scope["headers"]:
