@@ -28,17 +28,17 @@ from proxy.state import NAMES_KEPT, Full, StateUnavailable, Window
 SESSION_TTL = 86_400
 TIMEOUT = 1.0  # seconds: a state backend slower than this is treated as down, not waited for
 
-# KEYS: one sorted set per window. ARGV: weight, take (0/1), nonce, then cap and seconds per window.
+# KEYS: one sorted set per window. ARGV: take (0/1), nonce, then cap, seconds and weight per window.
 # Members are "<weight>:<nonce>:<index>", scored by the time they were counted; "<key>:sum" holds
 # the weights inside the window, so a call costs the entries that expire, not the whole window.
 _RATE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local weight = tonumber(ARGV[1])
 local function weight_of(member) return tonumber(string.match(member, '^(%d+):')) end
 for i, key in ipairs(KEYS) do
-  local cap = tonumber(ARGV[2 + 2 * i])
-  local seconds = tonumber(ARGV[3 + 2 * i])
+  local cap = tonumber(ARGV[3 * i])
+  local seconds = tonumber(ARGV[3 * i + 1])
+  local weight = tonumber(ARGV[3 * i + 2])
   local sum = key .. ':sum'
   local used = tonumber(redis.call('GET', sum) or '0')
   local gone = redis.call('ZRANGEBYSCORE', key, '-inf', now - seconds)
@@ -60,12 +60,13 @@ for i, key in ipairs(KEYS) do
     return {i - 1, used, tostring(wait)}
   end
 end
-if ARGV[2] == '1' then
+if ARGV[1] == '1' then
   for i, key in ipairs(KEYS) do
-    local seconds = math.ceil(tonumber(ARGV[3 + 2 * i])) + 1
-    redis.call('ZADD', key, now, ARGV[1] .. ':' .. ARGV[3] .. ':' .. i)
+    local seconds = math.ceil(tonumber(ARGV[3 * i + 1])) + 1
+    local weight = ARGV[3 * i + 2]
+    redis.call('ZADD', key, now, weight .. ':' .. ARGV[2] .. ':' .. i)
     redis.call('EXPIRE', key, seconds)
-    redis.call('INCRBY', key .. ':sum', weight)
+    redis.call('INCRBY', key .. ':sum', tonumber(weight))
     redis.call('EXPIRE', key .. ':sum', seconds)
   end
 end
@@ -125,11 +126,11 @@ class RedisState:
         # A handshake-era session id is a bearer handle for its principal: never stored as such.
         return hashlib.sha256(session.encode()).hexdigest()[:32]
 
-    async def rate(self, windows: Sequence[Window], weight: int, *, take: bool) -> Full | None:
+    async def rate(self, windows: Sequence[Window], *, take: bool) -> Full | None:
         keys = [self._key("rate", w.key) for w in windows]
-        argv: list[str | int | float] = [weight, 1 if take else 0, secrets.token_hex(8)]
+        argv: list[str | int | float] = [1 if take else 0, secrets.token_hex(8)]
         for window in windows:
-            argv += [window.cap, window.seconds]
+            argv += [window.cap, window.seconds, window.weight]
         try:
             answer = await self._rate(keys=keys, args=argv)
         except RedisError as exc:

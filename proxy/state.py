@@ -31,6 +31,7 @@ class Window:
     key: str  # stable across replicas: which limit rule, which window length
     cap: int
     seconds: float
+    weight: int = 1  # what this call counts in it: 1, or its SMS messages for a limit that counts those
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,9 @@ class Full:
 class SharedState(Protocol):
     backend: str
 
-    async def rate(self, windows: Sequence[Window], weight: int, *, take: bool) -> Full | None:
-        """None when `weight` fits in every window (and, with `take`, is counted in all of them at
-        once); else the first window it does not fit in."""
+    async def rate(self, windows: Sequence[Window], *, take: bool) -> Full | None:
+        """None when the call fits in every window (and, with `take`, is counted in all of them at
+        once: in none if it does not fit in one); else the first window it does not fit in."""
         ...
 
     async def legs(self, session: str, idle: float | None) -> dict[str, list[str]]:
@@ -84,17 +85,17 @@ class MemoryState:
         self._sessions: dict[str, _Session] = {}
         self._used: dict[str, float] = {}
 
-    async def rate(self, windows: Sequence[Window], weight: int, *, take: bool) -> Full | None:
+    async def rate(self, windows: Sequence[Window], *, take: bool) -> Full | None:
         now = self._clock()
         for index, window in enumerate(windows):
             hits, used = self._window(window, now)
-            if used + weight > window.cap:
-                return Full(index, used, _wait(hits, used + weight - window.cap, window.seconds, now))
+            if used + window.weight > window.cap:
+                return Full(index, used, _wait(hits, used + window.weight - window.cap, window.seconds, now))
         if take:
             for window in windows:
                 hits, used = self._window(window, now)
-                hits.append((now, weight))
-                self._totals[(window.key, window.seconds)] = used + weight
+                hits.append((now, window.weight))
+                self._totals[(window.key, window.seconds)] = used + window.weight
         return None
 
     def _window(self, window: Window, now: float) -> tuple[deque[tuple[float, int]], int]:

@@ -291,8 +291,21 @@ def test_audit_line_masks_free_text_but_not_digests(tmp_path: Any) -> None:
 async def test_one_time_states_and_rate_windows_share_a_state_without_mixing() -> None:
     state = MemoryState(Clock())
     window = [Window("team:limit:60", 2, 60.0)]
-    assert await state.rate(window, 1, take=True) is None
+    assert await state.rate(window, take=True) is None
     assert await state.first_use("nonce-1", 600)
-    assert await state.rate(window, 1, take=True) is None
+    assert await state.rate(window, take=True) is None
     assert await state.first_use("nonce-2", 600) and not await state.first_use("nonce-2", 600)
-    assert isinstance(await state.rate(window, 1, take=False), Full)  # both calls still count
+    assert isinstance(await state.rate(window, take=False), Full)  # both calls still count
+
+
+@pytest.mark.anyio
+async def test_a_call_one_limit_refuses_counts_in_none_of_its_limits() -> None:
+    limiter = Limiter(MemoryState(Clock()), "t")
+    per_minute = LimitRule(tools=("send_*",), per_minute=2)
+    budget = LimitRule(tools=("send_*",), per_day=1)
+    rule = replace(SEND, limits=(per_minute, budget))
+    assert await limiter.take(rule, OK) == OK
+    refused = await limiter.take(rule, OK)  # the daily budget is spent
+    assert isinstance(refused, Refusal) and "Daily budget" in refused.message
+    # The refused call took no per-minute slot: with the budget alone it would now fit once more.
+    assert await limiter.take(replace(SEND, limits=(per_minute,)), OK) == OK

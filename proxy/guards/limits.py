@@ -17,7 +17,7 @@ from proxy.guards import Admitted, Ask, Refusal, Verdict
 from proxy.guards.sms import message_count
 from proxy.policy import LimitRule
 from proxy.sms import distinct_recipients, split_recipients
-from proxy.state import SharedState, Window
+from proxy.state import Full, SharedState, Window
 
 
 def _countable(value: Any) -> bool:
@@ -58,16 +58,17 @@ class Limiter:
         self._team = team
         self._keys: dict[int, str] = {}
 
-    def _windows(self, limit: LimitRule) -> list[Window]:
+    def _windows(self, rule: ToolRule, limit: LimitRule, arguments: dict[str, Any]) -> list[Window]:
         key = self._keys.get(id(limit))
         if key is None:
             digest = hashlib.sha256(limit.model_dump_json().encode()).hexdigest()[:16]
             key = self._keys[id(limit)] = f"{self._team}:{digest}"
+        weight = message_count(rule, arguments) if limit.count == "messages" else 1
         windows = []
         if limit.per_minute is not None:
-            windows.append(Window(f"{key}:{limit.window_seconds:g}", limit.per_minute, limit.window_seconds))
+            windows.append(Window(f"{key}:{limit.window_seconds:g}", limit.per_minute, limit.window_seconds, weight))
         if limit.per_day is not None:
-            windows.append(Window(f"{key}:day", limit.per_day, DAY))
+            windows.append(Window(f"{key}:day", limit.per_day, DAY, weight))
         return windows
 
     async def check(self, rule: ToolRule, call: Admitted) -> Verdict:
@@ -77,7 +78,7 @@ class Limiter:
         if not rule.limits:
             return call
         for limit in rule.limits:
-            if refusal := await self._rate(rule, limit, call.arguments, take=False):
+            if refusal := await self._rate(rule, limit, call.arguments):
                 return refusal
             if limit.max_recipients is not None:
                 count, unknown = count_recipients(rule, call.arguments)
@@ -93,23 +94,30 @@ class Limiter:
         return Ask(call.arguments, tuple(gate)) if gate else call
 
     async def take(self, rule: ToolRule, call: Admitted) -> Admitted | Refusal:
-        """Admit a call against its rate windows and count it, in one atomic step; a refusal if a window
-        filled meanwhile (calls that waited on a human cannot all take the one slot free when checked)."""
+        """Admit a call against every window of every limit and count it, in one atomic step: in all of
+        them or, when one is full, in none (calls that waited on a human cannot all take the one slot
+        that was free when they were checked)."""
+        owners: list[LimitRule] = []
+        windows: list[Window] = []
         for limit in rule.limits:
-            if refusal := await self._rate(rule, limit, call.arguments, take=True):
-                return refusal
-        return call
+            mine = self._windows(rule, limit, call.arguments)
+            owners += [limit] * len(mine)
+            windows += mine
+        if not windows:
+            return call
+        full = await self._state.rate(windows, take=True)
+        return call if full is None else self._refusal(rule, owners[full.window], windows[full.window], full)
 
-    async def _rate(self, rule: ToolRule, limit: LimitRule, arguments: dict[str, Any], *, take: bool) -> Refusal | None:
-        windows = self._windows(limit)
+    async def _rate(self, rule: ToolRule, limit: LimitRule, arguments: dict[str, Any]) -> Refusal | None:
+        windows = self._windows(rule, limit, arguments)
         if not windows:
             return None
-        weight = message_count(rule, arguments) if limit.count == "messages" else 1
-        full = await self._state.rate(windows, weight, take=take)
-        if full is None:
-            return None
-        window = windows[full.window]
-        cap, used = window.cap, full.used
+        full = await self._state.rate(windows, take=False)
+        return None if full is None else self._refusal(rule, limit, windows[full.window], full)
+
+    @staticmethod
+    def _refusal(rule: ToolRule, limit: LimitRule, window: Window, full: Full) -> Refusal:
+        cap, used, weight = window.cap, full.used, window.weight
         what = "messages" if limit.count == "messages" else "calls"
         per = "per day" if window.seconds == DAY else _per(limit)
         if weight > cap:
