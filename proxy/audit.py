@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import stat
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -143,7 +144,7 @@ class AuditLog:
                 moved = True
             if moved:  # removed or rotated by someone else: a line written to it would be lost
                 self._close()
-            elif self._due(now, mine.st_size, size):
+            elif stat.S_ISREG(mine.st_mode) and self._due(now, mine.st_size, size):
                 self._close()
                 self._rotate()
         self._day = now.date()
@@ -153,8 +154,9 @@ class AuditLog:
                 raise OSError(self.failing or "cannot open the audit log")
 
     def _due(self, now: datetime, current: int, size: int) -> bool:
-        if current == 0 or not self.path or not self.path.is_file():
-            return False  # a character device (/dev/full, /dev/null) is never rotated
+        # (Only a regular file gets here: a character device such as /dev/full is never rotated.)
+        if current == 0:
+            return False
         if self.max_bytes is not None and current + size > self.max_bytes:
             return True
         return self.daily and now.date() != self._day

@@ -10,6 +10,7 @@ name on the shipped list. Folding is applied to both sides, so the list is writt
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -178,6 +179,9 @@ _PREMIUM = {PhoneNumberType.PREMIUM_RATE: "a premium-rate", PhoneNumberType.SHAR
 _SHORT_DIGITS = 6  # a "number" of at most this many digits is a short code
 
 
+# One send is checked, counted for its limits, priced for the prompt and audited: each number is
+# parsed once, not at every step.
+@functools.lru_cache(maxsize=4096)
 def parse_number(value: str) -> phonenumbers.PhoneNumber | None:
     """A recipient as a phone number: "+46 70…", "0046 70…" and "4670…" (international digits) alike."""
     text = value.strip()
@@ -268,6 +272,7 @@ class Parts:
     parts: int
 
 
+@functools.lru_cache(maxsize=256)
 def message_parts(text: str) -> Parts:
     """How many SMS parts a text is sent as: GSM-7 160 (153 a part when split), else UCS-2 70 (67).
     A part never ends inside an escape sequence or a surrogate pair."""
