@@ -14,7 +14,7 @@ import functools
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import phonenumbers
@@ -172,7 +172,6 @@ class Recipient:
 class Recipients:
     unique: tuple[Recipient, ...] = ()
     problem: str | None = None
-    unparsed: tuple[str, ...] = field(default=())  # short codes let through when premium is not blocked
 
 
 _PREMIUM = {PhoneNumberType.PREMIUM_RATE: "a premium-rate", PhoneNumberType.SHARED_COST: "a shared-cost"}
@@ -201,7 +200,6 @@ def check_recipients(values: Iterable[str], *, countries: Iterable[str] = (), bl
     """Parse and vet every recipient; the first problem found refuses the send."""
     allowed = tuple(countries)
     seen: dict[str, Recipient] = {}
-    unparsed: list[str] = []
     for value in values:
         digits = "".join(ch for ch in value if ch.isdigit())
         if digits and len(digits) <= _SHORT_DIGITS and not value.strip().startswith("+"):
@@ -209,9 +207,7 @@ def check_recipients(values: Iterable[str], *, countries: Iterable[str] = (), bl
                 return Recipients(problem=f"'{_masked(value)}' is a short code (premium services are blocked)")
             if allowed:
                 return Recipients(problem=f"'{_masked(value)}' is a short code of no known country")
-            if value not in unparsed:
-                unparsed.append(value)
-            continue
+            continue  # a short code this team allows: no country, no E.164 form to record
         number = parse_number(value)
         if number is None or not phonenumbers.is_valid_number(number):
             return Recipients(
@@ -229,7 +225,7 @@ def check_recipients(values: Iterable[str], *, countries: Iterable[str] = (), bl
                 problem=f"{_masked(e164)} is {where}; this team sends only to {', '.join(allowed)} (country)"
             )
         seen.setdefault(e164, Recipient(e164, country))
-    return Recipients(unique=tuple(seen.values()), unparsed=tuple(unparsed))
+    return Recipients(unique=tuple(seen.values()))
 
 
 def distinct_recipients(values: Iterable[str]) -> int:
