@@ -15,7 +15,7 @@ from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from proxy.catalog import Catalog, ToolRule, first_match
-from proxy.pinning import LockError, read_lockfile, terminal_safe
+from proxy.pinning import NOUN, LockError, read_lockfile, terminal_safe
 from proxy.policy import (
     LEGS,
     LimitRule,
@@ -132,6 +132,9 @@ def _pin_lines(loaded: LoadedPolicy) -> list[str]:
         pins = lock.upstreams.get(server)
         tools = ", ".join(terminal_safe(t) for t in sorted(pins.tools)) if pins else "(none)"
         lines += _wrap(f"  {server}: pinned {tools}")
+        for kind in ("prompts", "resource_templates"):
+            if pins is not None and (names := pins.of(kind)):
+                lines += _wrap(f"  {server}: pinned {NOUN[kind]}s {', '.join(terminal_safe(n) for n in sorted(names))}")
     return lines
 
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from proxy.caller import Caller
 from proxy.catalog import Catalog, ToolRule
 from proxy.guards.trifecta import Trifecta
-from proxy.pinning import PinCheck
+from proxy.pinning import Kind, PinCheck, uri_matches
 from proxy.state import StateUnavailable
 from proxy.untrusted import OutputShield, plain_name, plain_resource_name
 from proxy.upstream import UpstreamConnection, UpstreamPool, UpstreamUnavailable, raw_request
@@ -123,12 +123,9 @@ class Listings:
             lambda s: s.list_resource_templates(params=types.PaginatedRequestParams(cursor=cursor)),
             retry=True,
         )
+        shown = [t for t in page.resource_templates if plain_resource_name(t.name) and not self._unpinned(server, t)]
         return types.ListResourceTemplatesResult(
-            resource_templates=_valid(
-                types.ResourceTemplate,
-                [self.shield.listed(_wire(t)) for t in page.resource_templates if plain_resource_name(t.name)],
-                server,
-            ),
+            resource_templates=_valid(types.ResourceTemplate, [self.shield.listed(_wire(t)) for t in shown], server),
             next_cursor=_cursor(page.next_cursor),
         )
 
@@ -136,6 +133,8 @@ class Listings:
         server, conn = self._single(caller, "resources")
         if conn is None or uri in self._hidden_resources:
             raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown resource")
+        if self.pin_check is not None:
+            await self._refuse_drifted_template(server, conn, uri)
         raw = await self._ask(
             server,
             conn,
@@ -154,10 +153,9 @@ class Listings:
         page = await self._ask(
             server, conn, lambda s: s.list_prompts(params=types.PaginatedRequestParams(cursor=cursor)), retry=True
         )
+        shown = [p for p in page.prompts if plain_name(p.name) and not self._unpinned(server, p, "prompts")]
         return types.ListPromptsResult(
-            prompts=_valid(
-                types.Prompt, [self.shield.listed(_wire(p)) for p in page.prompts if plain_name(p.name)], server
-            ),
+            prompts=_valid(types.Prompt, [self.shield.listed(_wire(p)) for p in shown], server),
             next_cursor=_cursor(page.next_cursor),
         )
 
@@ -165,12 +163,51 @@ class Listings:
         server, conn = self._single(caller, "prompts")
         if conn is None or not plain_name(name):
             raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown prompt")
+        if self.pin_check is not None:
+            await self._refuse_unpinned_prompt(server, conn, name)
         request = types.GetPromptRequest(params=types.GetPromptRequestParams(name=name, arguments=arguments))
         raw = await self._ask(server, conn, lambda s: _raw(s, request), retry=True)
         source = f"{server}:{name}"
         result = types.GetPromptResult.model_validate(self.shield.prompt_result(source, raw))
         await self._remember(caller, source, self.catalog.prompt_legs(server))
         return result
+
+    # -- pins on prompts and resource templates ---------------------------------------------------
+
+    def _unpinned(self, server: str, entry: Any, kind: Kind = "resource_templates") -> str | None:
+        return self.pin_check.hides(server, entry, kind) if self.pin_check is not None else None
+
+    async def _refuse_unpinned_prompt(self, server: str, conn: UpstreamConnection, name: str) -> None:
+        """A prompt is fetched only when its listed definition is what was pinned (the upstream's
+        listing, not the client's word, says what the prompt is)."""
+        try:
+            prompt = (await conn.prompts_now()).get(name)
+        except MCPError as exc:
+            raise self._answered(server, exc) from None
+        if prompt is None:
+            raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown prompt (the upstream does not list it)")
+        if why := self._unpinned(server, prompt, "prompts"):
+            raise MCPError(code=INVALID_PARAMS, message=f"mcp-guard: prompt '{name}' was refused: {why}")
+
+    async def _refuse_drifted_template(self, server: str, conn: UpstreamConnection, uri: str) -> None:
+        """A URI that only a hidden resource template describes is not read: the model can know it only
+        from a definition nobody approved."""
+        try:
+            templates = await conn.templates_now()
+        except MCPError as exc:
+            raise self._answered(server, exc) from None
+        hidden = None
+        for template in templates.values():
+            if not uri_matches(template.uri_template, uri):
+                continue
+            why = self._unpinned(server, template)
+            if why is None:
+                return
+            hidden = hidden or why
+        if hidden is not None:
+            raise MCPError(
+                code=INVALID_PARAMS, message=f"mcp-guard: resource refused: its resource template is hidden: {hidden}"
+            )
 
     async def _remember(self, caller: Caller, source: str, legs: frozenset[str]) -> None:
         try:

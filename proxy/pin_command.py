@@ -1,4 +1,4 @@
-"""`mcp-guard pin`: write the lockfile, show what drifted, approve single tools.
+"""`mcp-guard pin`: write the lockfile, show what drifted, approve single tools, prompts or templates.
 
 Exit codes: 0 done (or, with --diff, nothing drifted), 1 something drifted (--diff), 2 an error.
 What an upstream wrote (names, descriptions) is printed with control and bidi characters escaped.
@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
-import mcp.types as types
+from mcp.shared.exceptions import MCPError
 
 from proxy.pinning import (
+    KINDS,
+    NOUN,
+    Kind,
     LockError,
     Lockfile,
     Pins,
@@ -26,6 +30,9 @@ from proxy.policy import LoadedPolicy
 
 EXIT_DRIFT = 1
 EXIT_ERROR = 2
+
+
+Listed = dict[str, dict[Kind, dict[str, Any]]]  # server -> kind -> name -> entry
 
 
 async def pin(loaded: LoadedPolicy, diff: bool, approve: list[str], store_key: bytes | None = None) -> int:
@@ -43,65 +50,83 @@ async def pin(loaded: LoadedPolicy, diff: bool, approve: list[str], store_key: b
     elif diff or approve:
         print(f"mcp-guard: no lockfile at {path}; run `mcp-guard pin --policy {loaded.path}` first", file=sys.stderr)
         return EXIT_ERROR
-    listed: dict[str, dict[str, types.Tool]] = {}
+    listed: Listed = {}
     async with Gateway([loaded], store_key=store_key).running() as gateway:
         pipeline = gateway.pipeline(loaded.policy.team)
         for server in pipeline.pool.servers:
+            conn = pipeline.pool.get(server)
             try:
-                listed[server] = await pipeline.pool.get(server).list_all_tools()
-            except UpstreamUnavailable as exc:
-                print(f"mcp-guard: {exc}", file=sys.stderr)
+                listed[server] = {
+                    "tools": dict(await conn.list_all_tools()),
+                    "prompts": dict(await conn.list_all_prompts()),
+                    "resource_templates": dict(await conn.list_all_templates()),
+                }
+            except (UpstreamUnavailable, MCPError) as exc:
+                print(f"mcp-guard: {terminal_safe(str(exc))}", file=sys.stderr)
                 return EXIT_ERROR
     if diff:
         return _diff(lock, listed)
     if approve:
         return _approve(lock, listed, approve, path)
-    for server, tools in listed.items():
-        lock = relock(lock, server, tools.values())
+    for server, kinds in listed.items():
+        for kind, entries in kinds.items():
+            lock = relock(lock, server, entries.values(), kind=kind)
     lock = Lockfile(upstreams={s: p for s, p in lock.upstreams.items() if s in listed})
     write_lockfile(path, lock)
-    count = sum(len(tools) for tools in listed.values())
-    print(f"mcp-guard: pinned {count} tools of {len(listed)} upstream(s) in {path}")
+    counted = ", ".join(f"{sum(len(kinds[kind]) for kinds in listed.values())} {NOUN[kind]}s" for kind in KINDS)
+    print(f"mcp-guard: pinned {counted} of {len(listed)} upstream(s) in {path}")
     return 0
 
 
-def _diff(lock: Lockfile, listed: dict[str, dict[str, types.Tool]]) -> int:
+def _label(server: str, kind: Kind, name: str) -> str:
+    shown = terminal_safe(f"{server}:{name}")
+    return shown if kind == "tools" else f"{shown} ({NOUN[kind]})"
+
+
+def _diff(lock: Lockfile, listed: Listed) -> int:
     pins = Pins(lock)
     drifted = False
-    for server, tools in listed.items():
-        for name, tool in sorted(tools.items()):
-            status = pins.status(server, tool)
-            if status == "pinned":
-                continue
-            drifted = True
-            shown = terminal_safe(f"{server}:{name}")
-            if status == "unpinned":
-                print(f"{shown}: new, not pinned")
-                continue
-            pinned = pins.pinned(server, name)
-            assert pinned is not None
-            print(f"{shown}: changed since it was pinned")
-            for line in describe_drift(pinned.definition, definition(tool)):
-                print(f"  {line}")
-        gone = set(lock.upstreams.get(server).tools if server in lock.upstreams else ()) - set(tools)
-        for name in sorted(gone):
-            drifted = True
-            print(f"{terminal_safe(f'{server}:{name}')}: pinned, no longer listed")
+    for server, kinds in listed.items():
+        for kind, entries in kinds.items():
+            for name, entry in sorted(entries.items()):
+                status = pins.status(server, entry, kind)
+                if status == "pinned":
+                    continue
+                drifted = True
+                if status == "unpinned":
+                    print(f"{_label(server, kind, name)}: new, not pinned")
+                    continue
+                pinned = pins.pinned(server, name, kind)
+                assert pinned is not None
+                print(f"{_label(server, kind, name)}: changed since it was pinned")
+                for line in describe_drift(pinned.definition, definition(entry, kind), kind):
+                    print(f"  {line}")
+            known = lock.upstreams[server].of(kind) if server in lock.upstreams else {}
+            for name in sorted(set(known) - set(entries)):
+                drifted = True
+                print(f"{_label(server, kind, name)}: pinned, no longer listed")
     if not drifted:
-        print("mcp-guard: no drift; every listed tool matches its pin")
+        print("mcp-guard: no drift; every listed tool, prompt and resource template matches its pin")
     return EXIT_DRIFT if drifted else 0
 
 
-def _approve(lock: Lockfile, listed: dict[str, dict[str, types.Tool]], names: list[str], path: Path) -> int:
-    unknown = [n for n in names if not any(_qualified(n, s) in tools for s, tools in listed.items())]
+def _approve(lock: Lockfile, listed: Listed, names: list[str], path: Path) -> int:
+    """Re-pin the named entries: a name approves whatever the upstream lists under it (a tool and a
+    prompt may share one)."""
+    unknown = [
+        n
+        for n in names
+        if not any(_qualified(n, s) in entries for s, kinds in listed.items() for entries in kinds.values())
+    ]
     if unknown:
         shown = ", ".join(terminal_safe(n) for n in unknown)
         print(f"mcp-guard: no upstream lists {shown}; nothing was approved", file=sys.stderr)
         return EXIT_ERROR
-    for server, tools in listed.items():
-        only = {_qualified(n, server) for n in names if _qualified(n, server) in tools}
-        if only:
-            lock = relock(lock, server, tools.values(), only=only)
+    for server, kinds in listed.items():
+        for kind, entries in kinds.items():
+            only = {_qualified(n, server) for n in names if _qualified(n, server) in entries}
+            if only:
+                lock = relock(lock, server, entries.values(), only=only, kind=kind)
     write_lockfile(path, lock)
     print(f"mcp-guard: re-pinned {', '.join(terminal_safe(n) for n in names)} in {path}")
     return 0

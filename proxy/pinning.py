@@ -1,10 +1,11 @@
-"""Tool pinning against rug pulls: what each upstream's tools looked like when a person approved them.
+"""Pinning against rug pulls: what each upstream's tools, prompts and resource templates looked like
+when a person approved them.
 
-The lockfile (committed beside the policy) holds, per upstream and tool, a sha256 of the canonical
-JSON of the fields that reach the model or decide the gate (name, title, description, inputSchema,
-outputSchema, annotations) and a readable copy of that definition, so a review sees the diff. A
-tool whose definition no longer matches its pin has *drifted*; one the lockfile does not know is
-*unpinned*. The policy decides what either means (hidden and refused, or a warning).
+The lockfile (committed beside the policy) holds, per upstream and entry, a sha256 of the canonical
+JSON of the fields that reach the model or decide the gate (for a tool: name, title, description,
+inputSchema, outputSchema, annotations) and a readable copy of that definition, so a review sees the
+diff. An entry whose definition no longer matches its pin has *drifted*; one the lockfile does not
+know is *unpinned*. The policy decides what either means (hidden and refused, or a warning).
 """
 
 from __future__ import annotations
@@ -13,17 +14,26 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import tempfile
 import unicodedata
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import mcp.types as types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 LOCK_VERSION = 1
-PINNED_FIELDS = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
+Kind = Literal["tools", "prompts", "resource_templates"]
+KINDS: tuple[Kind, ...] = ("tools", "prompts", "resource_templates")
+# What reaches the model, or decides the gate, per kind (icons and _meta are not shown to a model).
+PINNED_FIELDS: dict[Kind, tuple[str, ...]] = {
+    "tools": ("name", "title", "description", "inputSchema", "outputSchema", "annotations"),
+    "prompts": ("name", "title", "description", "arguments"),
+    "resource_templates": ("name", "title", "uriTemplate", "description", "mimeType", "annotations"),
+}
+NOUN: dict[Kind, str] = {"tools": "tool", "prompts": "prompt", "resource_templates": "resource template"}
 Status = Literal["pinned", "drifted", "unpinned"]
 
 
@@ -42,6 +52,13 @@ class UpstreamPins(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tools: dict[str, Pin] = {}
+    # A lockfile written before prompts and templates were pinned has none: they are unpinned.
+    prompts: dict[str, Pin] = {}
+    resource_templates: dict[str, Pin] = {}
+
+    def of(self, kind: Kind) -> dict[str, Pin]:
+        pins: dict[str, Pin] = getattr(self, kind)
+        return pins
 
 
 class Lockfile(BaseModel):
@@ -51,10 +68,11 @@ class Lockfile(BaseModel):
     upstreams: dict[str, UpstreamPins] = {}
 
 
-def definition(tool: types.Tool) -> dict[str, Any]:
-    """The pinned fields of a tool as the upstream listed them (before any cleaning)."""
-    wire = tool.model_dump(by_alias=True, mode="json", exclude_none=True)
-    return {key: wire[key] for key in PINNED_FIELDS if key in wire}
+def definition(entry: BaseModel, kind: Kind = "tools") -> dict[str, Any]:
+    """The pinned fields of a tool, prompt or resource template as the upstream listed them (before
+    any cleaning)."""
+    wire = entry.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return {key: wire[key] for key in PINNED_FIELDS[kind] if key in wire}
 
 
 def digest(defined: Mapping[str, Any]) -> str:
@@ -62,8 +80,8 @@ def digest(defined: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def pin(tool: types.Tool) -> Pin:
-    defined = definition(tool)
+def pin(entry: BaseModel, kind: Kind = "tools") -> Pin:
+    defined = definition(entry, kind)
     return Pin(sha256=digest(defined), definition=defined)
 
 
@@ -92,41 +110,45 @@ def write_lockfile(path: Path, lock: Lockfile) -> None:
 
 
 class Pins:
-    """The lockfile's pins, asked per tool: pinned, drifted or unpinned."""
+    """The lockfile's pins, asked per entry: pinned, drifted or unpinned."""
 
     def __init__(self, lock: Lockfile) -> None:
         self._lock = lock
 
-    def status(self, server: str, tool: types.Tool) -> Status:
-        pinned = self._lock.upstreams.get(server, UpstreamPins()).tools.get(tool.name)
+    def status(self, server: str, entry: Any, kind: Kind = "tools") -> Status:
+        pinned = self.pinned(server, entry.name, kind)
         if pinned is None:
             return "unpinned"
-        return "pinned" if pinned.sha256 == digest(definition(tool)) else "drifted"
+        return "pinned" if pinned.sha256 == digest(definition(entry, kind)) else "drifted"
 
-    def pinned(self, server: str, name: str) -> Pin | None:
-        return self._lock.upstreams.get(server, UpstreamPins()).tools.get(name)
+    def pinned(self, server: str, name: str, kind: Kind = "tools") -> Pin | None:
+        return self._lock.upstreams.get(server, UpstreamPins()).of(kind).get(name)
 
 
-def relock(lock: Lockfile, server: str, tools: Iterable[types.Tool], only: set[str] | None = None) -> Lockfile:
-    """`lock` with `server`'s tools pinned as listed now: all of them, or only those named in `only`.
-    A full pin forgets tools the upstream no longer lists."""
-    listed = {tool.name: pin(tool) for tool in tools}
-    kept = dict(lock.upstreams.get(server, UpstreamPins()).tools)
+def relock(
+    lock: Lockfile, server: str, entries: Iterable[Any], only: set[str] | None = None, kind: Kind = "tools"
+) -> Lockfile:
+    """`lock` with `server`'s entries of `kind` pinned as listed now: all of them, or only those named
+    in `only`. A full pin forgets entries the upstream no longer lists."""
+    listed = {entry.name: pin(entry, kind) for entry in entries}
+    current = lock.upstreams.get(server, UpstreamPins())
+    kept = dict(current.of(kind))
     if only is None:
         kept = listed
     else:
         kept.update({name: listed[name] for name in only if name in listed})
-    upstreams = {**lock.upstreams, server: UpstreamPins(tools=dict(sorted(kept.items())))}
+    updated = current.model_copy(update={kind: dict(sorted(kept.items()))})
+    upstreams = {**lock.upstreams, server: updated}
     return Lockfile(upstreams=dict(sorted(upstreams.items())))
 
 
 # -- what changed ---------------------------------------------------------------------------------
 
 
-def describe_drift(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+def describe_drift(old: Mapping[str, Any], new: Mapping[str, Any], kind: Kind = "tools") -> list[str]:
     """Per field, what changed: words for texts, JSON paths for schemas, old → new for annotations."""
     lines: list[str] = []
-    for field in PINNED_FIELDS:
+    for field in PINNED_FIELDS[kind]:
         before, after = old.get(field), new.get(field)
         if before == after:
             continue
@@ -191,10 +213,10 @@ def _show(value: Any) -> str:
 
 
 class PinCheck:
-    """What a team's pins say about each listed tool, and which tools they hide.
+    """What a team's pins say about each listed tool, prompt and resource template, and which they hide.
 
-    `report(server, name, status)` is called once per definition that drifted or is unpinned, so each
-    drift is audited once however often the tool is listed or called.
+    `report(server, kind, name, status)` is called once per definition that drifted or is unpinned, so
+    each drift is audited once however often the entry is listed or called.
     """
 
     def __init__(
@@ -209,14 +231,17 @@ class PinCheck:
         self.new_tools = new_tools
         self.on_drift = on_drift
         self._report = report
-        self._seen: dict[tuple[str, str], tuple[Status, str]] = {}
+        self._seen: dict[tuple[str, Kind, str], tuple[Status, str]] = {}
 
-    def hides(self, server: str, tool: types.Tool) -> str | None:
-        """Why `tool` is hidden and refused, or None when it may be listed and called."""
-        status = self.pins.status(server, tool)
-        key, now = (server, tool.name), (status, digest(definition(tool)))
+    def hides(self, server: str, entry: Any, kind: Kind = "tools") -> str | None:
+        """Why `entry` (a tool, prompt or resource template) is hidden and refused, or None when it may
+        be listed and used."""
+        defined = definition(entry, kind)
+        pinned = self.pins.pinned(server, entry.name, kind)
+        status: Status = "unpinned" if pinned is None else "pinned" if pinned.sha256 == digest(defined) else "drifted"
+        key, now = (server, kind, entry.name), (status, digest(defined))
         if status != "pinned" and self._seen.get(key) != now:
-            self._report(server, tool.name, status)
+            self._report(server, kind, entry.name, status)
         self._seen[key] = now
         if status == "drifted" and self.on_drift == "hide":
             return "its definition changed since it was pinned; a person reviews it with `mcp-guard pin --diff`"
@@ -227,3 +252,40 @@ class PinCheck:
     def counts(self) -> dict[str, int]:
         statuses = [status for status, _ in self._seen.values()]
         return {"drifted": statuses.count("drifted"), "unpinned": statuses.count("unpinned")}
+
+
+# -- resource templates ------------------------------------------------------------------------------
+
+_EXPRESSION = re.compile(r"\{([+#./;?&]?)([^{}]*)\}")
+
+
+@lru_cache(maxsize=1024)
+def _template_pattern(template: str) -> re.Pattern[str] | None:
+    """An RFC 6570 URI template as a regular expression over the URIs it can expand to; None for one
+    that is not a template (an unclosed brace)."""
+    parts: list[str] = []
+    at = 0
+    for match in _EXPRESSION.finditer(template):
+        parts.append(re.escape(template[at : match.start()]))
+        operator = match.group(1)
+        if operator in ("+", "#"):
+            parts.append(("#" if operator == "#" else "") + ".*")  # reserved expansion: slashes too
+        elif operator in ("?", "&"):
+            parts.append(r"(?:[?&][^#]*)?")
+        elif operator in (".", "/", ";"):
+            parts.append(rf"(?:\{operator}[^?#]*)*")
+        else:
+            parts.append(r"[^/?#]*")
+        at = match.end()
+    rest = template[at:]
+    if "{" in rest or "}" in rest:
+        return None
+    parts.append(re.escape(rest))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def uri_matches(template: str, uri: str) -> bool:
+    """Whether `uri` could be an expansion of `template` (a template that cannot be read matches every
+    URI, so a hidden one still refuses what it might describe)."""
+    pattern = _template_pattern(template)
+    return pattern is None or pattern.fullmatch(uri) is not None

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 import mcp.types as types
@@ -29,7 +29,7 @@ from proxy.guards.sms import audit_fields, check_sms, cost_facts
 from proxy.guards.trifecta import Trifecta
 from proxy.guards.visibility import check_visible
 from proxy.listings import BoundedSet
-from proxy.pinning import PinCheck, Pins, read_lockfile, terminal_safe
+from proxy.pinning import KINDS, NOUN, Kind, PinCheck, Pins, read_lockfile, terminal_safe
 from proxy.policy import LoadedPolicy
 from proxy.relay import (
     PARKED,
@@ -96,7 +96,7 @@ class Pipeline(Subscriptions):
         self._hidden_resources: BoundedSet = BoundedSet(4096)
         self._odd_names: BoundedSet = BoundedSet(1024)  # tool names already warned about
         self.pin_check = self._pins(loaded)
-        pool.tools_listed = self._tools_listed
+        pool.listed = self._listed
         self.gate = ConfirmGate(
             policy.team,
             timeout_seconds=policy.confirm.timeout_seconds,
@@ -322,24 +322,27 @@ class Pipeline(Subscriptions):
         pins = Pins(read_lockfile(path))
         return PinCheck(pins, new_tools=pinning.new_tools, on_drift=pinning.on_drift, report=self._pin_report)
 
-    def _tools_listed(self, server: str, tools: Mapping[str, types.Tool]) -> None:
+    def _listed(self, server: str, kind: str, entries: Mapping[str, Any]) -> None:
         """Every listing mcp-guard makes upstream is checked against the pins (so each drift is seen and
-        audited as soon as it is listed, not only when a client lists or calls the tool)."""
-        if self.pin_check is not None:
-            for tool in tools.values():
-                self.pin_check.hides(server, tool)
+        audited as soon as it is listed, not only when a client lists or uses the entry)."""
+        if self.pin_check is not None and kind in KINDS:
+            for entry in entries.values():
+                self.pin_check.hides(server, entry, cast(Kind, kind))
 
-    def _pin_report(self, server: str, name: str, status: str) -> None:
+    def _pin_report(self, server: str, kind: Kind, name: str, status: str) -> None:
         assert self.pin_check is not None
         hidden = (self.pin_check.on_drift if status == "drifted" else self.pin_check.new_tools) == "hide"
         what = "changed since it was pinned" if status == "drifted" else "is not pinned"
+        noun = NOUN[kind]
         logger.warning(
-            "upstream '%s': tool %s %s; %s", server, terminal_safe(name[:200]), what, "hidden" if hidden else "allowed"
-        )
+            "upstream '%s': %s %s %s; %s",
+            server, noun, terminal_safe(name[:200]), what, "hidden" if hidden else "allowed",
+        )  # fmt: skip
         self.audit.write(
-            team=self.team, principal="mcp-guard", session="-", server=server, tool=name,
+            team=self.team, principal="mcp-guard", session="-", server=server,
+            tool=name if kind == "tools" else f"{noun}:{name}",
             decision="denied" if hidden else "allowed",
-            reason=f"tool definition {status}: {what}" + ("; hidden and refused" if hidden else "; policy warns only"),
+            reason=f"{noun} definition {status}: {what}; " + ("hidden and refused" if hidden else "policy warns only"),
             args_sha256=None, duration_ms=0.0,
         )  # fmt: skip
 

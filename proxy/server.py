@@ -138,8 +138,12 @@ class Gateway:
 
 async def _check_pins_now(pipeline: Pipeline) -> None:
     for server in pipeline.pool.servers:
+        conn = pipeline.pool.get(server)
         try:
-            await pipeline.pool.get(server).list_all_tools()  # each drift is logged and audited as it is seen
+            # Each drift is logged and audited as it is seen.
+            await conn.list_all_tools()
+            await conn.list_all_prompts()
+            await conn.list_all_templates()
         except (UpstreamUnavailable, MCPError) as exc:
             logger.warning("could not check upstream '%s' against its pins at start: %s", server, exc)
 

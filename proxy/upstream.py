@@ -164,8 +164,12 @@ class UpstreamConnection:
         self.in_flight = 0
         self.tools: dict[str, types.Tool] = {}
         self._listed_at = 0.0
-        # Told of every full listing (the pipeline checks it against the pins).
-        self.tools_listed: Callable[[str, dict[str, types.Tool]], None] | None = None
+        # Prompts and resource templates, listed whole only when pins are checked against them.
+        self.prompts: dict[str, types.Prompt] = {}
+        self.templates: dict[str, types.ResourceTemplate] = {}
+        self._others_at: dict[str, float] = {}
+        # Told of every full listing, with its kind (the pipeline checks it against the pins).
+        self.listed: Callable[[str, str, Mapping[str, Any]], None] | None = None
         # Downstream sessions that used this connection, to hear list_changed and resource updates;
         # weak, so a closed session is forgotten without being told.
         self.listeners: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -220,7 +224,7 @@ class UpstreamConnection:
                 self._client = await self._tg.start(self._own, stop, sse)
                 await self._resubscribe(self._client.session)
             self.http_status = None
-            self.tools.clear()  # a new connection may be a new upstream: see _mark_broken
+            self._forget_listings()  # a new connection may be a new upstream: see _mark_broken
         except BaseException as exc:
             stop.set()
             if isinstance(exc, anyio.get_cancelled_exc_class()):
@@ -329,7 +333,13 @@ class UpstreamConnection:
             # What answers next may be a new upstream (restarted, redeployed) whose tools differ, and it
             # announces no change: the next call lists again before it is classified, so pins see the
             # new definitions and a tool that is gone is not forwarded (found by tests/soak).
-            self.tools.clear()
+            self._forget_listings()
+
+    def _forget_listings(self) -> None:
+        self.tools.clear()
+        self.prompts.clear()
+        self.templates.clear()
+        self._others_at.clear()
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -390,23 +400,49 @@ class UpstreamConnection:
 
     async def list_all_tools(self) -> dict[str, types.Tool]:
         """Every tool over every page; refreshes the cache the pipeline classifies calls with."""
-
-        async def walk(session: ClientSession) -> dict[str, types.Tool]:
-            tools: dict[str, types.Tool] = {}
-            cursor: str | None = None
-            for _ in range(1000):
-                page = await session.list_tools(params=types.PaginatedRequestParams(cursor=cursor))
-                tools.update((t.name, t) for t in page.tools)
-                cursor = page.next_cursor
-                if cursor is None:
-                    break
-            return tools
-
-        self.tools = await self.request(walk, retry=True)
+        self.tools = await self.request(lambda s: _walk(s, "tools"), retry=True)
         self._listed_at = time.monotonic()
-        if self.tools_listed is not None:
-            self.tools_listed(self.name, self.tools)
+        if self.listed is not None:
+            self.listed(self.name, "tools", self.tools)
         return self.tools
+
+    async def list_all_prompts(self) -> dict[str, types.Prompt]:
+        """Every prompt over every page (none when the upstream offers no prompts)."""
+        if not await self._offers("prompts"):
+            self.prompts = {}
+        else:
+            self.prompts = await self.request(lambda s: _walk(s, "prompts"), retry=True)
+        self._others_at["prompts"] = time.monotonic()
+        if self.listed is not None:
+            self.listed(self.name, "prompts", self.prompts)
+        return self.prompts
+
+    async def list_all_templates(self) -> dict[str, types.ResourceTemplate]:
+        """Every resource template over every page (none when the upstream offers no resources)."""
+        if not await self._offers("resources"):
+            self.templates = {}
+        else:
+            self.templates = await self.request(lambda s: _walk(s, "resource_templates"), retry=True)
+        self._others_at["resource_templates"] = time.monotonic()
+        if self.listed is not None:
+            self.listed(self.name, "resource_templates", self.templates)
+        return self.templates
+
+    async def prompts_now(self) -> dict[str, types.Prompt]:
+        """The prompts as listed within the last TOOLS_TTL seconds (listing again if not)."""
+        if time.monotonic() - self._others_at.get("prompts", -TOOLS_TTL - 1) > TOOLS_TTL:
+            return await self.list_all_prompts()
+        return self.prompts
+
+    async def templates_now(self) -> dict[str, types.ResourceTemplate]:
+        """The resource templates as listed within the last TOOLS_TTL seconds (listing again if not)."""
+        if time.monotonic() - self._others_at.get("resource_templates", -TOOLS_TTL - 1) > TOOLS_TTL:
+            return await self.list_all_templates()
+        return self.templates
+
+    async def _offers(self, capability: str) -> bool:
+        caps = (await self.session()).server_capabilities
+        return caps is None or getattr(caps, capability, None) is not None
 
     async def tool(self, name: str) -> types.Tool | None:
         """The upstream's definition of `name`, listing again when it is not known yet."""
@@ -472,6 +508,14 @@ class UpstreamConnection:
                 await self.list_all_tools()
             except (UpstreamUnavailable, MCPError) as exc:
                 logger.warning("upstream '%s' announced new tools but could not list them: %s", self.name, exc)
+        elif isinstance(message, types.PromptListChangedNotification | types.ResourceListChangedNotification):
+            kind = "prompts" if isinstance(message, types.PromptListChangedNotification) else "resource_templates"
+            # Pins see the new definitions before clients hear of them (only where they were looked at).
+            if self._others_at.pop(kind, None) is not None:
+                try:
+                    await (self.list_all_prompts() if kind == "prompts" else self.list_all_templates())
+                except (UpstreamUnavailable, MCPError) as exc:
+                    logger.warning("upstream '%s' announced new %s but could not list them: %s", self.name, kind, exc)
         await self.bus.publish(_as_event(message))
         for listener in list(self.listeners):
             try:
@@ -574,6 +618,25 @@ def _announces(caps: types.ServerCapabilities | None) -> bool:
         or (caps.prompts and caps.prompts.list_changed)
         or (caps.resources and (caps.resources.list_changed or caps.resources.subscribe))
     )
+
+
+async def _walk(session: ClientSession, kind: str) -> dict[str, Any]:
+    """Every entry of a listing over every page, by name (at most 1000 pages: an upstream's cursor
+    cannot keep mcp-guard listing for ever)."""
+    listers = {
+        "tools": session.list_tools,
+        "prompts": session.list_prompts,
+        "resource_templates": session.list_resource_templates,
+    }
+    entries: dict[str, Any] = {}
+    cursor: str | None = None
+    for _ in range(1000):
+        page = await listers[kind](params=types.PaginatedRequestParams(cursor=cursor))
+        entries.update((entry.name, entry) for entry in getattr(page, kind))
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    return entries
 
 
 def _as_event(message: Any) -> ServerEvent:
@@ -720,7 +783,7 @@ class UpstreamPool:
         self._tg = task_group
         self._allow_sampling = allow_sampling
         self._conns: dict[tuple[str, str], UpstreamConnection] = {}
-        self.tools_listed: Callable[[str, dict[str, types.Tool]], None] | None = None
+        self.listed: Callable[[str, str, Mapping[str, Any]], None] | None = None
         # One connection pool (and one TLS context, ~0.9 MB) per upstream, shared by every credential's
         # connection; a credential's own HTTP client is a thin one holding only its headers.
         self._transports: dict[str, SharedTransport] = {}
@@ -764,7 +827,7 @@ class UpstreamPool:
                 transport=transport,
                 auth=self._auth.get(server),
             )
-            conn.tools_listed = self.tools_listed
+            conn.listed = self.listed
             self._conns[key] = conn
         return conn
 
