@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from mcp import Client
@@ -136,6 +137,16 @@ def test_pin_diff_and_approve_one_tool_while_others_stay_hidden(tmp_path: Path) 
         assert lock["upstreams"]["notes"]["tools"]["get_note"]["definition"]["description"] == "Read a note."
         after = pin(policy, "--diff")
         assert after.returncode == 1 and "export_notes" not in after.stdout and "get_note" in after.stdout
+        anyio.run(_approved_shown_others_hidden, policy, record)
+
+
+async def _approved_shown_others_hidden(policy: Path, record: Path) -> None:
+    with proxy_http(policy) as proxy:
+        async with client_of(proxy, "auto") as client:
+            assert await names(client) == {"send_note", "shift", "export_notes"}
+            refused = await client.call_tool("get_note", {})
+    assert refused.is_error and "pinned" in refused.content[0].text  # type: ignore[union-attr]
+    assert calls(record, "get_note") == []
 
 
 _SHIFT = """
