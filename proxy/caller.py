@@ -18,3 +18,7 @@ class Caller:
     # True for the sessionless 2026-07-28 era over HTTP, whose trifecta record ends after an idle
     # window; every other session (stdio, handshake-era HTTP) never expires, which fails closed.
     sessionless: bool = False
+    # auth.mode oauth: the login whose upstream grant serves this caller, and the scopes it was granted
+    # (None: the team's scopes decide alone).
+    grant: str | None = None
+    scopes: frozenset[str] | None = None

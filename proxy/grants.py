@@ -61,25 +61,25 @@ class GrantStore:
     # -- the SDK's TokenStorage ------------------------------------------------------------------
 
     async def get_tokens(self) -> OAuthToken | None:
-        raw = self._read().get("tokens")
+        raw = self.read().get("tokens")
         return OAuthToken.model_validate(raw) if raw else None
 
     async def set_tokens(self, tokens: OAuthToken) -> None:
         # `expires_in` is relative to when the token was issued; the absolute time lets a process
         # started later refresh before the upstream has to refuse the old token.
         expires_at = time.time() + tokens.expires_in if tokens.expires_in is not None else None
-        self._update(tokens=tokens.model_dump(mode="json", exclude_none=True), expires_at=expires_at)
+        self.update(tokens=tokens.model_dump(mode="json", exclude_none=True), expires_at=expires_at)
 
     def expires_at(self) -> float | None:
-        value = self._read().get("expires_at")
+        value = self.read().get("expires_at")
         return float(value) if isinstance(value, int | float) else None
 
     async def get_client_info(self) -> OAuthClientInformationFull | None:
-        raw = self._read().get("client")
+        raw = self.read().get("client")
         return OAuthClientInformationFull.model_validate(raw) if raw else None
 
     async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self._update(client=client_info.model_dump(mode="json", exclude_none=True))
+        self.update(client=client_info.model_dump(mode="json", exclude_none=True))
 
     # -- the file ----------------------------------------------------------------------------------
 
@@ -88,11 +88,11 @@ class GrantStore:
 
     def granted_scopes(self) -> set[str] | None:
         """The scopes the upstream granted, if it said (None: not recorded)."""
-        tokens = self._read().get("tokens") or {}
+        tokens = self.read().get("tokens") or {}
         scope = tokens.get("scope")
         return set(scope.split()) if isinstance(scope, str) else None
 
-    def _read(self) -> dict[str, Any]:
+    def read(self) -> dict[str, Any]:
         try:
             blob = self.path.read_bytes()
         except FileNotFoundError:
@@ -112,8 +112,8 @@ class GrantStore:
         data = json.loads(plain)
         return data if isinstance(data, dict) else {}
 
-    def _update(self, **fields: Any) -> None:
-        data = {**self._read(), **fields}
+    def update(self, **fields: Any) -> None:
+        data = {**self.read(), **fields}
         nonce = secrets.token_bytes(12)
         blob = _MAGIC + nonce + self._aead.encrypt(nonce, json.dumps(data).encode(), _MAGIC + self._binding)
         self.path.parent.mkdir(parents=True, exist_ok=True)

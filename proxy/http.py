@@ -17,13 +17,14 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy import __version__
 from proxy.auth import KeyRing
 from proxy.capacity import Capacity
 from proxy.fastpath import FastPath, SessionCheck
+from proxy.oauth_http import OAuthFront
 from proxy.server import IDENTITY_KEY, Gateway, Identity, build_server
 from proxy.upstream import credential_key
 
@@ -47,17 +48,27 @@ class IdentityMiddleware:
     auth context that seals 2026-era confirmation state to its caller.
     """
 
-    def __init__(self, app: ASGIApp, gateway: Gateway, keyring: KeyRing | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, gateway: Gateway, keyring: KeyRing | None = None, oauth: OAuthFront | None = None
+    ) -> None:
         self.app = app
         self.gateway = gateway
         self.keyring = keyring
+        self.oauth = oauth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        identity = self._identify(headers.get("authorization") or None)
+        if self.oauth is not None:
+            proven = await self.oauth.identify(headers.get("authorization") or None, scope["path"])
+            if isinstance(proven, str):
+                await self.oauth.unauthorized(scope, receive, send, proven)
+                return
+            identity: Identity | None = proven
+        else:
+            identity = self._identify(headers.get("authorization") or None)
         if identity is None:
             await _unauthorized(scope, receive, send, keys=self.keyring is not None)
             return
@@ -149,7 +160,10 @@ def build_http_app(
     sdk = StreamableHTTPASGIApp(manager)
     fast = FastPath(sdk, gateway, server, security, max_body_bytes=max_body_bytes, session_open=_session_check(manager))
     capped = Capacity(fast, gateway, alive=lambda sid: sid in manager._server_instances, close=_closer(manager))
-    mcp_app = IdentityMiddleware(capped, gateway, keyring)
+    oauth = None
+    if keyring is None and (loaded := gateway.policies[gateway.default_team]).policy.auth.mode == "oauth":
+        oauth = OAuthFront(gateway, loaded)
+    mcp_app = IdentityMiddleware(capped, gateway, keyring, oauth)
 
     async def healthz(request: Request) -> Response:
         body: dict[str, object] = {"status": "ok", "version": __version__, "teams": sorted(gateway.policies)}
@@ -163,6 +177,8 @@ def build_http_app(
             body["pins"] = {k: sum(c[k] for c in counts) for k in ("drifted", "unpinned")}
         return Response(json.dumps(body), media_type="application/json", status_code=200 if state_ok else 503)
 
-    routes = [Route("/healthz", healthz, methods=["GET"]), Route("/", mcp_app)]
+    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"]), Route("/", mcp_app)]
     routes += [Route(f"/{group}", mcp_app) for group in gateway.groups()]
+    if oauth is not None:
+        routes += oauth.routes()
     return Starlette(routes=routes, lifespan=lambda app: manager.run())

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from proxy.caller import Caller
 from proxy.catalog import Catalog, ToolRule
 from proxy.guards.trifecta import Trifecta
+from proxy.guards.visibility import granted
 from proxy.pinning import Kind, PinCheck, uri_matches
 from proxy.state import StateUnavailable
 from proxy.untrusted import OutputShield, plain_name, plain_resource_name
@@ -45,7 +46,7 @@ class Listings:
     async def list_tools(self, caller: Caller, cursor: str | None) -> types.ListToolsResult:
         servers = self.pool.servers
         if len(servers) == 1:
-            conn = self.pool.get(servers[0], caller.authorization)
+            conn = self.pool.get(servers[0], caller.authorization, caller.grant)
             page = await self._ask(
                 servers[0],
                 conn,
@@ -64,7 +65,7 @@ class Listings:
         tools: list[types.Tool] = []
         for server in servers:
             try:
-                listed = await self.pool.get(server, caller.authorization).list_all_tools()
+                listed = await self.pool.get(server, caller.authorization, caller.grant).list_all_tools()
             except UpstreamUnavailable as exc:
                 logger.warning("%s; its tools are left out of this listing", exc)
                 continue
@@ -86,7 +87,7 @@ class Listings:
             if self.pin_check is not None and self.pin_check.hides(server, tool):
                 continue  # drifted or unpinned: absent from the listing, refused if called
             rule = self.catalog.rule(server, tool.name, tool.annotations)
-            if rule.visible and self.catalog.visible_in_group(rule, caller.group):
+            if rule.visible and granted(rule, caller.scopes) and self.catalog.visible_in_group(rule, caller.group):
                 wire = _wire(tool)
                 annotations = self.shield.annotations(wire.get("annotations"), _overrides(tool.annotations, rule))
                 shown.extend(_valid(types.Tool, [self.shield.tool(wire, rule.exposed, annotations)], server))
@@ -255,7 +256,7 @@ class Listings:
         first one that offers the capability serves them, which the README states.
         """
         for server in self.pool.servers:
-            conn = self.pool.get(server, caller.authorization)
+            conn = self.pool.get(server, caller.authorization, caller.grant)
             caps = conn.capabilities()
             if caps is None or getattr(caps, capability, None) is not None:
                 return server, conn

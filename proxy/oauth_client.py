@@ -144,21 +144,19 @@ class GrantAuth(httpx2.Auth):
                 return
 
 
-def upstream_auth(loaded: LoadedPolicy, server: str, store: GrantStore) -> GrantAuth:
-    """The auth `serve`/`stdio` attach to an OAuth upstream: the grant, refreshed; never a new login."""
-    if not store.exists():
-        raise GrantError(
-            f"upstream '{server}' uses OAuth and there is no grant yet: run `mcp-guard login --policy {loaded.path}`"
-        )
+def upstream_auth(loaded: LoadedPolicy, server: str, store: GrantStore, relogin: str | None = None) -> GrantAuth:
+    """The auth `serve`/`stdio` attach to an OAuth upstream: the grant, refreshed; never a new login.
+    `relogin` says how to log in again (default: `mcp-guard login`; a client's own login under
+    auth.mode oauth says so instead)."""
+    again = relogin or f"run `mcp-guard login --policy {loaded.path}`"
+    if relogin is None and not store.exists():
+        raise GrantError(f"upstream '{server}' uses OAuth and there is no grant yet: {again}")
 
     async def no_login(url: str) -> None:
-        raise NeedsLogin(
-            f"upstream '{server}' needs a new login (the grant expired or was revoked): run "
-            f"`mcp-guard login --policy {loaded.path}`"
-        )
+        raise NeedsLogin(f"upstream '{server}' needs a new login (the grant expired or was revoked): {again}")
 
     async def no_callback() -> AuthorizationCodeResult:
-        raise NeedsLogin(f"upstream '{server}' needs a new login")
+        raise NeedsLogin(f"upstream '{server}' needs a new login: {again}")
 
     return GrantAuth(_provider(loaded, server, store, "http://127.0.0.1/callback", no_login, no_callback))
 
@@ -171,7 +169,12 @@ def with_grants(loaded: LoadedPolicy, key: bytes | None) -> LoadedPolicy:
     """The policy as its grants allow: every OAuth upstream must have a readable grant, and the
     team's scopes shrink to what the upstream granted (a tool needing a scope not granted is
     hidden and refused like any other missing scope)."""
-    servers = oauth_servers(loaded)
+    # Under auth.mode oauth each client login brings its own grant of the federated upstream; a team
+    # grant (`mcp-guard login`) is then optional and used only for start-up checks and `pin`.
+    federated = loaded.policy.federated_upstream if loaded.policy.auth.mode == "oauth" else None
+    servers = [s for s in oauth_servers(loaded) if s != federated]
+    if key is None and federated is not None:
+        raise GrantError("auth.mode oauth keeps each login's upstream grant encrypted and needs MCP_GUARD_STORE_KEY")
     if not servers:
         return loaded
     if key is None:

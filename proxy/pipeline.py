@@ -196,7 +196,9 @@ class Pipeline(Subscriptions):
 
         A resumed call is checked for visibility and pins only: the policy may have changed its mind
         about the tool since, while its limits and the human's yes were settled when it was asked."""
-        verdict = check_visible(self.catalog, rule, call.name, call.caller.group, Admitted(call.arguments))
+        verdict = check_visible(
+            self.catalog, rule, call.name, call.caller.group, Admitted(call.arguments), call.caller.scopes
+        )
         if rule is None or not isinstance(verdict, Admitted):
             return verdict
         admitted = apply_pins(rule, verdict)
@@ -304,7 +306,7 @@ class Pipeline(Subscriptions):
         server, name = target
         if not plain_name(name):
             return None  # an upstream tool whose name is no plain identifier is never listed or called
-        tool = await self.pool.get(server, caller.authorization).tool(name)
+        tool = await self.pool.get(server, caller.authorization, caller.grant).tool(name)
         if tool is None:
             return None
         rule = self.catalog.rule(server, name, tool.annotations)
@@ -350,7 +352,7 @@ class Pipeline(Subscriptions):
         self, call: ToolCall, rule: ToolRule, arguments: dict[str, Any], resume: Resume | None = None
     ) -> types.CallToolResult | types.InputRequiredResult:
         """Send the admitted call upstream and clean what comes back; a failure raises UpstreamUnavailable."""
-        conn = self.pool.get(rule.server, call.caller.authorization)
+        conn = self.pool.get(rule.server, call.caller.authorization, call.caller.grant)
         source = f"{rule.server}:{rule.name}"
         pending = Pending()
         relay = self._cleaning(call.relay, pending)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
+import httpx2
 import mcp.types as types
 from mcp.server import Server, ServerRequestContext
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware
@@ -34,6 +35,7 @@ from proxy.audit import AuditLog, digest_arguments, digest_session
 from proxy.catalog import Catalog
 from proxy.downstream import Downstream
 from proxy.oauth_client import grant_store, oauth_servers, upstream_auth
+from proxy.oauth_server import AuthStore
 from proxy.pipeline import Caller, Pipeline, ToolCall
 from proxy.policy import LoadedPolicy
 from proxy.state import MemoryState, SharedState
@@ -44,6 +46,7 @@ logger = logging.getLogger(__name__)
 R = TypeVar("R", bound=BaseModel)
 
 IDENTITY_KEY = "mcp_guard.identity"
+RELOGIN = "log in again from your MCP client (its login through mcp-guard)"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class Identity:
     team: str
     principal: str
     forward: str | None = None
+    grant: str | None = None  # auth.mode oauth: whose upstream grant (a login's principal id)
+    scopes: frozenset[str] | None = None  # auth.mode oauth: what that login was granted
 
 
 # -- the teams one process serves ------------------------------------------------------------------
@@ -82,6 +87,13 @@ class Gateway:
         self.pipelines: dict[str, Pipeline] = {}
         self.default_team = policies[0].policy.team
         self._audits: list[AuditLog] = []
+        # auth.mode oauth: each team's logins (clients, hashed tokens, per-login upstream grants), read
+        # now so a wrong key stops start-up.
+        self.auth_stores = {
+            p.policy.team: AuthStore(p, store_key)
+            for p in policies
+            if p.policy.auth.mode == "oauth" and store_key is not None
+        }
         self._check_pins = check_pins  # list every upstream's tools at start and check them against the pins
         # Handshake-era sessions' connections by session id (weak: a closed session is forgotten).
         self.connections: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
@@ -113,10 +125,22 @@ class Gateway:
     def _pipeline(self, loaded: LoadedPolicy, tg: anyio.abc.TaskGroup) -> Pipeline:
         policy = loaded.policy
         auth = {}
+        grant_auth = None
+        federated = policy.federated_upstream if policy.auth.mode == "oauth" else None
         if self._store_key is not None:
             for server in oauth_servers(loaded):
-                auth[server] = upstream_auth(loaded, server, grant_store(loaded, server, self._store_key))
-        pool = UpstreamPool(policy.upstreams, tg, allow_sampling=policy.sampling == "allow", auth=auth)
+                store = grant_store(loaded, server, self._store_key)
+                if server != federated or store.exists():  # a federated upstream's team grant is optional
+                    auth[server] = upstream_auth(loaded, server, store)
+            if federated is not None:
+                logins = self.auth_stores[policy.team]
+
+                def grant_auth(server: str, principal: str) -> httpx2.Auth:
+                    return upstream_auth(loaded, server, logins.grant(server, principal), relogin=RELOGIN)
+
+        pool = UpstreamPool(
+            policy.upstreams, tg, allow_sampling=policy.sampling == "allow", auth=auth, grant_auth=grant_auth
+        )
         audit_path = loaded.audit_path
         settings = policy.audit
         audit = AuditLog(audit_path, max_bytes=settings.max_bytes, daily=settings.daily, keep=settings.keep)
@@ -137,7 +161,10 @@ class Gateway:
 
 
 async def _check_pins_now(pipeline: Pipeline) -> None:
+    policy = pipeline.loaded.policy
     for server in pipeline.pool.servers:
+        if policy.auth.mode == "oauth" and server == policy.federated_upstream and not pipeline.pool.has_auth(server):
+            continue  # only a client's login opens it: its listings are checked as they happen
         conn = pipeline.pool.get(server)
         try:
             # Each drift is logged and audited as it is seen.
@@ -173,6 +200,8 @@ def caller_for(identity: Identity, path: str, session_id: str | None, *, modern:
         authorization=identity.forward,
         group=path.strip("/") or None,  # the path, not request.url: that builds a URL object per call
         sessionless=modern,
+        grant=identity.grant,
+        scopes=identity.scopes,
     )
 
 

@@ -777,9 +777,12 @@ class UpstreamPool:
         *,
         allow_sampling: bool,
         auth: Mapping[str, httpx2.Auth] | None = None,
+        grant_auth: Callable[[str, str], httpx2.Auth] | None = None,
     ) -> None:
         self._upstreams = dict(upstreams)
         self._auth = dict(auth or {})
+        # auth.mode oauth: each login's own upstream grant (server, principal id -> its auth).
+        self._grant_auth = grant_auth
         self._tg = task_group
         self._allow_sampling = allow_sampling
         self._conns: dict[tuple[str, str], UpstreamConnection] = {}
@@ -792,16 +795,28 @@ class UpstreamPool:
     def servers(self) -> list[str]:
         return list(self._upstreams)
 
+    def has_auth(self, server: str) -> bool:
+        """Whether mcp-guard holds a grant of its own for `server` (not only its clients' logins)."""
+        return server in self._auth
+
     def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Run `fn` for as long as the pool lives (a call that outlives the request that started it)."""
         self._tg.start_soon(fn)
 
-    def get(self, server: str, client_authorization: str | None = None) -> UpstreamConnection:
+    def get(self, server: str, client_authorization: str | None = None, grant: str | None = None) -> UpstreamConnection:
         config = self._upstreams[server]
         headers = dict(config.headers)
         forwarded: str | None = None
         # An upstream mcp-guard logs in to itself never sees a client's token (no passthrough).
         own_grant = config.oauth is not None
+        auth = self._auth.get(server)
+        if own_grant and grant is not None and self._grant_auth is not None:
+            # One connection per login, authorised with that login's upstream grant only.
+            key = (server, "grant:" + grant)
+            conn = self._conns.get(key)
+            if conn is None:
+                conn = self._connect(server, config, headers, key, self._grant_auth(server, grant))
+            return conn
         if (
             config.url is not None
             and client_authorization
@@ -814,21 +829,21 @@ class UpstreamPool:
         key = (server, credential_key(forwarded))
         conn = self._conns.get(key)
         if conn is None:
-            self._evict_idle()
-            transport = self._transports.get(server)
-            if transport is None and config.url is not None:
-                transport = self._transports[server] = SharedTransport(config.max_result_bytes)
-            conn = UpstreamConnection(
-                server,
-                config,
-                headers,
-                self._tg,
-                allow_sampling=self._allow_sampling,
-                transport=transport,
-                auth=self._auth.get(server),
-            )
-            conn.listed = self.listed
-            self._conns[key] = conn
+            conn = self._connect(server, config, headers, key, auth)
+        return conn
+
+    def _connect(
+        self, server: str, config: Upstream, headers: dict[str, str], key: tuple[str, str], auth: httpx2.Auth | None
+    ) -> UpstreamConnection:
+        self._evict_idle()
+        transport = self._transports.get(server)
+        if transport is None and config.url is not None:
+            transport = self._transports[server] = SharedTransport(config.max_result_bytes)
+        conn = UpstreamConnection(
+            server, config, headers, self._tg, allow_sampling=self._allow_sampling, transport=transport, auth=auth
+        )
+        conn.listed = self.listed
+        self._conns[key] = conn
         return conn
 
     def any_tool_schema(self, server: str, name: str) -> Mapping[str, Any] | None:

@@ -10,7 +10,14 @@ from proxy.guards.prompt import inert
 from proxy.untrusted import PLAIN_NAME
 
 
-def check_visible(catalog: Catalog, rule: ToolRule | None, exposed: str, group: str | None, call: Admitted) -> Verdict:
+def check_visible(
+    catalog: Catalog,
+    rule: ToolRule | None,
+    exposed: str,
+    group: str | None,
+    call: Admitted,
+    scopes: frozenset[str] | None = None,
+) -> Verdict:
     if rule is None:
         # The name is the model's words: echoed only as a plain identifier, or inert.
         shown = exposed if PLAIN_NAME.fullmatch(exposed) else inert(unicodedata.normalize("NFC", exposed[:128]))
@@ -21,6 +28,12 @@ def check_visible(catalog: Catalog, rule: ToolRule | None, exposed: str, group: 
             rule.hidden_reason or "hidden by policy",
             f"Tool '{exposed}' is not available to this team ({rule.hidden_reason}). It was not called.",
         )
+    if not granted(rule, scopes):
+        return Refusal(
+            "denied",
+            f"scope '{rule.scope}' not granted to this login",
+            f"Tool '{exposed}' needs the '{rule.scope}' scope, which this login was not granted. It was not called.",
+        )
     if not catalog.visible_in_group(rule, group):
         return Refusal(
             "denied",
@@ -28,3 +41,8 @@ def check_visible(catalog: Catalog, rule: ToolRule | None, exposed: str, group: 
             f"Tool '{exposed}' is not served at the /{group} endpoint. It was not called.",
         )
     return call
+
+
+def granted(rule: ToolRule, scopes: frozenset[str] | None) -> bool:
+    """Whether the caller's own login (auth.mode oauth) was granted the scope the tool needs."""
+    return scopes is None or rule.scope is None or rule.scope in scopes

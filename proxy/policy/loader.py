@@ -47,6 +47,11 @@ class LoadedPolicy:
         return self.base_dir / name
 
     @property
+    def oauth_dir(self) -> Path:
+        """Where `auth.mode: oauth` keeps its clients, hashed tokens and each login's upstream grant."""
+        return self.base_dir / (self.policy.auth.store_dir or f"{self.path.stem}.oauth")
+
+    @property
     def lockfile_path(self) -> Path:
         """Where `mcp-guard pin` keeps this policy's pins; pinning is on when the file exists."""
         return self.base_dir / (self.policy.pinning.lockfile or f"{self.path.stem}.lock.json")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -258,8 +259,43 @@ class PinningPolicy(_Model):
 
 
 class AuthPolicy(_Model):
-    mode: Literal["passthrough", "keys"] = "passthrough"
+    """Who may call (SPEC §8, §13). `oauth`: mcp-guard is the authorization and resource server its
+    clients log in to, and federates each login to one upstream's authorization server."""
+
+    mode: Literal["passthrough", "keys", "oauth"] = "passthrough"
     required: bool = False
+    # oauth: the origin clients reach mcp-guard at (issuer and resource base). Never taken from a
+    # request's Host or X-Forwarded-* headers, which a client controls.
+    public_url: str | None = None
+    upstream: ServerName | None = None  # oauth: whose logins are federated; default: the one with `oauth:`
+    # oauth: private-use redirect URI schemes a client may register besides loopback and https.
+    redirect_schemes: tuple[Annotated[str, Field(pattern=r"^[a-z][a-z0-9+.-]{1,63}$")], ...] = ()
+    access_token_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
+    refresh_token_days: Annotated[int, Field(ge=1, le=365)] = 30
+    store_dir: str | None = None  # oauth: default <policy stem>.oauth beside the policy
+
+    @model_validator(mode="after")
+    def _oauth_needs_public_url(self) -> AuthPolicy:
+        if self.mode != "oauth":
+            if self.public_url is not None or self.upstream is not None or self.redirect_schemes:
+                raise ValueError("public_url, upstream and redirect_schemes belong to auth.mode oauth")
+            return self
+        if self.public_url is None:
+            raise ValueError("auth.mode oauth needs public_url (the https origin clients reach mcp-guard at)")
+        parts = urlsplit(self.public_url)
+        loopback = parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+        if parts.scheme != "https" and not loopback:
+            raise ValueError("auth.public_url must be https (plain http only on loopback)")
+        if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or not parts.hostname:
+            raise ValueError("auth.public_url must be an origin such as https://guard.example.com (no path or query)")
+        if {"http", "https", "javascript", "data", "file"} & set(self.redirect_schemes):
+            raise ValueError("auth.redirect_schemes lists private-use schemes only (e.g. cursor)")
+        return self
+
+    @property
+    def issuer(self) -> str:
+        assert self.public_url is not None
+        return self.public_url.rstrip("/")
 
 
 class AuditPolicy(_Model):
@@ -306,6 +342,29 @@ class Policy(_Model):
     state: StatePolicy = StatePolicy()
     pinning: PinningPolicy = PinningPolicy()
     sms: SmsPolicy | None = None
+
+    @model_validator(mode="after")
+    def _oauth_upstream(self) -> Policy:
+        if self.auth.mode != "oauth":
+            return self
+        federated = self.federated_upstream
+        if federated is None:
+            with_oauth = [n for n, u in self.upstreams.items() if u.oauth is not None]
+            raise ValueError(
+                "auth.mode oauth federates logins to an upstream with `oauth:`"
+                + (f"; several have it ({', '.join(with_oauth)}): name one in auth.upstream" if with_oauth else "")
+            )
+        if self.upstreams[federated].oauth is None or self.upstreams[federated].url is None:
+            raise ValueError(f"auth.upstream '{federated}' needs a url and `oauth:`")
+        return self
+
+    @property
+    def federated_upstream(self) -> str | None:
+        """The upstream whose authorization server client logins are federated to (auth.mode oauth)."""
+        if self.auth.upstream is not None:
+            return self.auth.upstream if self.auth.upstream in self.upstreams else None
+        with_oauth = [n for n, u in self.upstreams.items() if u.oauth is not None]
+        return with_oauth[0] if len(with_oauth) == 1 else None
 
 
 # --------------------------------------------------------------------------- profile

@@ -21,6 +21,7 @@ import json
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from mcp.server.auth.provider import (
     ProviderTokenVerifier,
     RefreshToken,
     TokenError,
+    TokenVerifier,
     construct_redirect_uri,
 )
 from mcp.server.auth.routes import (
@@ -72,6 +74,8 @@ AS_METADATA = "/.well-known/oauth-authorization-server"
 # A path-less issuer must print without a trailing slash: RFC 8414/9207 compare issuers as strings.
 _URL = TypeAdapter(AnyHttpUrl, config=ConfigDict(url_preserve_empty_path=True))
 Ctx = ServerRequestContext[Any, Any]
+# Writes one record line (a JSON object of its keyword arguments); shared with authlib_upstream.py.
+Recorder = Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,15 @@ class Options:
     grant_scopes: frozenset[str]
     iss: bool
     record: Path | None
+
+
+def recorder(path: Path | None) -> Recorder:
+    def record(**event: Any) -> None:
+        if path is not None:
+            with path.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(event) + "\n")
+
+    return record
 
 
 class LoopbackClient(OAuthClientInformationFull):
@@ -109,6 +122,7 @@ class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, RefreshToken,
 
     def __init__(self, options: Options, issuer: str, resource: str) -> None:
         self.options, self.issuer, self.resource = options, issuer, resource
+        self.record = recorder(options.record)
         static = LoopbackClient(
             client_id=STATIC_ID,
             client_secret=STATIC_SECRET,
@@ -122,11 +136,6 @@ class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, RefreshToken,
         self.grants: dict[str, Grant] = {}  # by an internal grant id
         self.refresh_index: dict[str, str] = {}  # every refresh token ever issued -> grant id
         self.access: dict[str, tuple[str, float, list[str]]] = {}  # token -> (grant id, expiry, scopes)
-
-    def record(self, **event: Any) -> None:
-        if self.options.record is not None:
-            with self.options.record.open("a", encoding="utf-8") as out:
-                out.write(json.dumps(event) + "\n")
 
     async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
         return self.clients.get(client_id)
@@ -257,7 +266,7 @@ TOOLS = [
 ]
 
 
-def build_server(provider: Provider) -> Server[Any]:
+def build_server(record: Recorder) -> Server[Any]:
     def answer(body: Any, error: bool = False) -> types.CallToolResult:
         text = body if isinstance(body, str) else json.dumps(body)
         return types.CallToolResult(content=[types.TextContent(text=text)], is_error=error)
@@ -271,9 +280,7 @@ def build_server(provider: Provider) -> Server[Any]:
         if not isinstance(user, AuthenticatedUser):
             return answer("unauthenticated", error=True)
         token = user.access_token.token
-        provider.record(
-            event="call", tool=params.name, token_sha256_prefix=hashlib.sha256(token.encode()).hexdigest()[:12]
-        )
+        record(event="call", tool=params.name, token_sha256_prefix=hashlib.sha256(token.encode()).hexdigest()[:12])
         needed = TOOL_SCOPE.get(params.name)
         if needed is None:
             return answer(f"unknown tool: {params.name}", error=True)
@@ -308,23 +315,33 @@ def build_app(options: Options, base: str) -> Starlette:
             methods=["GET", "OPTIONS"],
         ),
         *(r for r in create_auth_routes(provider, issuer, None, registration, revocation) if r.path != AS_METADATA),
-        *create_protected_resource_routes(resource, [issuer], SUPPORTED, "SMSAPI (fake, OAuth)"),
     ]
+    return resource_app(routes, ProviderTokenVerifier(provider), provider.record, base)
+
+
+def resource_app(routes: list[BaseRoute], verifier: TokenVerifier, record: Recorder, base: str) -> Starlette:
+    """The authorization server's `routes` plus the resource server: RFC 9728 metadata and /mcp behind a bearer check.
+
+    Shared with authlib_upstream.py, whose authorization server is another library's: only `verifier`
+    needs to know where tokens live.
+    """
+    issuer, resource = _URL.validate_python(base), _URL.validate_python(f"{base}/mcp")
+    routes = [*routes, *create_protected_resource_routes(resource, [issuer], SUPPORTED, "SMSAPI (fake, OAuth)")]
     hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
     origins = [f"http://{host}" for host in hosts]
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
     )
-    manager = StreamableHTTPSessionManager(app=build_server(provider), security_settings=security)
+    manager = StreamableHTTPSessionManager(app=build_server(record), security_settings=security)
     mcp = RequireAuthMiddleware(StreamableHTTPASGIApp(manager), [], build_resource_metadata_url(resource))
     routes.append(Route("/mcp", endpoint=mcp))
-    backend = BearerAuthBackend(ProviderTokenVerifier(provider), resource_server_url=resource)
+    backend = BearerAuthBackend(verifier, resource_server_url=resource)
     middleware = [Middleware(AuthenticationMiddleware, backend=backend), Middleware(AuthContextMiddleware)]
     return Starlette(routes=routes, middleware=middleware, lifespan=lambda app: manager.run())
 
 
-def parse(argv: list[str] | None = None) -> tuple[int, Options]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse(argv: list[str] | None = None, description: str = __doc__.splitlines()[0]) -> tuple[int, Options]:
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--record", type=Path, default=None)
     parser.add_argument("--token-lifetime", type=int, default=3600, metavar="SECONDS")
@@ -342,12 +359,17 @@ def parse(argv: list[str] | None = None) -> tuple[int, Options]:
     return args.port, options
 
 
-def main() -> int:
-    port, options = parse()
+def run(build: Callable[[Options, str], Starlette], label: str, description: str) -> int:
+    """Parse the command line, bind 127.0.0.1 and serve `build(options, base_url)` until signalled."""
+    port, options = parse(description=description)
     sock = bind("127.0.0.1", port)
-    app = build_app(options, base_url(sock))
-    announce = "oauth-upstream listening on {}/mcp".format
-    return run_until_signalled(lambda: serve_asgi(app, sock, announce=announce), "oauth-upstream")
+    app = build(options, base_url(sock))
+    announce = f"{label} listening on {{}}/mcp".format
+    return run_until_signalled(lambda: serve_asgi(app, sock, announce=announce), label)
+
+
+def main() -> int:
+    return run(build_app, "oauth-upstream", __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":
