@@ -52,7 +52,7 @@ def guard_policy(tmp: Path, upstream_url: str, port: int, **sections: Any) -> Pa
     auth = {"mode": "oauth", "public_url": f"http://127.0.0.1:{port}", **sections.pop("auth", {})}
     return write_policy(
         tmp / "team.yaml",
-        {"smsapi": {"url": upstream_url, "oauth": sections.pop("oauth", {})}},
+        {"smsapi": {"url": upstream_url, "profile": "smsapi", "oauth": sections.pop("oauth", {})}},
         scopes=sections.pop("scopes", ["sms", "contacts", "profile"]),
         auth=auth,
         audit={"path": "audit.jsonl"},
@@ -114,9 +114,12 @@ class User:
 
 
 @asynccontextmanager
-async def logged_in(url: str, storage: Memory, user: User, mode: str = "auto") -> AsyncIterator[Client]:
+async def logged_in(
+    url: str, storage: Memory, user: User, mode: str = "auto", elicitation: Any = None
+) -> AsyncIterator[Client]:
     metadata = OAuthClientMetadata(redirect_uris=[AnyUrl(user.redirect_uri)], client_name="Test Client")
     auth = OAuthClientProvider(url, metadata, storage, user.redirect, user.callback)
     async with httpx2.AsyncClient(auth=auth, timeout=30) as http:
-        async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:  # type: ignore[arg-type]
+        transport = streamable_http_client(url, http_client=http)
+        async with Client(transport, mode=mode, elicitation_callback=elicitation) as client:  # type: ignore[arg-type]
             yield client
