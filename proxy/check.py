@@ -97,7 +97,13 @@ def _header(loaded: LoadedPolicy) -> list[str]:
         f"strip_markdown {_on(policy.output.strip_markdown)}, max_chars {policy.output.max_chars}",
         f"trifecta   {policy.trifecta.action} (idle reset {policy.trifecta.idle_seconds:g} s)",
         f"sampling   {policy.sampling}",
-        f"auth       {policy.auth.mode}" + (", required" if policy.auth.required else ""),
+        f"auth       {policy.auth.mode}"
+        + (", required" if policy.auth.required else "")
+        + (
+            f" at {policy.auth.public_url}; logins federated to '{policy.federated_upstream}'"
+            if policy.auth.mode == "oauth"
+            else ""
+        ),
         f"audit      {loaded.audit_path if loaded.audit_path is not None else '(no file: audit lines go to the log)'}",
         _sms_line(policy),
         *_pin_lines(loaded),

@@ -207,7 +207,9 @@ class Consent:
     def _to_client(self, pending: Pending, **fields: str) -> Response:
         """Back to the client's redirect URI with its own state and mcp-guard as `iss` (RFC 9207)."""
         params = pending.params
-        url = construct_redirect_uri(str(params.redirect_uri), state=params.state, iss=self.provider.issuer_id, **fields)
+        url = construct_redirect_uri(
+            str(params.redirect_uri), state=params.state, iss=self.provider.issuer_id, **fields
+        )
         return RedirectResponse(url, 302, headers={"Cache-Control": "no-store"})
 
     def _prune(self) -> None:
