@@ -11,9 +11,10 @@ Authorization header is never passed to such an upstream.
 
 from __future__ import annotations
 
+import logging
 import sys
 import webbrowser
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
 from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
@@ -31,12 +32,19 @@ from proxy import __version__
 from proxy.grants import GrantError, GrantStore
 from proxy.policy import LoadedPolicy
 
+logger = logging.getLogger(__name__)
+
 CALLBACK_PATH = "/callback"
 LOGIN_TIMEOUT = 300.0  # seconds for the human to finish logging in
 
 
 class NeedsLogin(Exception):
     """The upstream wants a fresh login, which only `mcp-guard login` may start."""
+
+
+class LoginNeeded(httpx2.RequestError):
+    """The request was not sent: the grant cannot authorise it any more (an HTTP error to the
+    transports, so the call fails like any connection failure, in these words)."""
 
 
 def oauth_servers(loaded: LoadedPolicy) -> list[str]:
@@ -117,8 +125,10 @@ class GrantAuth(httpx2.Auth):
 
     requires_response_body = True
 
-    def __init__(self, provider: OAuthClientProvider) -> None:
+    def __init__(self, provider: OAuthClientProvider, on_login_needed: Callable[[], None] | None = None) -> None:
         self.provider = provider
+        self.on_login_needed = on_login_needed
+        self.needs_login: str | None = None  # set while the grant cannot be used: what to tell the caller
 
     async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
         context = self.provider.context
@@ -127,6 +137,7 @@ class GrantAuth(httpx2.Auth):
             request.headers["Authorization"] = f"Bearer {used}"
             response = yield request
             if response.status_code != 401:
+                self.needs_login = None
                 return
             request.headers.pop("Authorization", None)
             current = context.current_tokens
@@ -135,16 +146,31 @@ class GrantAuth(httpx2.Auth):
                 # Only if no other request has refreshed it meanwhile: one refresh, not one per request.
                 context.token_expiry_time = 1.0  # long past (0 would read as "no expiry")
         flow = self.provider.async_auth_flow(request)
-        outgoing = await flow.__anext__()
-        while True:
-            response = yield outgoing
-            try:
-                outgoing = await flow.asend(response)
-            except StopAsyncIteration:
-                return
+        try:
+            outgoing = await flow.__anext__()
+            while True:
+                response = yield outgoing
+                try:
+                    outgoing = await flow.asend(response)
+                except StopAsyncIteration:
+                    return
+        except NeedsLogin as exc:
+            # Only a person can log in again. The request is not sent (never without the grant), the
+            # call fails saying so, and whoever must log in is told.
+            logger.warning("%s", exc)
+            self.needs_login = str(exc)
+            if self.on_login_needed is not None:
+                self.on_login_needed()
+            raise LoginNeeded(str(exc), request=request) from None
 
 
-def upstream_auth(loaded: LoadedPolicy, server: str, store: GrantStore, relogin: str | None = None) -> GrantAuth:
+def upstream_auth(
+    loaded: LoadedPolicy,
+    server: str,
+    store: GrantStore,
+    relogin: str | None = None,
+    on_login_needed: Callable[[], None] | None = None,
+) -> GrantAuth:
     """The auth `serve`/`stdio` attach to an OAuth upstream: the grant, refreshed; never a new login.
     `relogin` says how to log in again (default: `mcp-guard login`; a client's own login under
     auth.mode oauth says so instead)."""
@@ -158,7 +184,8 @@ def upstream_auth(loaded: LoadedPolicy, server: str, store: GrantStore, relogin:
     async def no_callback() -> AuthorizationCodeResult:
         raise NeedsLogin(f"upstream '{server}' needs a new login: {again}")
 
-    return GrantAuth(_provider(loaded, server, store, "http://127.0.0.1/callback", no_login, no_callback))
+    provider = _provider(loaded, server, store, "http://127.0.0.1/callback", no_login, no_callback)
+    return GrantAuth(provider, on_login_needed)
 
 
 def grant_store(loaded: LoadedPolicy, server: str, key: bytes) -> GrantStore:

@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 CODE_SECONDS = 300
 PENDING_SECONDS = 600  # a human reads the consent page and logs in upstream within this
 MAX_PENDING = 1000  # requests awaiting consent: the oldest is dropped past this
+MAX_CLIENTS = 10000  # registrations are open to anyone: the store must not grow without bound
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
@@ -94,6 +95,12 @@ class AuthStore:
         path = self.dir / "grants" / f"{principal}.{server}.grant"
         return GrantStore(path, self._key, team=self._team, upstream=f"{server}\x00{principal}")
 
+    def revoke_principal(self, principal: str) -> None:
+        """Every token of one login (its upstream grant is gone: the client must log in again)."""
+        self.access = {k: v for k, v in self.access.items() if v["principal"] != principal}
+        self.refresh = {k: v for k, v in self.refresh.items() if v["principal"] != principal}
+        self.save()
+
     def revoke_family(self, family: str) -> None:
         self.access = {k: v for k, v in self.access.items() if v["family"] != family}
         self.refresh = {k: v for k, v in self.refresh.items() if v["family"] != family}
@@ -131,6 +138,9 @@ class GuardAuthProvider:
             if (why := self.redirect_problem(str(uri))) is not None:
                 raise RegistrationError(error="invalid_redirect_uri", error_description=why)
         assert client_info.client_id is not None
+        if len(self.store.clients) >= MAX_CLIENTS:
+            logger.warning("client registration refused: %d clients are registered already", MAX_CLIENTS)
+            raise RegistrationError(error="invalid_client_metadata", error_description="too many registered clients")
         self.store.clients[client_info.client_id] = client_info.model_dump(mode="json", exclude_none=True)
         self.store.save()
         logger.info("registered OAuth client %s", client_info.client_id)

@@ -136,7 +136,12 @@ class Gateway:
                 logins = self.auth_stores[policy.team]
 
                 def grant_auth(server: str, principal: str) -> httpx2.Auth:
-                    return upstream_auth(loaded, server, logins.grant(server, principal), relogin=RELOGIN)
+                    # A grant that can no longer be refreshed ends the login's own tokens, so its
+                    # client is asked to log in again (401) instead of failing call after call.
+                    return upstream_auth(
+                        loaded, server, logins.grant(server, principal), relogin=RELOGIN,
+                        on_login_needed=partial(logins.revoke_principal, principal),
+                    )  # fmt: skip
 
         pool = UpstreamPool(
             policy.upstreams, tg, allow_sampling=policy.sampling == "allow", auth=auth, grant_auth=grant_auth

@@ -295,6 +295,11 @@ class UpstreamConnection:
     async def _note_status(self, response: httpx2.Response) -> None:
         self.http_status = response.status_code if response.status_code >= 400 else None
 
+    def _login_needed(self) -> str | None:
+        """Why mcp-guard's own grant could not authorise the request (only a person can log in again)."""
+        said = getattr(self._auth, "needs_login", None)
+        return said if isinstance(said, str) else None
+
     def _with_status(self, detail: str) -> str:
         status = self.http_status
         if status is None or f"HTTP {status}" in detail:
@@ -361,16 +366,20 @@ class UpstreamConnection:
                     raise  # the upstream answered this request with an error; the connection is fine
                 self._mark_broken(stop)
                 if attempt + 1 == attempts:
-                    detail = self._with_status(_upstream_error_kind(exc))
+                    detail = self._login_needed() or self._with_status(_upstream_error_kind(exc))
                     raise UpstreamUnavailable(self.name, detail, _upstream_text(exc)) from None
             except (ValidationError, NotMCP):
                 # The SDK could not read the answer; pydantic's message quotes the upstream's values,
-                # so none of it is passed on.  The connection itself is fine.
+                # so none of it is passed on.  The connection itself is fine, unless the answer was an
+                # HTTP error (a 401 whose body is no JSON-RPC): then its status is what a person needs.
+                if self.http_status is not None:
+                    self._mark_broken(stop)
+                    raise UpstreamUnavailable(self.name, self._with_status("it refused the request")) from None
                 raise UpstreamUnavailable(self.name, "it sent a response that is not valid MCP") from None
             except (httpx2.HTTPError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
                 self._mark_broken(stop)
                 if attempt + 1 == attempts:
-                    raise UpstreamUnavailable(self.name, _describe(exc)) from None
+                    raise UpstreamUnavailable(self.name, self._login_needed() or _describe(exc)) from None
             finally:
                 self.in_flight -= 1
                 self.last_used = time.monotonic()

@@ -14,8 +14,8 @@ import anyio
 import mcp_types as types
 import pytest
 
-from tests.harness import MODES, records
-from tests.oauth_flow import Memory, User, fake_smsapi, free_port, guard, guard_policy, logged_in
+from tests.harness import MODES, records, spawn
+from tests.oauth_flow import UPSTREAMS, Memory, User, fake_smsapi, free_port, guard, guard_policy, logged_in
 from tests.test_policies_e2e import Human, text
 
 pytestmark = pytest.mark.anyio
@@ -140,3 +140,33 @@ async def test_the_confirmation_gate_and_audit_hold_for_an_oauth_principal(tmp_p
     lines = [r for r in audit(tmp_path) if r.get("tool") == "send_sms"]
     assert [r["decision"] for r in lines if r["decision"] != "pending"] == ["declined", "confirmed"]
     assert all(r["principal"] != "anonymous" for r in lines)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_upstream_grant_that_cannot_be_refreshed_asks_the_client_to_log_in_again(
+    tmp_path: Path, mode: str
+) -> None:
+    """The upstream forgets every token (it restarted with its state lost): the call fails naming the
+    new login it needs, is never sent without a grant, and the client's next request is 401 (its own
+    tokens were ended with the grant), so it logs in again and goes on."""
+    port, upstream_port = free_port(), free_port()
+    static = {"client_id": "static-client", "client_secret": "static-secret"}  # DCR state dies with the fake
+    record = tmp_path / "upstream.jsonl"
+    argv = [*UPSTREAMS["sdk"], "--port", str(upstream_port), "--record", str(record)]
+    storage, user = Memory(), User()
+    with spawn(argv) as upstream:
+        policy = guard_policy(tmp_path, upstream.url, port, oauth=static)
+    with guard(policy, port) as proxy:
+        with spawn(argv):
+            async with logged_in(proxy.url, storage, user, mode) as client:
+                assert not (await client.call_tool("get_profile", {})).is_error
+        with spawn(argv):  # the same URL, every grant forgotten
+            async with logged_in(proxy.url, storage, user, mode) as client:
+                failed = await client.call_tool("get_profile", {})
+            # A new session: a handshake-era session stays bound to the login that opened it.
+            async with logged_in(proxy.url, storage, user, mode) as client:
+                again = await client.call_tool("get_profile", {})
+    assert failed.is_error and "log in again from your MCP client" in text(failed)
+    assert not again.is_error, text(again)
+    assert len(user.answers) == 2  # the second login
+    assert len(events(record, "call")) == 2  # the failed call never reached the upstream
