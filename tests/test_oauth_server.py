@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import mcp_types as types
 import pytest
 
@@ -170,3 +171,27 @@ async def test_an_upstream_grant_that_cannot_be_refreshed_asks_the_client_to_log
     assert not again.is_error, text(again)
     assert len(user.answers) == 2  # the second login
     assert len(events(record, "call")) == 2  # the failed call never reached the upstream
+
+
+async def test_an_expired_access_token_is_refused_and_the_client_refreshes_at_mcp_guard(tmp_path: Path) -> None:
+    with fake_smsapi(tmp_path, "sdk") as (upstream, record):
+        port = free_port()
+        policy = guard_policy(tmp_path, upstream.url, port, auth={"access_token_seconds": 1})
+        with guard(policy, port) as proxy:
+            storage, user = Memory(), User()
+            async with logged_in(proxy.url, storage, user) as client:
+                assert not (await client.call_tool("get_profile", {})).is_error
+                expired = storage.issued[-1].access_token
+                await anyio.sleep(1.1)  # nothing can announce that a one-second token ran out
+                async with httpx2.AsyncClient() as http:
+                    refused = await http.post(
+                        proxy.url,
+                        headers={"Authorization": f"Bearer {expired}", "Accept": "application/json, text/event-stream"},
+                        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                    )
+                # The SDK client notices the expiry itself and refreshes at mcp-guard before calling.
+                assert not (await client.call_tool("get_profile", {})).is_error
+    assert refused.status_code == 401 and 'error="invalid_token"' in refused.headers["www-authenticate"]
+    assert len(user.answers) == 1 and len(storage.issued) == 2  # refreshed, not logged in again
+    assert storage.issued[1].access_token != expired
+    assert len(events(record, "call")) == 2 and len(events(record, "token")) == 1  # the upstream grant still served

@@ -270,7 +270,7 @@ class AuthPolicy(_Model):
     upstream: ServerName | None = None  # oauth: whose logins are federated; default: the one with `oauth:`
     # oauth: private-use redirect URI schemes a client may register besides loopback and https.
     redirect_schemes: tuple[Annotated[str, Field(pattern=r"^[a-z][a-z0-9+.-]{1,63}$")], ...] = ()
-    access_token_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
+    access_token_seconds: Annotated[int, Field(ge=1, le=86400)] = 3600
     refresh_token_days: Annotated[int, Field(ge=1, le=365)] = 30
     store_dir: str | None = None  # oauth: default <policy stem>.oauth beside the policy
 
