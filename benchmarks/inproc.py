@@ -32,7 +32,8 @@ from proxy.pipeline import Caller, Pipeline, ToolCall  # noqa: E402
 from proxy.policy import OutputPolicy, load_policy  # noqa: E402
 from proxy.sanitize import sanitize_text  # noqa: E402
 from proxy.untrusted import OutputShield  # noqa: E402
-from proxy.upstream import Relay, UpstreamPool  # noqa: E402
+from proxy.upstream import Relay  # noqa: E402
+from proxy.upstream_pool import UpstreamPool  # noqa: E402
 
 RESULT_CHARS = 2048
 # Where each tool keeps its rows in the SMSAPI JSON, to trim a real result to the target size.

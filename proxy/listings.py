@@ -25,7 +25,8 @@ from proxy.guards.visibility import granted
 from proxy.pinning import Kind, PinCheck, uri_matches
 from proxy.state import StateUnavailable
 from proxy.untrusted import OutputShield, plain_name, plain_resource_name
-from proxy.upstream import UpstreamConnection, UpstreamPool, UpstreamUnavailable, raw_request
+from proxy.upstream import UpstreamConnection, UpstreamUnavailable, raw_request
+from proxy.upstream_pool import UpstreamPool
 
 logger = logging.getLogger(__name__)
 

@@ -53,11 +53,8 @@ from proxy.untrusted import (
     sampling_request,
     url_question,
 )
-from proxy.upstream import (
-    Relay,
-    UpstreamPool,
-    UpstreamUnavailable,
-)
+from proxy.upstream import Relay, UpstreamUnavailable
+from proxy.upstream_pool import UpstreamPool
 
 logger = logging.getLogger(__name__)
 

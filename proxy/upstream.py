@@ -15,7 +15,7 @@ import re
 import sys
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -46,17 +46,16 @@ from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, INVALID_REQUEST, REQUES
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
-from proxy import __version__, redact, upstream_wire
+from proxy import __version__, upstream_wire
 from proxy.policy import Upstream
+from proxy.upstream_transport import ResultTooLarge
 from proxy.upstream_wire import NotMCP
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MAX_CONNECTIONS = 256
 TOOLS_TTL = 60.0  # seconds a tool listing is trusted before a call lists again
-IDLE_SECONDS = 600.0
 
 
 class UpstreamUnavailable(Exception):
@@ -769,178 +768,3 @@ class _ClosingHttp:
             await self._client.__aexit__(*exc)
         finally:
             await self.http.__aexit__(None, None, None)
-
-
-class UpstreamPool:
-    """Upstream connections keyed by (server, credential digest).
-
-    With the policy's own credentials every caller shares one connection per server; in
-    passthrough mode each distinct client credential gets its own, because a handshake-era
-    upstream binds its session to the credential that opened it.
-    """
-
-    def __init__(
-        self,
-        upstreams: Mapping[str, Upstream],
-        task_group: anyio.abc.TaskGroup,
-        *,
-        allow_sampling: bool,
-        auth: Mapping[str, httpx2.Auth] | None = None,
-        grant_auth: Callable[[str, str], httpx2.Auth] | None = None,
-    ) -> None:
-        self._upstreams = dict(upstreams)
-        self._auth = dict(auth or {})
-        # auth.mode oauth: each login's own upstream grant (server, principal id -> its auth).
-        self._grant_auth = grant_auth
-        self._tg = task_group
-        self._allow_sampling = allow_sampling
-        self._conns: dict[tuple[str, str], UpstreamConnection] = {}
-        self.listed: Callable[[str, str, Mapping[str, Any]], None] | None = None
-        # One connection pool (and one TLS context, ~0.9 MB) per upstream, shared by every credential's
-        # connection; a credential's own HTTP client is a thin one holding only its headers.
-        self._transports: dict[str, SharedTransport] = {}
-
-    @property
-    def servers(self) -> list[str]:
-        return list(self._upstreams)
-
-    def has_auth(self, server: str) -> bool:
-        """Whether mcp-guard holds a grant of its own for `server` (not only its clients' logins)."""
-        return server in self._auth
-
-    def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
-        """Run `fn` for as long as the pool lives (a call that outlives the request that started it)."""
-        self._tg.start_soon(fn)
-
-    def get(self, server: str, client_authorization: str | None = None, grant: str | None = None) -> UpstreamConnection:
-        config = self._upstreams[server]
-        headers = dict(config.headers)
-        forwarded: str | None = None
-        # An upstream mcp-guard logs in to itself never sees a client's token (no passthrough).
-        own_grant = config.oauth is not None
-        auth = self._auth.get(server)
-        if own_grant and grant is not None and self._grant_auth is not None:
-            # One connection per login, authorised with that login's upstream grant only.
-            key = (server, "grant:" + grant)
-            conn = self._conns.get(key)
-            if conn is None:
-                conn = self._connect(server, config, headers, key, self._grant_auth(server, grant))
-            return conn
-        if (
-            config.url is not None
-            and client_authorization
-            and not own_grant
-            and not _has_header(headers, "authorization")
-        ):
-            headers["Authorization"] = client_authorization
-            forwarded = client_authorization
-            redact.register_client_secret(client_authorization)  # kept out of every log line from here on
-        key = (server, credential_key(forwarded))
-        conn = self._conns.get(key)
-        if conn is None:
-            conn = self._connect(server, config, headers, key, auth)
-        return conn
-
-    def _connect(
-        self, server: str, config: Upstream, headers: dict[str, str], key: tuple[str, str], auth: httpx2.Auth | None
-    ) -> UpstreamConnection:
-        self._evict_idle()
-        transport = self._transports.get(server)
-        if transport is None and config.url is not None:
-            transport = self._transports[server] = SharedTransport(config.max_result_bytes)
-        conn = UpstreamConnection(
-            server, config, headers, self._tg, allow_sampling=self._allow_sampling, transport=transport, auth=auth
-        )
-        conn.listed = self.listed
-        self._conns[key] = conn
-        return conn
-
-    def any_tool_schema(self, server: str, name: str) -> Mapping[str, Any] | None:
-        for (srv, _), conn in self._conns.items():
-            if srv == server and (tool := conn.tools.get(name)) is not None:
-                return tool.input_schema
-        return None
-
-    def _evict_idle(self) -> None:
-        now = time.monotonic()
-        stale = [
-            k for k, c in self._conns.items() if k[1] != "-" and c.in_flight == 0 and now - c.last_used > IDLE_SECONDS
-        ]
-        if len(self._conns) - len(stale) >= MAX_CONNECTIONS:
-            idle = sorted((c.last_used, k) for k, c in self._conns.items() if c.in_flight == 0 and k[1] != "-")
-            stale.extend(k for _, k in idle[: len(self._conns) - MAX_CONNECTIONS + 1])
-        for key in stale:
-            conn = self._conns.pop(key, None)
-            if conn is not None:
-                conn._mark_broken(conn._stop)
-
-    async def aclose(self) -> None:
-        for conn in self._conns.values():
-            await conn.close()
-        self._conns.clear()
-        for transport in self._transports.values():
-            await transport.close()
-        self._transports.clear()
-
-
-class SharedTransport(httpx2.AsyncBaseTransport):
-    """An upstream's connection pool, lent to each credential's client: closing one of those clients
-    leaves the pool to the others; the pool closes with the `UpstreamPool`."""
-
-    def __init__(self, max_result_bytes: int = 16 * 1024 * 1024) -> None:
-        self._pool = httpx2.AsyncHTTPTransport()
-        self._limit = max_result_bytes
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        response = await self._pool.handle_async_request(request)
-        kind = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if kind == "text/event-stream":
-            return response  # a stream of events, each capped by the SSE reader
-        length = response.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self._limit:
-            await response.aclose()
-            raise ResultTooLarge(self._limit, request)
-        return httpx2.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=_Capped(response.stream, self._limit, request),
-            extensions=response.extensions,
-            request=request,
-        )
-
-    async def aclose(self) -> None:
-        return None  # a borrower is done; the pool is not
-
-    async def close(self) -> None:
-        await self._pool.aclose()
-
-
-class ResultTooLarge(httpx2.ReadError):
-    """An upstream answer past `max_result_bytes`: reading stopped there."""
-
-    def __init__(self, limit: int, request: httpx2.Request) -> None:
-        super().__init__(f"its answer is larger than max_result_bytes ({limit} bytes) and was refused", request=request)
-
-
-class _Capped(httpx2.AsyncByteStream):
-    """A response body that stops being read past `limit` bytes instead of filling memory."""
-
-    def __init__(self, inner: Any, limit: int, request: httpx2.Request) -> None:
-        self._inner = inner
-        self._limit = limit
-        self._request = request
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        seen = 0
-        async for chunk in self._inner:
-            seen += len(chunk)
-            if seen > self._limit:
-                raise ResultTooLarge(self._limit, self._request)
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-def _has_header(headers: Mapping[str, str], name: str) -> bool:
-    return any(k.lower() == name for k in headers)

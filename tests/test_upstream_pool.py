@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from proxy.policy import Upstream
-from proxy.upstream import UpstreamPool
+from proxy.upstream_pool import UpstreamPool
 from tests.harness import SANDBOX, records, spawn
 
 pytestmark = pytest.mark.anyio

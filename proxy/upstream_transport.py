@@ -1,0 +1,69 @@
+"""The HTTP transport under every upstream connection: one pool per upstream, and answers capped
+as they stream in, so an upstream cannot fill mcp-guard's memory with one result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+
+
+class SharedTransport(httpx2.AsyncBaseTransport):
+    """An upstream's connection pool, lent to each credential's client: closing one of those clients
+    leaves the pool to the others; the pool closes with the `UpstreamPool`."""
+
+    def __init__(self, max_result_bytes: int = 16 * 1024 * 1024) -> None:
+        self._pool = httpx2.AsyncHTTPTransport()
+        self._limit = max_result_bytes
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._pool.handle_async_request(request)
+        kind = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if kind == "text/event-stream":
+            return response  # a stream of events, each capped by the SSE reader
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) > self._limit:
+            await response.aclose()
+            raise ResultTooLarge(self._limit, request)
+        return httpx2.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_Capped(response.stream, self._limit, request),
+            extensions=response.extensions,
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        return None  # a borrower is done; the pool is not
+
+    async def close(self) -> None:
+        await self._pool.aclose()
+
+
+class ResultTooLarge(httpx2.ReadError):
+    """An upstream answer past `max_result_bytes`: reading stopped there."""
+
+    def __init__(self, limit: int, request: httpx2.Request) -> None:
+        super().__init__(f"its answer is larger than max_result_bytes ({limit} bytes) and was refused", request=request)
+
+
+class _Capped(httpx2.AsyncByteStream):
+    """A response body that stops being read past `limit` bytes instead of filling memory."""
+
+    def __init__(self, inner: Any, limit: int, request: httpx2.Request) -> None:
+        self._inner = inner
+        self._limit = limit
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._inner:
+            seen += len(chunk)
+            if seen > self._limit:
+                raise ResultTooLarge(self._limit, self._request)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
