@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from urllib.parse import urlsplit
 
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
@@ -138,6 +139,11 @@ def _closer(manager: StreamableHTTPSessionManager) -> Callable[[str], Awaitable[
     return close
 
 
+def _oauth_host(gateway: Gateway) -> str | None:
+    auth = gateway.policies[gateway.default_team].policy.auth
+    return urlsplit(auth.public_url).netloc if auth.mode == "oauth" and auth.public_url else None
+
+
 def transport_security(host: str, allowed_hosts: Sequence[str]) -> TransportSecuritySettings:
     hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", *allowed_hosts]
     hosts += [f"{h}:*" for h in allowed_hosts if ":" not in h]
@@ -155,7 +161,9 @@ def build_http_app(
     keyring: KeyRing | None = None,
 ) -> Starlette:
     server = build_server(gateway, instructions=instructions)
-    security = transport_security(host, allowed_hosts)
+    oauth_origin = _oauth_host(gateway) if keyring is None else None
+    # Under auth.mode oauth the public origin is, by definition, a Host clients use.
+    security = transport_security(host, [*allowed_hosts, *([oauth_origin] if oauth_origin else [])])
     manager = StreamableHTTPSessionManager(app=server, security_settings=security, max_request_body_size=max_body_bytes)
     sdk = StreamableHTTPASGIApp(manager)
     fast = FastPath(sdk, gateway, server, security, max_body_bytes=max_body_bytes, session_open=_session_check(manager))
