@@ -183,7 +183,7 @@ class Listings:
         """A prompt is fetched only when its listed definition is what was pinned (the upstream's
         listing, not the client's word, says what the prompt is)."""
         try:
-            prompt = (await conn.prompts_now()).get(name)
+            prompt = (await conn.listed_now("prompts")).get(name)
         except MCPError as exc:
             raise self._answered(server, exc) from None
         if prompt is None:
@@ -195,7 +195,7 @@ class Listings:
         """A URI that only a hidden resource template describes is not read: the model can know it only
         from a definition nobody approved."""
         try:
-            templates = await conn.templates_now()
+            templates = await conn.listed_now("resource_templates")
         except MCPError as exc:
             raise self._answered(server, exc) from None
         hidden = None

@@ -58,8 +58,8 @@ async def pin(loaded: LoadedPolicy, diff: bool, approve: list[str], store_key: b
             try:
                 listed[server] = {
                     "tools": dict(await conn.list_all_tools()),
-                    "prompts": dict(await conn.list_all_prompts()),
-                    "resource_templates": dict(await conn.list_all_templates()),
+                    "prompts": await conn.list_all("prompts"),
+                    "resource_templates": await conn.list_all("resource_templates"),
                 }
             except (UpstreamUnavailable, MCPError) as exc:
                 print(f"mcp-guard: {terminal_safe(str(exc))}", file=sys.stderr)

@@ -175,8 +175,8 @@ async def _check_pins_now(pipeline: Pipeline) -> None:
         try:
             # Each drift is logged and audited as it is seen.
             await conn.list_all_tools()
-            await conn.list_all_prompts()
-            await conn.list_all_templates()
+            await conn.list_all("prompts")
+            await conn.list_all("resource_templates")
         except (UpstreamUnavailable, MCPError) as exc:
             logger.warning("could not check upstream '%s' against its pins at start: %s", server, exc)
 

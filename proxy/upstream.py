@@ -164,8 +164,7 @@ class UpstreamConnection:
         self.tools: dict[str, types.Tool] = {}
         self._listed_at = 0.0
         # Prompts and resource templates, listed whole only when pins are checked against them.
-        self.prompts: dict[str, types.Prompt] = {}
-        self.templates: dict[str, types.ResourceTemplate] = {}
+        self.others: dict[str, dict[str, Any]] = {}  # "prompts", "resource_templates": name -> entry
         self._others_at: dict[str, float] = {}
         # Told of every full listing, with its kind (the pipeline checks it against the pins).
         self.listed: Callable[[str, str, Mapping[str, Any]], None] | None = None
@@ -341,8 +340,7 @@ class UpstreamConnection:
 
     def _forget_listings(self) -> None:
         self.tools.clear()
-        self.prompts.clear()
-        self.templates.clear()
+        self.others.clear()
         self._others_at.clear()
 
     # -- requests --------------------------------------------------------------------------------
@@ -414,39 +412,23 @@ class UpstreamConnection:
             self.listed(self.name, "tools", self.tools)
         return self.tools
 
-    async def list_all_prompts(self) -> dict[str, types.Prompt]:
-        """Every prompt over every page (none when the upstream offers no prompts)."""
-        if not await self._offers("prompts"):
-            self.prompts = {}
-        else:
-            self.prompts = await self.request(lambda s: _walk(s, "prompts"), retry=True)
-        self._others_at["prompts"] = time.monotonic()
+    async def list_all(self, kind: str) -> dict[str, Any]:
+        """Every prompt or resource template over every page (`kind` "prompts" or
+        "resource_templates"; none when the upstream does not offer them)."""
+        capability = "prompts" if kind == "prompts" else "resources"
+        entries = await self.request(lambda s: _walk(s, kind), retry=True) if await self._offers(capability) else {}
+        self.others[kind] = entries
+        self._others_at[kind] = time.monotonic()
         if self.listed is not None:
-            self.listed(self.name, "prompts", self.prompts)
-        return self.prompts
+            self.listed(self.name, kind, entries)
+        return entries
 
-    async def list_all_templates(self) -> dict[str, types.ResourceTemplate]:
-        """Every resource template over every page (none when the upstream offers no resources)."""
-        if not await self._offers("resources"):
-            self.templates = {}
-        else:
-            self.templates = await self.request(lambda s: _walk(s, "resource_templates"), retry=True)
-        self._others_at["resource_templates"] = time.monotonic()
-        if self.listed is not None:
-            self.listed(self.name, "resource_templates", self.templates)
-        return self.templates
-
-    async def prompts_now(self) -> dict[str, types.Prompt]:
-        """The prompts as listed within the last TOOLS_TTL seconds (listing again if not)."""
-        if time.monotonic() - self._others_at.get("prompts", -TOOLS_TTL - 1) > TOOLS_TTL:
-            return await self.list_all_prompts()
-        return self.prompts
-
-    async def templates_now(self) -> dict[str, types.ResourceTemplate]:
-        """The resource templates as listed within the last TOOLS_TTL seconds (listing again if not)."""
-        if time.monotonic() - self._others_at.get("resource_templates", -TOOLS_TTL - 1) > TOOLS_TTL:
-            return await self.list_all_templates()
-        return self.templates
+    async def listed_now(self, kind: str) -> dict[str, Any]:
+        """The prompts or resource templates as listed within the last TOOLS_TTL seconds (listing again
+        if not)."""
+        if time.monotonic() - self._others_at.get(kind, -TOOLS_TTL - 1) > TOOLS_TTL:
+            return await self.list_all(kind)
+        return self.others.get(kind, {})
 
     async def _offers(self, capability: str) -> bool:
         caps = (await self.session()).server_capabilities
@@ -521,7 +503,7 @@ class UpstreamConnection:
             # Pins see the new definitions before clients hear of them (only where they were looked at).
             if self._others_at.pop(kind, None) is not None:
                 try:
-                    await (self.list_all_prompts() if kind == "prompts" else self.list_all_templates())
+                    await self.list_all(kind)
                 except (UpstreamUnavailable, MCPError) as exc:
                     logger.warning("upstream '%s' announced new %s but could not list them: %s", self.name, kind, exc)
         await self.bus.publish(_as_event(message))

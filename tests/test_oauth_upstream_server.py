@@ -24,10 +24,11 @@ import pytest
 from mcp import Client
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata
 from pydantic import AnyUrl
 
 from tests.harness import MODES, PY, REPO, Proc, records, spawn
+from tests.oauth_flow import Memory
 
 pytestmark = pytest.mark.anyio
 
@@ -58,26 +59,6 @@ def base(url: str) -> str:
 
 def text(result: types.CallToolResult) -> str:
     return "\n".join(c.text for c in result.content if isinstance(c, types.TextContent))
-
-
-class Memory:
-    """Token storage that keeps every token set it was given, oldest first."""
-
-    def __init__(self, client: OAuthClientInformationFull | None = None) -> None:
-        self.issued: list[OAuthToken] = []
-        self.client = client
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.issued[-1] if self.issued else None
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.issued.append(tokens)
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client = client_info
 
 
 class Browser:
