@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from proxy import __version__, redact
+from proxy.grants import GrantError
 from proxy.policy import AuditPolicy, LoadedPolicy, PolicyError, load_policy, policies_dir
 
 if TYPE_CHECKING:
@@ -45,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (PolicyError, StartupError) as exc:
         print(str(exc), file=sys.stderr)
+        return EXIT_INVALID
+    except GrantError as exc:  # a sealed store that cannot be opened (wrong key, damaged file)
+        print(f"mcp-guard: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except KeyboardInterrupt:
         return 130

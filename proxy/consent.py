@@ -174,12 +174,15 @@ class Consent:
         state = query.get("state")
         if not state:
             return _error_page("The upstream's answer carries no state; it was not accepted.")
-        flow = self._states.pop(state, None)  # single use, whatever follows
+        flow = self._states.get(state)
         if flow is None or time.time() - flow.created > PENDING_SECONDS:
+            self._states.pop(state, None)
             return _error_page("This login is unknown, expired or already finished. Start again from your MCP client.")
         cookie = request.cookies.get(COOKIE)
         if cookie is None or not hmac.compare_digest(flow.browser, digest(cookie)):
+            # Another browser cannot end this login either: the state stays for its own browser.
             return _error_page("This login was started in another browser; it was not accepted.", status=403)
+        del self._states[state]  # single use, whatever follows
         try:
             validate_authorization_response_iss(query.get("iss"), flow.up.metadata)
         except OAuthFlowError:

@@ -33,7 +33,7 @@ from mcp.server.auth.provider import (
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from pydantic import AnyHttpUrl
 
-from proxy.grants import GrantStore
+from proxy.grants import KEY_ENV, GrantError, GrantStore
 from proxy.policy import LoadedPolicy
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,13 @@ class AuthStore:
         self._key = key
         self._team = loaded.policy.team
         self._file = GrantStore(self.dir / "server.store", key, team=self._team, upstream="\x00auth-server")
-        data = self._file.read()
+        try:
+            data = self._file.read()
+        except GrantError:
+            raise GrantError(
+                f"cannot open the login store {self.dir / 'server.store'}: wrong {KEY_ENV} (or --store-key-file), "
+                "or a damaged file; with the right key it opens again (deleting the directory logs every client out)"
+            ) from None
         self.clients: dict[str, dict[str, Any]] = data.get("clients", {})
         self.access: dict[str, dict[str, Any]] = data.get("access", {})
         self.refresh: dict[str, dict[str, Any]] = data.get("refresh", {})
