@@ -35,6 +35,7 @@ PINNED_FIELDS: dict[Kind, tuple[str, ...]] = {
 }
 NOUN: dict[Kind, str] = {"tools": "tool", "prompts": "prompt", "resource_templates": "resource template"}
 Status = Literal["pinned", "drifted", "unpinned"]
+MAX_SEEN = 100_000  # definitions remembered for reporting each drift once
 
 
 class LockError(Exception):
@@ -242,6 +243,10 @@ class PinCheck:
         key, now = (server, kind, entry.name), (status, digest(defined))
         if status != "pinned" and self._seen.get(key) != now:
             self._report(server, kind, entry.name, status)
+        if key not in self._seen and len(self._seen) >= MAX_SEEN:
+            # An upstream that keeps inventing names must not grow this without bound; a forgotten
+            # entry is only reported again.
+            self._seen.pop(next(iter(self._seen)))
         self._seen[key] = now
         if status == "drifted" and self.on_drift == "hide":
             return "its definition changed since it was pinned; a person reviews it with `mcp-guard pin --diff`"
@@ -257,35 +262,61 @@ class PinCheck:
 # -- resource templates ------------------------------------------------------------------------------
 
 _EXPRESSION = re.compile(r"\{([+#./;?&]?)([^{}]*)\}")
+MAX_URI = 8192  # a longer URI is taken to match every template (no sweep over megabytes)
+# Characters each kind of expansion may produce (RFC 6570, read loosely: a template that could
+# describe a URI is taken to describe it).
+_SEGMENT = frozenset("/?#")  # simple expansion: not across a path segment, query or fragment
+_REST = frozenset("#")  # reserved, label, path, parameter and query expansions: up to a fragment
+_ANYTHING: frozenset[str] = frozenset()  # fragment expansion
 
 
 @lru_cache(maxsize=1024)
-def _template_pattern(template: str) -> re.Pattern[str] | None:
-    """An RFC 6570 URI template as a regular expression over the URIs it can expand to; None for one
-    that is not a template (an unclosed brace)."""
-    parts: list[str] = []
+def _template_parts(template: str) -> tuple[str | frozenset[str], ...] | None:
+    """A URI template as literals and wildcards (each wildcard: the characters it may not cross);
+    None for one that is not a template (an unclosed brace)."""
+    parts: list[str | frozenset[str]] = []
     at = 0
     for match in _EXPRESSION.finditer(template):
-        parts.append(re.escape(template[at : match.start()]))
+        if match.start() > at:
+            parts.append(template[at : match.start()])
         operator = match.group(1)
-        if operator in ("+", "#"):
-            parts.append(("#" if operator == "#" else "") + ".*")  # reserved expansion: slashes too
-        elif operator in ("?", "&"):
-            parts.append(r"(?:[?&][^#]*)?")
-        elif operator in (".", "/", ";"):
-            parts.append(rf"(?:\{operator}[^?#]*)*")
-        else:
-            parts.append(r"[^/?#]*")
+        parts.append(_SEGMENT if operator == "" else _ANYTHING if operator == "#" else _REST)
         at = match.end()
     rest = template[at:]
     if "{" in rest or "}" in rest:
         return None
-    parts.append(re.escape(rest))
-    return re.compile("".join(parts), re.DOTALL)
+    if rest:
+        parts.append(rest)
+    return tuple(parts)
 
 
 def uri_matches(template: str, uri: str) -> bool:
     """Whether `uri` could be an expansion of `template` (a template that cannot be read matches every
-    URI, so a hidden one still refuses what it might describe)."""
-    pattern = _template_pattern(template)
-    return pattern is None or pattern.fullmatch(uri) is not None
+    URI, so a hidden one still refuses what it might describe).
+
+    Matched by a sweep over the set of reachable positions, linear in the URI per template part: an
+    upstream's template is no regular expression that could make a read backtrack for ever.
+    """
+    parts = _template_parts(template)
+    if parts is None or len(uri) > MAX_URI:
+        return True
+    reach = {0}
+    for part in parts:
+        if not reach:
+            return False
+        if isinstance(part, str):
+            reach = {p + len(part) for p in reach if uri.startswith(part, p)}
+            continue
+        # A wildcard: from the earliest reachable position onward, every position up to the next
+        # character it may not cross (each reachable start extends the run it is in).
+        extended: set[int] = set()
+        for start in sorted(reach):
+            if start in extended:
+                continue
+            p = start
+            extended.add(p)
+            while p < len(uri) and uri[p] not in part:
+                p += 1
+                extended.add(p)
+        reach = extended
+    return len(uri) in reach
