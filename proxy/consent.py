@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from proxy import federation
 from proxy.catalog import Catalog
-from proxy.oauth_server import LOOPBACK_HOSTS, PENDING_SECONDS, GuardAuthProvider, Pending, digest
+from proxy.oauth_server import LOOPBACK_HOSTS, GuardAuthProvider, Pending, digest
 from proxy.policy import LoadedPolicy
 
 logger = logging.getLogger(__name__)
@@ -89,8 +89,9 @@ class Consent:
         response = HTMLResponse(self._render(ident, pending), headers=HEADERS)
         if fresh is not None:
             response.set_cookie(
-                COOKIE, fresh, max_age=PENDING_SECONDS, path="/oauth", secure=self.secure, httponly=True, samesite="lax"
-            )
+                COOKIE, fresh, max_age=self.provider.login_seconds, path="/oauth", secure=self.secure,
+                httponly=True, samesite="lax",
+            )  # fmt: skip
         return response
 
     def _render(self, ident: str, pending: Pending) -> str:
@@ -175,7 +176,7 @@ class Consent:
         if not state:
             return _error_page("The upstream's answer carries no state; it was not accepted.")
         flow = self._states.get(state)
-        if flow is None or time.time() - flow.created > PENDING_SECONDS:
+        if flow is None or time.time() - flow.created > self.provider.login_seconds:
             self._states.pop(state, None)
             return _error_page("This login is unknown, expired or already finished. Start again from your MCP client.")
         cookie = request.cookies.get(COOKIE)
@@ -217,7 +218,7 @@ class Consent:
 
     def _prune(self) -> None:
         now = time.time()
-        for key in [k for k, v in self._states.items() if now - v.created > PENDING_SECONDS]:
+        for key in [k for k, v in self._states.items() if now - v.created > self.provider.login_seconds]:
             del self._states[key]
         while len(self._states) > 1000:
             self._states.pop(next(iter(self._states)))

@@ -39,7 +39,6 @@ from proxy.policy import LoadedPolicy
 logger = logging.getLogger(__name__)
 
 CODE_SECONDS = 300
-PENDING_SECONDS = 600  # a human reads the consent page and logs in upstream within this
 MAX_PENDING = 1000  # requests awaiting consent: the oldest is dropped past this
 MAX_CLIENTS = 10000  # registrations are open to anyone: the store must not grow without bound
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
@@ -61,9 +60,10 @@ class Pending:
     created: float = field(default_factory=time.time)
     # Set once approved: the upstream login's PKCE verifier.
     verifier: str | None = None
+    lifetime: float = 600.0  # auth.login_seconds
 
     def expired(self) -> bool:
-        return time.time() - self.created > PENDING_SECONDS
+        return time.time() - self.created > self.lifetime
 
 
 class AuthStore:
@@ -127,6 +127,7 @@ class GuardAuthProvider:
         self.redirect_schemes = frozenset(auth.redirect_schemes)
         self.access_seconds = auth.access_token_seconds
         self.refresh_seconds = auth.refresh_token_days * 86400
+        self.login_seconds = auth.login_seconds
         self.store = store
         self.pending: dict[str, Pending] = {}
         self.codes: dict[str, AuthorizationCode] = {}
@@ -179,7 +180,9 @@ class GuardAuthProvider:
         if len(self.pending) >= MAX_PENDING:
             self.pending.pop(next(iter(self.pending)))
         request = secrets.token_urlsafe(24)
-        self.pending[request] = Pending(client=client, params=params, scopes=list(requested))
+        self.pending[request] = Pending(
+            client=client, params=params, scopes=list(requested), lifetime=self.login_seconds
+        )
         return f"{self.issuer}/oauth/consent?request={request}"
 
     def take_pending(self, request: str) -> Pending | None:

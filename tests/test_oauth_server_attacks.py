@@ -16,10 +16,9 @@ plain HTTP and the scripted browser of tests/browser.py. What they prove:
 - codes are single-use (a reused code revokes what it gave), tokens are mcp-guard's own, stored as
   digests in an encrypted file, refresh tokens rotate and a reused one revokes the whole login;
 - anything but a live mcp-guard token is 401 and nothing reaches the upstream;
+- a login that outlives `auth.login_seconds` ends: its consent page and its upstream `state` are
+  refused;
 - a wrong store key stops start-up with one plain line.
-
-Not covered: the 10-minute lifetime of a pending login and of an upstream `state`
-(proxy.oauth_server.PENDING_SECONDS is a constant of the serving process, not a policy setting).
 """
 
 from __future__ import annotations
@@ -541,6 +540,22 @@ async def test_the_callback_state_is_required_known_single_use_and_bound_to_the_
     assert own.stopped_at is not None and own.query.get("code") and own.query["state"] == flows[1].state
     assert foreign_cookie.status == 403 and foreign_cookie.stopped_at is None
     assert s.tokens_issued_upstream() == 2  # only the good answers' upstream codes were exchanged
+
+
+async def test_a_login_that_takes_longer_than_login_seconds_is_refused(tmp_path: Path) -> None:
+    with stack(tmp_path, auth={"login_seconds": 1}) as s, anyio.fail_after(TIMEOUT):
+        async with httpx2.AsyncClient(timeout=10) as http:
+            flows = [await start(http, s.base) for _ in range(2)]
+        async with Browser(stop_at=either(s.callback, *(f.redirect for f in flows))) as browser:
+            opened = await browser.open(flows[0].url)  # the consent page, then left open too long
+            answer = await upstream_answer(browser, flows[1], s)  # back from upstream, then too long
+            await anyio.sleep(1.1)  # nothing can announce that a one-second login ran out
+            late_approval = await browser.submit(opened, "approve")
+            late_answer = await browser.open(answer)
+    assert opened.status == 200 and opened.forms
+    assert late_approval.status == 400 and late_approval.stopped_at is None and "expired" in late_approval.text
+    assert late_answer.status == 400 and late_answer.stopped_at is None and "expired" in late_answer.text
+    assert s.tokens_issued_upstream() == 0  # the late upstream code was never exchanged
 
 
 @pytest.mark.parametrize("kind", KINDS)

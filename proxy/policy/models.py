@@ -272,6 +272,9 @@ class AuthPolicy(_Model):
     redirect_schemes: tuple[Annotated[str, Field(pattern=r"^[a-z][a-z0-9+.-]{1,63}$")], ...] = ()
     access_token_seconds: Annotated[int, Field(ge=1, le=86400)] = 3600
     refresh_token_days: Annotated[int, Field(ge=1, le=365)] = 30
+    # oauth: how long a login may take from mcp-guard's consent page to the upstream's answer; its
+    # pending request, browser cookie and upstream `state` end then.
+    login_seconds: Annotated[int, Field(ge=1, le=3600)] = 600
     store_dir: str | None = None  # oauth: default <policy stem>.oauth beside the policy
 
     @model_validator(mode="after")
