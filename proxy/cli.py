@@ -178,6 +178,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
 def _cmd_stdio(args: argparse.Namespace) -> int:
     loaded, store_key = _grants([load_policy(args.policy)], args)
+    _stdio_grant(loaded[0], store_key)
     _read_lockfiles(loaded)
     instructions, offered = _run(_probe, loaded, store_key)
     _warn_unpinned(loaded)
@@ -193,6 +194,20 @@ def _cmd_stdio(args: argparse.Namespace) -> int:
 
     _run(run)
     return 0
+
+
+def _stdio_grant(loaded: LoadedPolicy, store_key: bytes | None) -> None:
+    """Under auth.mode oauth clients log in over HTTP; stdio has no client login, so it needs a grant
+    of mcp-guard's own (`mcp-guard login`) for the federated upstream."""
+    from proxy.oauth_client import grant_store
+
+    policy = loaded.policy
+    federated = policy.federated_upstream if policy.auth.mode == "oauth" else None
+    if federated is not None and store_key is not None and not grant_store(loaded, federated, store_key).exists():
+        raise StartupError(
+            f"mcp-guard: {loaded.path} sets auth.mode oauth, whose clients log in over HTTP (`serve`); for stdio, "
+            f"log mcp-guard itself in to '{federated}' first: `mcp-guard login --policy {loaded.path}`"
+        )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

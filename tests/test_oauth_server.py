@@ -15,8 +15,8 @@ import httpx2
 import mcp_types as types
 import pytest
 
-from tests.harness import MODES, records, spawn
-from tests.oauth_flow import UPSTREAMS, Memory, User, fake_smsapi, free_port, guard, guard_policy, logged_in
+from tests.harness import MODES, PY, records, run, spawn
+from tests.oauth_flow import STORE_KEY, UPSTREAMS, Memory, User, fake_smsapi, free_port, guard, guard_policy, logged_in
 from tests.test_policies_e2e import Human, text
 
 pytestmark = pytest.mark.anyio
@@ -195,3 +195,9 @@ async def test_an_expired_access_token_is_refused_and_the_client_refreshes_at_mc
     assert len(user.answers) == 1 and len(storage.issued) == 2  # refreshed, not logged in again
     assert storage.issued[1].access_token != expired
     assert len(events(record, "call")) == 2 and len(events(record, "token")) == 1  # the upstream grant still served
+
+
+def test_stdio_under_auth_mode_oauth_needs_a_grant_of_its_own(tmp_path: Path) -> None:
+    policy = guard_policy(tmp_path, "http://127.0.0.1:9/mcp", free_port())
+    done = run([PY, "-m", "proxy", "stdio", "--policy", str(policy)], env={"MCP_GUARD_STORE_KEY": STORE_KEY})
+    assert done.returncode == 2 and "mcp-guard login" in done.stderr and "Traceback" not in done.stderr
