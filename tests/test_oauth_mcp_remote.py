@@ -36,6 +36,7 @@ import pytest
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from proxy.audit import digest_session
 from proxy.grants import GrantStore
 from tests.browser import Browser, Page
 from tests.harness import records, wait_for
@@ -100,6 +101,7 @@ class McpRemote:
     home: Path
     opened: Path  # one line per URL mcp-remote asked the system browser to open
     stderr: Path
+    protocol: str = "legacy"  # mcp-remote's --protocol: legacy (its default) or auto (2026-07-28 when offered)
 
     @property
     def config(self) -> Path:
@@ -113,7 +115,11 @@ class McpRemote:
         browser.chmod(0o755)
         return StdioServerParameters(
             command=_node(),
-            args=[str(_mcp_remote_bin()), self.server_url],
+            args=[
+                str(_mcp_remote_bin()),
+                self.server_url,
+                *(["--protocol", self.protocol] if self.protocol != "legacy" else []),
+            ],
             env={
                 # OAuth state goes to MCP_REMOTE_CONFIG_DIR (default ~/.mcp-auth): keep it in the test's directory.
                 "MCP_REMOTE_CONFIG_DIR": str(self.config),
@@ -182,10 +188,10 @@ async def upstream_tokens(tmp: Path) -> list[str]:
     return [tokens.access_token, tokens.refresh_token]
 
 
-def bridge_for(tmp: Path, url: str) -> McpRemote:
+def bridge_for(tmp: Path, url: str, protocol: str = "legacy") -> McpRemote:
     home = tmp / "home"
     home.mkdir()
-    return McpRemote(url, home, tmp / "opened-urls.txt", tmp / "mcp-remote.stderr")
+    return McpRemote(url, home, tmp / "opened-urls.txt", tmp / "mcp-remote.stderr", protocol)
 
 
 async def through(bridge: McpRemote, user: Person, session: Callable[[Client], Awaitable[None]]) -> list[BaseException]:
@@ -204,9 +210,9 @@ async def through(bridge: McpRemote, user: Person, session: Callable[[Client], A
     return failures
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("kind", "protocol"), [("sdk", "legacy"), ("authlib", "legacy"), ("sdk", "auto")])
 async def test_mcp_remote_logs_in_through_consent_and_calls_without_ever_holding_the_upstream_token(
-    tmp_path: Path, kind: str
+    tmp_path: Path, kind: str, protocol: str
 ) -> None:
     names: set[str] = set()
     results: list[types.CallToolResult] = []
@@ -218,7 +224,7 @@ async def test_mcp_remote_logs_in_through_consent_and_calls_without_ever_holding
     with fake_smsapi(tmp_path, kind) as (upstream, record):
         port = free_port()
         with guard(guard_policy(tmp_path, upstream.url, port), port) as proxy:
-            bridge = bridge_for(tmp_path, proxy.url)
+            bridge = bridge_for(tmp_path, proxy.url, protocol)
             async with Browser(stop_at=lambda url: False) as browser:
                 user = Person(bridge, "approve", [], browser)
                 failures = await through(bridge, user, session)
@@ -272,6 +278,11 @@ async def test_mcp_remote_logs_in_through_consent_and_calls_without_ever_holding
     assert calls[0]["token_sha256_prefix"] not in {prefix(ours["access_token"]), prefix(ours["refresh_token"])}
     [issued] = events(record, "token")
     assert issued["client_id"] != stored["client_info.json"]["client_id"]
+    # The era mcp-remote spoke: a 2026-07-28 caller has no session, so its audit session is
+    # "<principal>/stateless".
+    [entry] = [r for r in records(tmp_path / "audit.jsonl") if r.get("tool") == "get_profile"]
+    stateless = entry["session"] == digest_session(f"{entry['principal']}/stateless")
+    assert stateless is (protocol == "auto")
 
 
 async def test_mcp_remote_gets_nothing_when_the_user_denies_on_the_consent_page(tmp_path: Path) -> None:
