@@ -150,7 +150,7 @@ async def latency(st: Stack, mode: str, settings: Settings) -> dict[str, Any]:
 # -- throughput -------------------------------------------------------------------------------------
 
 
-async def burst(clients: list[Client], seconds: float) -> tuple[int, float]:
+async def burst(clients: list[Client], seconds: float, label: str = "") -> tuple[int, float]:
     """Every client calls in a loop until the deadline; returns (calls completed, elapsed seconds)."""
     done = 0
     start = time.perf_counter()
@@ -159,7 +159,11 @@ async def burst(clients: list[Client], seconds: float) -> tuple[int, float]:
     async def worker(client: Client) -> None:
         nonlocal done
         while time.perf_counter() < deadline:
-            await call_once(client)
+            try:
+                await call_once(client)
+            except Exception as exc:
+                exc.add_note(f"target: {label or 'unnamed'}, {len(clients)} clients")
+                raise
             done += 1
 
     async with anyio.create_task_group() as tg:
@@ -178,18 +182,19 @@ async def throughput(st: Stack, workers: int, settings: Settings) -> dict[str, A
     calls = dict.fromkeys(targets, 0)
     elapsed = dict.fromkeys(targets, 0.0)
     cpu = {t: dict.fromkeys(("client", *pids), 0.0) for t in targets}
-    async with AsyncExitStack() as es:
-        clients = {t: [await es.enter_async_context(Client(urls[t])) for _ in range(workers)] for t in targets}
-        for t in targets:
-            await burst(clients[t], min(0.3, settings.seconds))  # warm connections and caches
-        for r in range(settings.rounds):
-            for t in rotated(targets, r):
+    for r in range(settings.rounds):
+        for t in rotated(targets, r):
+            # Fresh clients for each burst, warmed just before it: a pool's idle connections would
+            # otherwise wait out the other targets' bursts and meet the servers' 5 s keep-alive close.
+            async with AsyncExitStack() as es:
+                clients = [await es.enter_async_context(Client(urls[t])) for _ in range(workers)]
+                await burst(clients, min(0.3, settings.seconds), t)  # warm connections and caches
                 before = cpu_snapshot(pids)
-                n, secs = await burst(clients[t], settings.seconds)
+                n, secs = await burst(clients, settings.seconds, t)
                 for name, used in cpu_snapshot(pids).items():
                     cpu[t][name] += used - before[name]
-                calls[t] += n
-                elapsed[t] += secs
+            calls[t] += n
+            elapsed[t] += secs
     out: dict[str, Any] = {}
     for t in targets:
         involved = ("client", "upstream") if t == "direct" else ("client", "upstream", t)

@@ -100,14 +100,15 @@ class Capacity:
             held.in_flight += 1
 
         async def watch(message: Message) -> None:
-            if message["type"] == "http.response.start" and session_id is None:
+            if message["type"] == "http.response.start":
                 opened = _session_of(message)
                 if opened is not None and message["status"] < 400:
                     held.sessions[opened] = self._clock()
             await send(message)
 
         try:
-            await self.app(scope, receive, watch if session_id is None else send)
+            # Only a request that may open a session has a session id to note in its answer.
+            await self.app(scope, receive, watch if opening else send)
         finally:
             if opening:
                 held.opening -= 1

@@ -283,37 +283,42 @@ class FastPath:
 
     async def _answer(self, request: _Request, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the request; a client that goes away (or, in the handshake era, cancels it) cancels it,
-        as on the SDK's path. A request silent for a ping interval keeps its stream open with pings."""
+        as on the SDK's path. A request silent for a ping interval keeps its stream open with pings.
+
+        The request runs in this task and one watcher beside it reads the connection: the server
+        reports the exchange as over once the response is complete, so the watcher ends by itself
+        and nothing has to be cancelled on the common path (a cancellation costs a task's repr).
+        """
         headers = [] if request.session_id is None else [(b"mcp-session-id", request.session_id.encode("latin-1"))]
         stream = ResponseStream(send, headers)
-        done = anyio.Event()
-        answer: list[tuple[int, bytes]] = []
         running = anyio.CancelScope()
         key = (request.session_id or "", request.id)
+        finished = False
 
-        async def run() -> None:
-            with running:
-                answer.append(await self._reply(request, scope, stream))
-            done.set()
-
-        async def watch_disconnect() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            tg.cancel_scope.cancel()
+        async def watch() -> None:
+            while True:
+                with anyio.move_on_after(_PING_SECONDS) as silent:
+                    message = await receive()
+                if silent.cancelled_caught:
+                    if not finished:
+                        await stream.ping()
+                elif message["type"] == "http.disconnect":
+                    if not finished:
+                        running.cancel()
+                    return
 
         if request.session_id is not None:
             self._running[key] = running
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(watch_disconnect)
-                tg.start_soon(run)
-                while not done.is_set():
-                    with anyio.move_on_after(_PING_SECONDS):
-                        await done.wait()
-                    if not done.is_set():
-                        await stream.ping()
-                await stream.finish(*answer[0]) if answer else await stream.finish(200, None)
-                tg.cancel_scope.cancel()
+                tg.start_soon(watch)
+                answer = None
+                with running:
+                    answer = await self._reply(request, scope, stream)
+                finished = True
+                await stream.finish(*answer) if answer is not None else await stream.finish(200, None)
+                # Should a server not report the end of the exchange, the watcher still ends.
+                tg.cancel_scope.deadline = anyio.current_time() + _PING_SECONDS
         finally:
             if self._running.get(key) is running:
                 del self._running[key]

@@ -9,13 +9,19 @@ from typing import Any
 
 import httpx2
 
+# Every connection a burst opened stays for the next one (httpx2 keeps only 20 by default, so a
+# burst of more calls than that closed and reopened the rest each time), and an idle one is retired
+# before the 5 s after which common servers (uvicorn, Node's http) close it: a request sent on a
+# connection the upstream is closing at that instant fails without an answer.
+POOL_LIMITS = httpx2.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=4.0)
+
 
 class SharedTransport(httpx2.AsyncBaseTransport):
     """An upstream's connection pool, lent to each credential's client: closing one of those clients
     leaves the pool to the others; the pool closes with the `UpstreamPool`."""
 
     def __init__(self, max_result_bytes: int = 16 * 1024 * 1024) -> None:
-        self._pool = httpx2.AsyncHTTPTransport()
+        self._pool = httpx2.AsyncHTTPTransport(limits=POOL_LIMITS)
         self._limit = max_result_bytes
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
