@@ -7,7 +7,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpcore2
 import httpx2
+
+from proxy.upstream_io import AsyncioBackend
 
 # Every connection a burst opened stays for the next one (httpx2 keeps only 20 by default, so a
 # burst of more calls than that closed and reopened the rest each time), and an idle one is retired
@@ -22,6 +25,15 @@ class SharedTransport(httpx2.AsyncBaseTransport):
 
     def __init__(self, max_result_bytes: int = 16 * 1024 * 1024) -> None:
         self._pool = httpx2.AsyncHTTPTransport(limits=POOL_LIMITS)
+        # httpx2's transport with httpcore2's pool on mcp-guard's asyncio backend (upstream_io.py):
+        # the pool is the transport's only state, built here as httpx2 builds it but for the backend.
+        self._pool._pool = httpcore2.AsyncConnectionPool(
+            ssl_context=httpx2.create_ssl_context(),
+            max_connections=POOL_LIMITS.max_connections,
+            max_keepalive_connections=POOL_LIMITS.max_keepalive_connections,
+            keepalive_expiry=POOL_LIMITS.keepalive_expiry,
+            network_backend=AsyncioBackend(),
+        )
         self._limit = max_result_bytes
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
