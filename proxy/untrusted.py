@@ -65,11 +65,16 @@ def plain_resource_name(name: object) -> bool:
     return isinstance(name, str) and PLAIN_RESOURCE_NAME.fullmatch(name) is not None
 
 
+_VERDICT_CHARS = 4_000_000  # the most text `unchanged` remembers verdicts on
+
+
 class OutputShield:
     def __init__(self, output: OutputPolicy) -> None:
         self.cfg = output
-        self._validators: dict[str, Validator] = {}
+        self._validators: dict[str, tuple[Validator, bool]] = {}
         self._short: dict[str, str] = {}  # short strings already cleaned: the same function, any result
+        self._verdicts: dict[tuple[str, ...], bool] = {}  # see `unchanged`
+        self._verdict_chars = 0
 
     # -- strings ---------------------------------------------------------------------------------
 
@@ -125,8 +130,24 @@ class OutputShield:
         return plain(text)
 
     def unchanged(self, texts: list[str]) -> bool:
-        """True if cleaning would leave every one of `texts` as it is (asked once per many values)."""
-        return all_unchanged(texts, self.cfg.max_chars, reject=_JSON_LINE)
+        """True if cleaning would leave every one of `texts` as it is (asked once per many values).
+
+        Recent verdicts are remembered by their texts: a result's text block usually repeats its
+        structuredContent, whose strings are then asked about again, slice by slice, in the same order.
+        """
+        key = tuple(texts)
+        verdict = self._verdicts.get(key)
+        if verdict is not None:
+            return verdict
+        verdict = all_unchanged(texts, self.cfg.max_chars, reject=_JSON_LINE)
+        size = sum(map(len, key))
+        if self._verdict_chars + size > _VERDICT_CHARS:
+            self._verdicts.clear()
+            self._verdict_chars = 0
+        if size <= _VERDICT_CHARS:
+            self._verdicts[key] = verdict
+            self._verdict_chars += size
+        return verdict
 
     def wrap(self, body: str, source: str) -> str:
         if not self.cfg.envelope:
@@ -179,11 +200,12 @@ class OutputShield:
             # The client would reject a result without the structured output its tool promised.
             return {"content": [_text(SCHEMA_MISSING), *content], "isError": True}
         if "structuredContent" in raw:
-            structured = sanitize_json(raw["structuredContent"], clean, self.unchanged, verbatim)
+            given = raw["structuredContent"]
+            structured = sanitize_json(given, clean, self.unchanged, verbatim)
             if not isinstance(structured, dict):
                 structured = None  # MCP allows only an object here
             broken = structured is None or (
-                output_schema is not None and not is_error and not self._fits(output_schema, structured)
+                output_schema is not None and not is_error and not self._fits(output_schema, structured, given)
             )
             if broken and output_schema is not None and not is_error:
                 return {"content": [_text(SCHEMA_BROKEN), *content], "isError": True}
@@ -257,30 +279,40 @@ class OutputShield:
             out["_meta"] = meta
         return out
 
-    def _fits(self, schema: Mapping[str, Any], value: Any) -> bool:
+    def _fits(self, schema: Mapping[str, Any], value: Any, raw: Any) -> bool:
+        """Whether the cleaned `value` fits the schema as the client sees it.
+
+        When cleaning changed neither the value nor the schema, the client receives the upstream's
+        own value under the upstream's own schema, exactly as without mcp-guard: that pair is the
+        client's to judge, and validating a large result here would cost more than the rest of its
+        path. A schema that is not a valid schema still vouches for nothing.
+        """
         try:
-            validator = self._validator(schema)
+            validator, as_written = self._validator(schema)
         except SchemaError:
             return False  # a schema nobody can check against cannot vouch for the value either
+        if as_written and value == raw:
+            return True
         try:
             return next(iter(validator.iter_errors(value)), None) is None
         except Exception:  # an unresolvable $ref and the like: no proof the value fits
             return False
 
-    def _validator(self, upstream_schema: Mapping[str, Any]) -> Validator:
-        # Checked against the schema as the client sees it in tools/list: cleaned like the values.
+    def _validator(self, upstream_schema: Mapping[str, Any]) -> tuple[Validator, bool]:
+        """The validator of the schema as the client sees it (cleaned like the values), and whether
+        cleaning left that schema as the upstream wrote it."""
         key = json.dumps(upstream_schema, sort_keys=True, default=str)
-        validator = self._validators.get(key)
-        if validator is None:
+        known = self._validators.get(key)
+        if known is None:
             schema = self.schema(upstream_schema)
             cls = validator_for(schema)
             cls.check_schema(schema)
             # No remote $ref resolution: an upstream's schema must not make the proxy fetch URLs.
-            validator = cls(schema, registry=Registry())
+            known = (cls(schema, registry=Registry()), schema == upstream_schema)
             if len(self._validators) >= _VALIDATORS_KEPT:
                 self._validators.pop(next(iter(self._validators)))
-            self._validators[key] = validator
-        return validator
+            self._validators[key] = known
+        return known
 
     # -- resources, prompts, completions, errors, notifications ------------------------------------
 

@@ -279,6 +279,36 @@ def test_structured_content_that_no_longer_fits_fails_closed_with_the_sanitised_
     assert "Jo<3" not in out["content"][1]["text"]
 
 
+def test_an_untouched_value_under_an_untouched_schema_is_the_client_s_to_judge() -> None:
+    # Cleaning changed neither: the client gets what a direct connection would give it, fitting or not.
+    out = _shielded({"nick": "Johnny"}, NICK_SCHEMA)
+    assert "isError" not in out and out["structuredContent"] == {"nick": "Johnny"}
+
+
+def test_an_untouched_value_under_a_cleaned_schema_is_still_checked() -> None:
+    from proxy.untrusted import SCHEMA_BROKEN
+
+    # The description is cleaned for tools/list, so the client holds another schema than the upstream's.
+    schema = {**NICK_SCHEMA, "description": "a <b>nick</b>"}
+    out = _shielded({"nick": "Johnny"}, schema)
+    assert out["isError"] is True and out["content"][0]["text"] == SCHEMA_BROKEN
+    assert _shielded({"nick": "Jo"}, schema)["structuredContent"] == {"nick": "Jo"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.text(max_size=12), max_size=4), min_size=1, max_size=6))
+def test_the_remembered_verdict_is_always_the_one_asked_for(asked: list[list[str]]) -> None:
+    from proxy.policy import OutputPolicy
+    from proxy.untrusted import _JSON_LINE, OutputShield
+
+    shield = OutputShield(OutputPolicy())
+    for texts in [*asked, *asked]:  # each list asked again after others, and in a row
+        assert shield.unchanged(texts) == all_unchanged(texts, shield.cfg.max_chars, reject=_JSON_LINE)
+        texts.append("<b>")  # the caller's list changing afterwards must not change the memory
+        assert shield.unchanged(texts) is False
+        texts.pop()
+
+
 def test_a_result_missing_the_structured_output_its_tool_promised_is_an_error() -> None:
     from proxy.policy import OutputPolicy
     from proxy.untrusted import SCHEMA_MISSING, OutputShield
