@@ -27,6 +27,7 @@ import anyio.abc
 import httpx2
 import mcp.types as types
 from mcp import Client, StdioServerParameters
+from mcp.client import session as sdk_session
 from mcp.client.session import ClientRequestContext, ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
@@ -43,8 +44,9 @@ from mcp.shared.subscriptions import (
     ToolsListChanged,
 )
 from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, INVALID_REQUEST, REQUEST_TIMEOUT
+from mcp_types import methods as wire_methods
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from proxy import __version__, upstream_wire
 from proxy.policy import Upstream
@@ -54,6 +56,7 @@ from proxy.upstream_wire import NotMCP
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R", bound=BaseModel)
 
 TOOLS_TTL = 60.0  # seconds a tool listing is trusted before a call lists again
 
@@ -610,23 +613,70 @@ def _announces(caps: types.ServerCapabilities | None) -> bool:
     )
 
 
+_LISTINGS: dict[str, tuple[Any, type[Any]]] = {
+    "tools": (types.ListToolsRequest, types.ListToolsResult),
+    "prompts": (types.ListPromptsRequest, types.ListPromptsResult),
+    "resource_templates": (types.ListResourceTemplatesRequest, types.ListResourceTemplatesResult),
+}
+
+
 async def _walk(session: ClientSession, kind: str) -> dict[str, Any]:
     """Every entry of a listing over every page, by name (at most 1000 pages: an upstream's cursor
-    cannot keep mcp-guard listing for ever)."""
-    listers = {
-        "tools": session.list_tools,
-        "prompts": session.list_prompts,
-        "resource_templates": session.list_resource_templates,
-    }
+    cannot keep mcp-guard listing for ever).
+
+    Each page is asked as the session's `list_*` would ask it, on the direct path where there is one
+    (upstream_wire): the SDK's dispatcher keeps the last message it received until the next one, and
+    a listing kept so by each credential's idle connection cost 120 KB apiece.
+    """
+    request_type, result_type = _LISTINGS[kind]
     entries: dict[str, Any] = {}
     cursor: str | None = None
     for _ in range(1000):
-        page = await listers[kind](params=types.PaginatedRequestParams(cursor=cursor))
-        entries.update((entry.name, entry) for entry in getattr(page, kind))
+        params = types.PaginatedRequestParams(cursor=cursor)
+        page = await _sdk_result(session, request_type(params=params), result_type)
+        if isinstance(page, types.ListToolsResult):
+            page = session._absorb_tool_listing(page, complete=cursor is None and page.next_cursor is None)
+        entries.update((entry.name, _shared(entry)) for entry in getattr(page, kind))
         cursor = page.next_cursor
         if cursor is None:
             break
+    if kind == "tools":
+        # The session keeps each tool's output schema too (for results it validates itself): the kept copy.
+        schemas = session._tool_output_schemas
+        for name, tool in entries.items():
+            if name in schemas and schemas[name] == tool.output_schema:
+                schemas[name] = tool.output_schema
     return entries
+
+
+async def _sdk_result(session: ClientSession, request: Any, result_type: type[R]) -> R:
+    """`request`'s result as `ClientSession.send_request` returns it (same checks, same model), sent
+    by `raw_request`."""
+    raw = await raw_request(session, request)
+    sdk_session._clamp_inbound_ttl(raw)
+    version = session.protocol_version or "2025-11-25"  # the SDK's own fallback
+    method = request.method
+    try:
+        wire_methods.validate_server_result(method, version, raw)
+    except KeyError:
+        pass
+    if not (foreign := sdk_session._later_revision_fields(method, version)).isdisjoint(raw):
+        raw = {key: value for key, value in raw.items() if key not in foreign}
+    return result_type.model_validate(raw, by_name=False)
+
+
+# Every credential has its own connection and listing; an upstream lists the same definitions to
+# all of them, and one SMSAPI listing is about 200 KB of models. Identical entries are kept once.
+_ENTRIES: weakref.WeakValueDictionary[tuple[str, str], Any] = weakref.WeakValueDictionary()
+
+
+def _shared(entry: Any) -> Any:
+    """The one kept copy of a listed entry equal to `entry` (entries are read, never changed)."""
+    key = (type(entry).__qualname__, entry.model_dump_json(by_alias=True))
+    kept = _ENTRIES.get(key)
+    if kept is None:
+        _ENTRIES[key] = kept = entry
+    return kept
 
 
 def _as_event(message: Any) -> ServerEvent:
