@@ -448,13 +448,8 @@ async def _probe(
     # Errors are raised after the task group closes, so they leave as themselves, not as a group.
     async with gateway.running():
         for team, pipeline in gateway.pipelines.items():
-            policy = pipeline.loaded.policy
             for server in pipeline.pool.servers:
-                if (
-                    policy.auth.mode == "oauth"
-                    and server == policy.federated_upstream
-                    and not pipeline.pool.has_auth(server)
-                ):
+                if pipeline.opened_by_logins_only(server):
                     features = None  # only a client's own login opens it: asked on first use
                     continue
                 try:

@@ -27,7 +27,7 @@ from mcp.client.auth.utils import (
 from mcp.shared.auth import OAuthClientInformationFull, OAuthMetadata, OAuthToken
 from pydantic import AnyUrl, ValidationError
 
-from proxy import __version__
+from proxy.oauth_client import client_metadata
 from proxy.policy import LoadedPolicy
 
 TIMEOUT = 15.0
@@ -105,15 +105,9 @@ async def client_for(
         return OAuthClientInformationFull.model_validate(known["client"])
     if metadata.registration_endpoint is None:
         raise FederationError("the upstream's authorization server does not register clients; set oauth.client_id")
-    body = {
-        "client_name": f"mcp-guard ({loaded.policy.team})",
-        "redirect_uris": [redirect_uri],
-        "grant_types": ["authorization_code", "refresh_token"],
-        "response_types": ["code"],
-        "token_endpoint_auth_method": "none",
-        "software_id": "mcp-guard",
-        "software_version": __version__,
-    }
+    # Described as `mcp-guard login` describes itself, as a public client: it keeps no secret per login.
+    described = client_metadata(loaded, server, redirect_uri).model_copy(update={"token_endpoint_auth_method": "none"})
+    body = described.model_dump(mode="json", exclude_none=True)
     async with httpx2.AsyncClient(timeout=TIMEOUT) as http:
         try:
             answer = await http.post(str(metadata.registration_endpoint), json=body)

@@ -57,7 +57,8 @@ def _scopes(loaded: LoadedPolicy, server: str) -> str | None:
     return " ".join(scopes) if scopes else None
 
 
-def _metadata(loaded: LoadedPolicy, server: str, redirect_uri: str) -> OAuthClientMetadata:
+def client_metadata(loaded: LoadedPolicy, server: str, redirect_uri: str) -> OAuthClientMetadata:
+    """How mcp-guard describes itself to an upstream's authorization server, for every way it logs in."""
     oauth = loaded.policy.upstreams[server].oauth
     confidential = oauth is not None and oauth.client_secret is not None
     return OAuthClientMetadata(
@@ -80,7 +81,7 @@ async def _seed_static_client(store: GrantStore, loaded: LoadedPolicy, server: s
     current = await store.get_client_info()
     if current is not None and current.client_id == oauth.client_id:
         return
-    base = _metadata(loaded, server, redirect_uri).model_dump(exclude_none=True)
+    base = client_metadata(loaded, server, redirect_uri).model_dump(exclude_none=True)
     await store.set_client_info(
         OAuthClientInformationFull(**base, client_id=oauth.client_id, client_secret=oauth.client_secret)
     )
@@ -107,7 +108,7 @@ def _provider(
     return _GrantProvider(
         store,
         server_url=spec.url,
-        client_metadata=_metadata(loaded, server, redirect_uri),
+        client_metadata=client_metadata(loaded, server, redirect_uri),
         redirect_handler=redirect,  # type: ignore[arg-type]
         callback_handler=callback,  # type: ignore[arg-type]
         client_metadata_url=spec.oauth.client_metadata_url,

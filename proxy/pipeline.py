@@ -101,6 +101,12 @@ class Pipeline(Subscriptions):
             state=state,
         )
 
+    def opened_by_logins_only(self, server: str) -> bool:
+        """Whether `server` can be reached only with a client's own login: auth.mode oauth federates
+        it and mcp-guard holds no grant of its own for it (its listings are checked as logins use it)."""
+        policy = self.loaded.policy
+        return policy.auth.mode == "oauth" and server == policy.federated_upstream and not self.pool.has_auth(server)
+
     # -- tools/call ----------------------------------------------------------------------------
 
     async def call_tool(self, call: ToolCall) -> types.CallToolResult | types.InputRequiredResult:

@@ -167,10 +167,9 @@ class Gateway:
 
 
 async def _check_pins_now(pipeline: Pipeline) -> None:
-    policy = pipeline.loaded.policy
     for server in pipeline.pool.servers:
-        if policy.auth.mode == "oauth" and server == policy.federated_upstream and not pipeline.pool.has_auth(server):
-            continue  # only a client's login opens it: its listings are checked as they happen
+        if pipeline.opened_by_logins_only(server):
+            continue
         conn = pipeline.pool.get(server)
         try:
             # Each drift is logged and audited as it is seen.
