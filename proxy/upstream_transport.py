@@ -25,15 +25,17 @@ class SharedTransport(httpx2.AsyncBaseTransport):
 
     def __init__(self, max_result_bytes: int = 16 * 1024 * 1024) -> None:
         self._pool = httpx2.AsyncHTTPTransport(limits=POOL_LIMITS)
-        # httpx2's transport with httpcore2's pool on mcp-guard's asyncio backend (upstream_io.py):
-        # the pool is the transport's only state, built here as httpx2 builds it but for the backend.
-        self._pool._pool = httpcore2.AsyncConnectionPool(
-            ssl_context=httpx2.create_ssl_context(),
-            max_connections=POOL_LIMITS.max_connections,
-            max_keepalive_connections=POOL_LIMITS.max_keepalive_connections,
-            keepalive_expiry=POOL_LIMITS.keepalive_expiry,
-            network_backend=AsyncioBackend(),
-        )
+        # httpx2's transport with httpcore2's pool on mcp-guard's asyncio backend (upstream_io.py): the
+        # pool is the transport's only state, built here as httpx2 builds it but for the backend. httpx2
+        # is not pinned: a release that keeps its pool elsewhere keeps its own backend, only slower.
+        if isinstance(getattr(self._pool, "_pool", None), httpcore2.AsyncConnectionPool):
+            self._pool._pool = httpcore2.AsyncConnectionPool(
+                ssl_context=httpx2.create_ssl_context(),
+                max_connections=POOL_LIMITS.max_connections,
+                max_keepalive_connections=POOL_LIMITS.max_keepalive_connections,
+                keepalive_expiry=POOL_LIMITS.keepalive_expiry,
+                network_backend=AsyncioBackend(),
+            )
         self._limit = max_result_bytes
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:

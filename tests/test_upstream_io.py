@@ -207,3 +207,10 @@ async def test_tls_through_start_tls_verifies_the_certificate(tmp_path: Path) ->
             with pytest.raises(httpcore2.ConnectError):
                 await untrusting.request("POST", url, content=b"x")
     assert upstream.connections == 1  # the refused handshake never became a connection to serve
+
+
+def test_the_shared_transport_runs_on_this_backend() -> None:
+    # With the httpx2 this project installs; another release may keep its own backend (slower, same contract).
+    pool = SharedTransport()._pool._pool
+    assert isinstance(pool, httpcore2.AsyncConnectionPool)
+    assert isinstance(pool._network_backend, AsyncioBackend)
