@@ -25,7 +25,7 @@ from proxy.guards.visibility import granted
 from proxy.pinning import Kind, PinCheck, uri_matches
 from proxy.state import StateUnavailable
 from proxy.untrusted import OutputShield, plain_name, plain_resource_name
-from proxy.upstream import UpstreamConnection, UpstreamUnavailable, raw_request
+from proxy.upstream import UpstreamConnection, UpstreamUnavailable, list_page, raw_request
 from proxy.upstream_pool import UpstreamPool
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class Listings:
             page = await self._ask(
                 servers[0],
                 conn,
-                lambda s: s.list_tools(params=types.PaginatedRequestParams(cursor=cursor)),
+                lambda s: list_page(s, "tools", cursor),
                 retry=True,
             )
             if cursor is None:
@@ -105,9 +105,7 @@ class Listings:
         server, conn = self._single(caller, "resources")
         if conn is None:
             return types.ListResourcesResult(resources=[])
-        page = await self._ask(
-            server, conn, lambda s: s.list_resources(params=types.PaginatedRequestParams(cursor=cursor)), retry=True
-        )
+        page = await self._ask(server, conn, lambda s: list_page(s, "resources", cursor), retry=True)
         shown = [r for r in page.resources if plain_resource_name(r.name)]
         self._hidden_resources.update(str(r.uri) for r in page.resources if not plain_resource_name(r.name))
         return types.ListResourcesResult(
@@ -122,7 +120,7 @@ class Listings:
         page = await self._ask(
             server,
             conn,
-            lambda s: s.list_resource_templates(params=types.PaginatedRequestParams(cursor=cursor)),
+            lambda s: list_page(s, "resource_templates", cursor),
             retry=True,
         )
         shown = [t for t in page.resource_templates if plain_resource_name(t.name) and not self._unpinned(server, t)]
@@ -152,9 +150,7 @@ class Listings:
         server, conn = self._single(caller, "prompts")
         if conn is None:
             return types.ListPromptsResult(prompts=[])
-        page = await self._ask(
-            server, conn, lambda s: s.list_prompts(params=types.PaginatedRequestParams(cursor=cursor)), retry=True
-        )
+        page = await self._ask(server, conn, lambda s: list_page(s, "prompts", cursor), retry=True)
         shown = [p for p in page.prompts if plain_name(p.name) and not self._unpinned(server, p, "prompts")]
         return types.ListPromptsResult(
             prompts=_valid(types.Prompt, [self.shield.listed(_wire(p)) for p in shown], server),

@@ -616,37 +616,46 @@ def _announces(caps: types.ServerCapabilities | None) -> bool:
 _LISTINGS: dict[str, tuple[Any, type[Any]]] = {
     "tools": (types.ListToolsRequest, types.ListToolsResult),
     "prompts": (types.ListPromptsRequest, types.ListPromptsResult),
+    "resources": (types.ListResourcesRequest, types.ListResourcesResult),
     "resource_templates": (types.ListResourceTemplatesRequest, types.ListResourceTemplatesResult),
 }
 
 
 async def _walk(session: ClientSession, kind: str) -> dict[str, Any]:
     """Every entry of a listing over every page, by name (at most 1000 pages: an upstream's cursor
-    cannot keep mcp-guard listing for ever).
-
-    Each page is asked as the session's `list_*` would ask it, on the direct path where there is one
-    (upstream_wire): the SDK's dispatcher keeps the last message it received until the next one, and
-    a listing kept so by each credential's idle connection cost 120 KB apiece.
-    """
-    request_type, result_type = _LISTINGS[kind]
+    cannot keep mcp-guard listing for ever)."""
     entries: dict[str, Any] = {}
     cursor: str | None = None
     for _ in range(1000):
-        params = types.PaginatedRequestParams(cursor=cursor)
-        page = await _sdk_result(session, request_type(params=params), result_type)
-        if isinstance(page, types.ListToolsResult):
-            page = session._absorb_tool_listing(page, complete=cursor is None and page.next_cursor is None)
-        entries.update((entry.name, _shared(entry)) for entry in getattr(page, kind))
+        page = await list_page(session, kind, cursor)
+        entries.update((entry.name, entry) for entry in getattr(page, kind))
         cursor = page.next_cursor
         if cursor is None:
             break
+    return entries
+
+
+async def list_page(session: ClientSession, kind: str, cursor: str | None) -> Any:
+    """One page of a listing (`kind` "tools", "prompts", "resources" or "resource_templates") as the
+    session's `list_*` returns it, with its entries kept once across connections (`_shared`).
+
+    It is asked on the direct path where there is one (upstream_wire), not through the session's
+    `list_*`: the SDK's dispatcher keeps the last message it received until the next one, and a
+    listing kept so by each credential's idle connection cost 120 KB apiece.
+    """
+    request_type, result_type = _LISTINGS[kind]
+    params = types.PaginatedRequestParams(cursor=cursor)
+    page = await _sdk_result(session, request_type(params=params), result_type)
+    if isinstance(page, types.ListToolsResult):
+        page = session._absorb_tool_listing(page, complete=cursor is None and page.next_cursor is None)
+    entries = [_shared(entry) for entry in getattr(page, kind)]
     if kind == "tools":
         # The session keeps each tool's output schema too (for results it validates itself): the kept copy.
         schemas = session._tool_output_schemas
-        for name, tool in entries.items():
-            if name in schemas and schemas[name] == tool.output_schema:
-                schemas[name] = tool.output_schema
-    return entries
+        for tool in entries:
+            if tool.name in schemas and schemas[tool.name] == tool.output_schema:
+                schemas[tool.name] = tool.output_schema
+    return page.model_copy(update={kind: entries})
 
 
 async def _sdk_result(session: ClientSession, request: Any, result_type: type[R]) -> R:

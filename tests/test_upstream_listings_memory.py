@@ -11,10 +11,13 @@ import anyio
 import mcp.types as types
 import pytest
 
+from proxy.caller import Caller
+from proxy.policy import load_policy
 from proxy.policy.models import Upstream
+from proxy.server import Gateway
 from proxy.upstream import raw_request
 from proxy.upstream_pool import UpstreamPool
-from tests.harness import Proc
+from tests.harness import Proc, write_policy
 
 pytestmark = pytest.mark.anyio
 
@@ -53,3 +56,23 @@ def test_a_changed_definition_is_not_shared_with_the_old_one() -> None:
     changed = types.Tool(name="t", description="two", input_schema={"type": "object"})
     assert _shared(tool) is tool and _shared(same) is tool
     assert _shared(changed) is changed
+
+
+async def test_a_clients_tools_list_keeps_no_raw_listing_and_no_copy_per_credential(
+    sandbox: tuple[Proc, Path], tmp_path: Path
+) -> None:
+    """The listing a client asks for (the SDK client asks before its first call, for output schemas)
+    goes the same way as the pipeline's own: one copy of each definition, nothing raw kept."""
+    policy = write_policy(
+        tmp_path / "team.yaml", {"smsapi": {"url": sandbox[0].url}}, team="t", scopes=["sms", "profile", "contacts"]
+    )
+    gateway = Gateway([load_policy(policy, env={})])
+    async with gateway.running():
+        pipeline = gateway.pipeline("t")
+        callers = [Caller(team="t", principal=f"p{i}", session=f"s{i}", authorization=f"Bearer k{i}") for i in range(3)]
+        listed = [await pipeline.list_tools(caller, None) for caller in callers]
+        assert all(page.tools and page.tools == listed[0].tools for page in listed)
+        kept = [pipeline.pool.get("smsapi", caller.authorization, caller.grant).tools for caller in callers]
+        assert len(kept[0]) > 10
+        assert all(tools[name] is kept[0][name] for tools in kept[1:] for name in kept[0])
+        assert _listings_alive() == 0
