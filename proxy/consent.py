@@ -15,7 +15,6 @@ import hmac
 import html
 import logging
 import secrets
-import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -28,6 +27,7 @@ from starlette.routing import Route
 
 from proxy import federation
 from proxy.catalog import Catalog
+from proxy.expiring import Expiring
 from proxy.oauth_server import LOOPBACK_HOSTS, GuardAuthProvider, Pending, digest
 from proxy.policy import LoadedPolicy
 
@@ -50,7 +50,6 @@ class _Upstream:
     browser: str
     verifier: str
     up: federation.Upstream
-    created: float
 
 
 class Consent:
@@ -62,7 +61,8 @@ class Consent:
         self.server = loaded.policy.federated_upstream or ""
         self.callback = f"{provider.issuer}/oauth/callback"
         self.secure = provider.issuer.startswith("https://")
-        self._states: dict[str, _Upstream] = {}
+        # Logins sent on to the upstream, by their `state`: single use, bound to the browser.
+        self._states: Expiring[_Upstream] = Expiring(provider.login_seconds, 1000)
         self._gated = _gated_tools(loaded)
 
     def routes(self) -> list[Route]:
@@ -143,7 +143,7 @@ class Consent:
             return _error_page("The form did not come from this consent page.", status=403)
         if pending.browser is None or cookie is None or not hmac.compare_digest(pending.browser, digest(cookie)):
             return _error_page("This login was opened in another browser.", status=403)
-        self.provider.pending.pop(ident, None)  # decided once
+        self.provider.pending.pop(ident)  # decided once
         if action != "approve":
             return self._to_client(pending, error="access_denied", error_description="the user denied the login")
         spec = self.loaded.policy.upstreams[self.server]
@@ -162,8 +162,7 @@ class Consent:
         up = federation.Upstream(metadata=metadata, client=client, resource=resource)
         verifier, challenge = federation.pkce()
         state = secrets.token_urlsafe(32)
-        self._prune()
-        self._states[state] = _Upstream(pending, pending.browser, verifier, up, time.time())
+        self._states.put(state, _Upstream(pending, pending.browser, verifier, up))
         scopes = [s for s in pending.scopes if spec.oauth is None or not spec.oauth.scopes or s in spec.oauth.scopes]
         return RedirectResponse(federation.authorize_url(up, self.callback, state, challenge, scopes), 302,
                                 headers={"Cache-Control": "no-store"})  # fmt: skip
@@ -176,14 +175,13 @@ class Consent:
         if not state:
             return _error_page("The upstream's answer carries no state; it was not accepted.")
         flow = self._states.get(state)
-        if flow is None or time.time() - flow.created > self.provider.login_seconds:
-            self._states.pop(state, None)
+        if flow is None:
             return _error_page("This login is unknown, expired or already finished. Start again from your MCP client.")
         cookie = request.cookies.get(COOKIE)
         if cookie is None or not hmac.compare_digest(flow.browser, digest(cookie)):
             # Another browser cannot end this login either: the state stays for its own browser.
             return _error_page("This login was started in another browser; it was not accepted.", status=403)
-        del self._states[state]  # single use, whatever follows
+        self._states.pop(state)  # single use, whatever follows
         try:
             validate_authorization_response_iss(query.get("iss"), flow.up.metadata)
         except OAuthFlowError:
@@ -215,13 +213,6 @@ class Consent:
             str(params.redirect_uri), state=params.state, iss=self.provider.issuer_id, **fields
         )
         return RedirectResponse(url, 302, headers={"Cache-Control": "no-store"})
-
-    def _prune(self) -> None:
-        now = time.time()
-        for key in [k for k, v in self._states.items() if now - v.created > self.provider.login_seconds]:
-            del self._states[key]
-        while len(self._states) > 1000:
-            self._states.pop(next(iter(self._states)))
 
 
 def _error_page(text: str, status: int = 400) -> HTMLResponse:

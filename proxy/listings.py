@@ -47,7 +47,7 @@ class Listings:
     async def list_tools(self, caller: Caller, cursor: str | None) -> types.ListToolsResult:
         servers = self.pool.servers
         if len(servers) == 1:
-            conn = self.pool.get(servers[0], caller.authorization, caller.grant)
+            conn = self.pool.get(servers[0], caller)
             page = await self._ask(
                 servers[0],
                 conn,
@@ -66,7 +66,7 @@ class Listings:
         tools: list[types.Tool] = []
         for server in servers:
             try:
-                listed = await self.pool.get(server, caller.authorization, caller.grant).list_all_tools()
+                listed = await self.pool.get(server, caller).list_all_tools()
             except UpstreamUnavailable as exc:
                 logger.warning("%s; its tools are left out of this listing", exc)
                 continue
@@ -253,7 +253,7 @@ class Listings:
         first one that offers the capability serves them, which the README states.
         """
         for server in self.pool.servers:
-            conn = self.pool.get(server, caller.authorization, caller.grant)
+            conn = self.pool.get(server, caller)
             caps = conn.capabilities()
             if caps is None or getattr(caps, capability, None) is not None:
                 return server, conn

@@ -33,6 +33,7 @@ from mcp.server.auth.provider import (
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from pydantic import AnyHttpUrl
 
+from proxy.expiring import Expiring
 from proxy.grants import KEY_ENV, GrantError, GrantStore
 from proxy.policy import LoadedPolicy
 
@@ -57,13 +58,8 @@ class Pending:
     scopes: list[str]
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     browser: str | None = None  # digest of the cookie of the browser that opened the consent page
-    created: float = field(default_factory=time.time)
     # Set once approved: the upstream login's PKCE verifier.
     verifier: str | None = None
-    lifetime: float = 600.0  # auth.login_seconds
-
-    def expired(self) -> bool:
-        return time.time() - self.created > self.lifetime
 
 
 class AuthStore:
@@ -129,7 +125,7 @@ class GuardAuthProvider:
         self.refresh_seconds = auth.refresh_token_days * 86400
         self.login_seconds = auth.login_seconds
         self.store = store
-        self.pending: dict[str, Pending] = {}
+        self.pending: Expiring[Pending] = Expiring(auth.login_seconds, MAX_PENDING)
         self.codes: dict[str, AuthorizationCode] = {}
         self._code_family: dict[str, str] = {}  # a used code's digest -> the tokens it gave (reuse revokes them)
         self.resources: set[str] = {self.issuer}
@@ -177,20 +173,12 @@ class GuardAuthProvider:
         refused = [s for s in requested if self.team_scopes is not None and s not in self.team_scopes]
         if refused:
             raise AuthorizeError(error="invalid_scope", error_description=f"scopes not granted to this team: {refused}")
-        if len(self.pending) >= MAX_PENDING:
-            self.pending.pop(next(iter(self.pending)))
         request = secrets.token_urlsafe(24)
-        self.pending[request] = Pending(
-            client=client, params=params, scopes=list(requested), lifetime=self.login_seconds
-        )
+        self.pending.put(request, Pending(client=client, params=params, scopes=list(requested)))
         return f"{self.issuer}/oauth/consent?request={request}"
 
     def take_pending(self, request: str) -> Pending | None:
-        pending = self.pending.get(request)
-        if pending is None or pending.expired():
-            self.pending.pop(request, None)
-            return None
-        return pending
+        return self.pending.get(request)
 
     def issue_code(self, pending: Pending, principal: str, scopes: list[str]) -> str:
         code = secrets.token_urlsafe(32)

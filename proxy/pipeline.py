@@ -309,7 +309,7 @@ class Pipeline(Subscriptions):
         server, name = target
         if not plain_name(name):
             return None  # an upstream tool whose name is no plain identifier is never listed or called
-        tool = await self.pool.get(server, caller.authorization, caller.grant).tool(name)
+        tool = await self.pool.get(server, caller).tool(name)
         if tool is None:
             return None
         rule = self.catalog.rule(server, name, tool.annotations)
@@ -355,7 +355,7 @@ class Pipeline(Subscriptions):
         self, call: ToolCall, rule: ToolRule, arguments: dict[str, Any], resume: Resume | None = None
     ) -> types.CallToolResult | types.InputRequiredResult:
         """Send the admitted call upstream and clean what comes back; a failure raises UpstreamUnavailable."""
-        conn = self.pool.get(rule.server, call.caller.authorization, call.caller.grant)
+        conn = self.pool.get(rule.server, call.caller)
         source = f"{rule.server}:{rule.name}"
         pending = Pending()
         relay = self._cleaning(call.relay, pending)

@@ -33,7 +33,7 @@ class Subscriptions(Listings):
     def listen(self, caller: Caller, listener: Listener) -> None:
         """`listener` (a downstream session) hears list_changed and resource updates from its upstreams."""
         for server in self.pool.servers:
-            self.pool.get(server, caller.authorization, caller.grant).listeners.add(listener)
+            self.pool.get(server, caller).listeners.add(listener)
 
     async def subscribe(self, caller: Caller, uri: str, relay: Relay | None = None) -> None:
         server, conn = self._single(caller, "resources")
@@ -65,7 +65,7 @@ class Subscriptions(Listings):
         the bus its connection publishes announcements on (one per credential: nobody hears another's)."""
         server, conn = self._single(caller, "resources")
         if conn is None:
-            conn = self.pool.get(self.pool.servers[0], caller.authorization, caller.grant)
+            conn = self.pool.get(self.pool.servers[0], caller)
         if any(uri in self._hidden_resources for uri in uris):
             raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown resource")
         done: list[str] = []
@@ -88,7 +88,7 @@ class Subscriptions(Listings):
     async def set_logging_level(self, caller: Caller, level: types.LoggingLevel) -> None:
         """Every upstream that logs is told the level; one that refuses is named in the proxy's log."""
         for server in self.pool.servers:
-            conn = self.pool.get(server, caller.authorization, caller.grant)
+            conn = self.pool.get(server, caller)
             caps = conn.capabilities()
             if caps is not None and caps.logging is None:
                 continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import anyio.abc
 import httpx2
@@ -23,6 +23,18 @@ from proxy.upstream_transport import SharedTransport
 
 MAX_CONNECTIONS = 256
 IDLE_SECONDS = 600.0
+
+
+class Credentials(Protocol):
+    """What picks a caller's upstream connection (a `Caller` is one)."""
+
+    @property
+    def authorization(self) -> str | None:
+        """The client's Authorization header, passed through unless mcp-guard holds credentials of its own."""
+
+    @property
+    def grant(self) -> str | None:
+        """Under auth.mode oauth, the login whose upstream grant serves the caller."""
 
 
 class UpstreamPool:
@@ -61,7 +73,10 @@ class UpstreamPool:
         """Run `fn` for as long as the pool lives (a call that outlives the request that started it)."""
         self._tg.start_soon(fn)
 
-    def get(self, server: str, client_authorization: str | None = None, grant: str | None = None) -> UpstreamConnection:
+    def get(self, server: str, caller: Credentials | None = None) -> UpstreamConnection:
+        """The connection that serves `caller` at `server`; without a caller, the policy's own credentials'."""
+        client_authorization = caller.authorization if caller is not None else None
+        grant = caller.grant if caller is not None else None
         config = self._upstreams[server]
         headers = dict(config.headers)
         forwarded: str | None = None

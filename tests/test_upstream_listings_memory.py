@@ -33,7 +33,10 @@ async def test_credentials_share_one_copy_of_each_definition_and_keep_no_raw_lis
 ) -> None:
     async with anyio.create_task_group() as tg:
         pool = UpstreamPool({"smsapi": Upstream(url=sandbox[0].url)}, tg, allow_sampling=False)
-        connections = [pool.get("smsapi", f"Bearer token-{i}") for i in range(3)]
+        connections = [
+            pool.get("smsapi", Caller(team="t", principal=f"p{i}", session="s", authorization=f"Bearer token-{i}"))
+            for i in range(3)
+        ]
         for conn in connections:
             await conn.list_all_tools()
             call = types.CallToolRequest(params=types.CallToolRequestParams(name="get_profile", arguments={}))
@@ -72,7 +75,7 @@ async def test_a_clients_tools_list_keeps_no_raw_listing_and_no_copy_per_credent
         callers = [Caller(team="t", principal=f"p{i}", session=f"s{i}", authorization=f"Bearer k{i}") for i in range(3)]
         listed = [await pipeline.list_tools(caller, None) for caller in callers]
         assert all(page.tools and page.tools == listed[0].tools for page in listed)
-        kept = [pipeline.pool.get("smsapi", caller.authorization, caller.grant).tools for caller in callers]
+        kept = [pipeline.pool.get("smsapi", caller).tools for caller in callers]
         assert len(kept[0]) > 10
         assert all(tools[name] is kept[0][name] for tools in kept[1:] for name in kept[0])
         assert _listings_alive() == 0

@@ -9,11 +9,16 @@ from pathlib import Path
 import anyio
 import pytest
 
+from proxy.caller import Caller
 from proxy.policy import Upstream
 from proxy.upstream_pool import UpstreamPool
 from tests.harness import SANDBOX, records, spawn
 
 pytestmark = pytest.mark.anyio
+
+
+def _token(authorization: str) -> Caller:
+    return Caller(team="t", principal="p", session="s", authorization=authorization)
 
 
 def digest(token: str) -> str:
@@ -25,7 +30,7 @@ async def test_credentials_share_one_pool_and_keep_their_own_tokens(tmp_path: Pa
     with spawn([*SANDBOX, "--port", "0", "--record", str(record)]) as upstream:
         async with anyio.create_task_group() as tg:
             pool = UpstreamPool({"s": Upstream(url=upstream.url)}, tg, allow_sampling=False)
-            alice, bob = pool.get("s", "Bearer alice"), pool.get("s", "Bearer bob")
+            alice, bob = pool.get("s", _token("Bearer alice")), pool.get("s", _token("Bearer bob"))
             assert alice is not bob
             assert alice._transport is bob._transport is not None
             for conn in (alice, bob, alice):
