@@ -454,6 +454,12 @@ class UpstreamConnection:
         client = self._client
         return client.session.server_capabilities if client is not None else None
 
+    def answers_inline(self) -> bool:
+        """Whether a call's notifications have all been handled by the time its result is returned:
+        so on the direct path (upstream_wire); the SDK's dispatcher runs each in a task of its own."""
+        client = self._client
+        return client is not None and upstream_wire.direct(client.session) is not None
+
     # -- upstream-initiated requests -----------------------------------------------------------------
 
     def _relay(self) -> Relay | None:
