@@ -47,13 +47,9 @@ class SharedTransport(httpx2.AsyncBaseTransport):
         if length.isdigit() and int(length) > self._limit:
             await response.aclose()
             raise ResultTooLarge(self._limit, request)
-        return httpx2.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=_Capped(response.stream, self._limit, request),
-            extensions=response.extensions,
-            request=request,
-        )
+        # Not read yet, so its body can still be swapped for the capped one (a second Response cost more).
+        response.stream = _Capped(response.stream, self._limit, request)
+        return response
 
     async def aclose(self) -> None:
         return None  # a borrower is done; the pool is not
