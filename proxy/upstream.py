@@ -687,7 +687,10 @@ _ENTRIES: weakref.WeakValueDictionary[tuple[str, str], Any] = weakref.WeakValueD
 
 def _shared(entry: Any) -> Any:
     """The one kept copy of a listed entry equal to `entry` (entries are read, never changed)."""
-    key = (type(entry).__qualname__, entry.model_dump_json(by_alias=True))
+    try:
+        key = (type(entry).__qualname__, entry.model_dump_json(by_alias=True))
+    except ValueError:  # what pydantic cannot write as JSON (nested too deep) is simply not shared
+        return entry
     kept = _ENTRIES.get(key)
     if kept is None:
         _ENTRIES[key] = kept = entry

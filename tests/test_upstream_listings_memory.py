@@ -79,3 +79,15 @@ async def test_a_clients_tools_list_keeps_no_raw_listing_and_no_copy_per_credent
         assert len(kept[0]) > 10
         assert all(tools[name] is kept[0][name] for tools in kept[1:] for name in kept[0])
         assert _listings_alive() == 0
+
+
+def test_a_definition_pydantic_cannot_write_is_kept_as_is_not_shared() -> None:
+    from proxy.upstream import _shared
+
+    deep: dict[str, object] = {}
+    inner = deep
+    for _ in range(3000):
+        inner["a"] = {}
+        inner = inner["a"]  # type: ignore[assignment]
+    tool = types.Tool(name="deep", input_schema={"type": "object", "properties": deep})
+    assert _shared(tool) is tool
