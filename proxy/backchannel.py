@@ -130,6 +130,7 @@ class WireChannel:
     """The `Channel` of a handshake-era fast-path request: its own stream, its session's back-channel."""
 
     modern = False
+    takes_logs = True  # a handshake-era session's log lines, at the level it set
 
     def __init__(
         self,
@@ -149,6 +150,7 @@ class WireChannel:
         self.capabilities = capabilities
         self.log_floor = log_floor
         self._progress_token = progress_token
+        self.takes_progress = progress_token is not None
 
     async def request(self, request: types.ServerRequest, result_type: type[R]) -> R:
         data = request.model_dump(by_alias=True, mode="json", exclude_none=True)
@@ -180,6 +182,8 @@ class NoBackchannel:
 
     modern = True
     log_floor: types.LoggingLevel | None = None
+    takes_logs = False
+    takes_progress = False
 
     def __init__(self, capabilities: types.ClientCapabilities | None) -> None:
         self.capabilities = capabilities

@@ -17,7 +17,14 @@ import mcp.types as types
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel
 
-from proxy.relay import can_elicit_form, can_elicit_url, refuse_question, refuse_sampling, relay_refusal
+from proxy.relay import (
+    ProgressFn,
+    can_elicit_form,
+    can_elicit_url,
+    refuse_question,
+    refuse_sampling,
+    relay_refusal,
+)
 from proxy.untrusted import clean_form_schema, clean_url, relayed_question, sampling_request, url_question
 from proxy.upstream import Relay
 
@@ -32,6 +39,10 @@ class Channel(Protocol):
     modern: bool
     capabilities: types.ClientCapabilities | None
     log_floor: types.LoggingLevel | None  # the level the client asked for with logging/setLevel
+    # Whether anything the upstream says on the way can reach this client: what it cannot take is not
+    # asked of the upstream either (no progress token, no log level on the call).
+    takes_logs: bool
+    takes_progress: bool
 
     async def request(self, request: types.ServerRequest, result_type: type[R]) -> R: ...
 
@@ -69,7 +80,16 @@ class Downstream:
         return await self.channel.request(request, types.ElicitResult)
 
     def relay(self) -> Relay:
-        return Relay(elicit=self._relay_elicit, sample=self._relay_sample, log=self._relay_log)
+        return Relay(
+            elicit=self._relay_elicit,
+            sample=self._relay_sample,
+            log=self._relay_log if self.channel.takes_logs else None,
+        )
+
+    @property
+    def progress_relay(self) -> ProgressFn | None:
+        """Where the upstream's progress goes, if this client asked for any."""
+        return self.progress if self.channel.takes_progress else None
 
     async def progress(self, progress: float, total: float | None, message: str | None) -> None:
         await self.channel.progress(progress, total, message)

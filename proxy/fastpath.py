@@ -393,7 +393,7 @@ async def _call_tool(pipeline: Pipeline, caller: Caller, request: _Request, chan
     )  # fmt: skip
     call = ToolCall(
         caller=caller, name=params.name, arguments=dict(params.arguments or {}), prompter=downstream,
-        relay=downstream.relay(), progress=downstream.progress,
+        relay=downstream.relay(), progress=downstream.progress_relay,
     )  # fmt: skip
     return await pipeline.call_tool(call)
 

@@ -115,7 +115,7 @@ async def call_with_input(
                 name=name, arguments=arguments, input_responses=responses, request_state=state
             )
         )
-        raw = await raw_request(session, request, progress=progress)
+        raw = await raw_request(session, request, progress=progress, logs=relay.log is not None)
         if raw.get("resultType") != "input_required":
             return raw
         asked = types.InputRequiredResult.model_validate(raw)

@@ -222,6 +222,8 @@ class SdkChannel:
         self.capabilities = ctx.session.client_capabilities
         listener = listener_of(ctx)
         self.log_floor = listener.log_level if listener is not None else None
+        # The SDK's session decides what reaches the client (a 2026-07-28 request's opt-ins included).
+        self.takes_logs = self.takes_progress = True
 
     async def request(self, request: types.ServerRequest, result_type: type[R]) -> R:
         metadata = ServerMessageMetadata(related_request_id=self.ctx.request_id)
@@ -376,7 +378,7 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
             arguments=dict(params.arguments or {}),
             prompter=downstream,
             relay=downstream.relay(),
-            progress=downstream.progress,
+            progress=downstream.progress_relay,
         )
         return await pipeline.call_tool(call)
 

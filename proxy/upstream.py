@@ -43,7 +43,7 @@ from mcp.shared.subscriptions import (
     ServerEvent,
     ToolsListChanged,
 )
-from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, INVALID_REQUEST, REQUEST_TIMEOUT
+from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, INVALID_REQUEST, LOG_LEVEL_META_KEY, REQUEST_TIMEOUT
 from mcp_types import methods as wire_methods
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
@@ -766,8 +766,10 @@ async def raw_request(
     request: types.ClientRequest,
     *,
     progress: ProgressFnT | None = None,
+    logs: bool = True,
 ) -> dict[str, Any]:
     """Send `request` on the SDK session and return the upstream's result as wire JSON, unvalidated.
+    `logs=False` leaves out the request's 2026-07-28 log opt-in: nobody would receive its log lines.
 
     The SDK validates a result against the MCP schema before anyone sees it, so one content block
     of a type it does not know fails the whole result.  mcp-guard reads results through its own
@@ -778,6 +780,8 @@ async def raw_request(
     data = request.model_dump(by_alias=True, mode="json", exclude_none=True)
     opts: CallOptions = {}
     session._stamp(data, opts)
+    if not logs and isinstance(meta := (data.get("params") or {}).get("_meta"), dict) and LOG_LEVEL_META_KEY in meta:
+        data["params"]["_meta"] = {key: value for key, value in meta.items() if key != LOG_LEVEL_META_KEY}
     headers = opts.setdefault("headers", {})
     if (key := type(request).name_param) is not None and MCP_NAME_HEADER not in headers:
         name = (data.get("params") or {}).get(key)

@@ -25,7 +25,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -60,6 +60,10 @@ def auth_digest(ctx: ServerRequestContext[Any, Any]) -> str | None:
     return hashlib.sha256(value.encode()).hexdigest() if value is not None else None
 
 
+# The SDK hands a request's `_meta` on with its progress token under its Python name.
+_ASKED = {"progress_token": "progress", "progressToken": "progress", "io.modelcontextprotocol/logLevel": "logs"}
+
+
 class CallRecorder:
     """Appends one JSON line per event to a file; a no-op without a path.
 
@@ -82,6 +86,9 @@ class CallRecorder:
 
     def tool_call(self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams) -> None:
         fields: Json = {"tool": params.name, "arguments": params.arguments or {}}
+        metas = [m for m in (ctx.meta, params.meta) if isinstance(m, Mapping)]
+        if asked := sorted({name for key, name in _ASKED.items() if any(key in meta for meta in metas)}):
+            fields["asked"] = asked  # what the caller opted into: progress, log lines
         if params.input_responses:
             # A 2026-07-28 retry: note which answers came back, never their content.
             fields["input_responses"] = sorted(params.input_responses)
