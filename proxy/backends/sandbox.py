@@ -9,7 +9,8 @@ something. Errors are SMSAPI error JSON with `isError: true`.
 The call record (`build_sandbox(record_path)`) appends one JSON line per `tools/call`
 *before* the call runs, so tests can prove the upstream never saw a call the proxy refused:
 `{"ts", "method": "tools/call", "tool", "arguments", "auth_sha256", "era"}` (plus
-`"input_responses": [keys]` on a 2026-07-28 retry). `auth_sha256` is the sha256 of the HTTP
+`"input_responses": [keys]` on a 2026-07-28 retry, and `"asked": ["logs", "progress"]` for what the
+caller opted into on that call). `auth_sha256` is the sha256 of the HTTP
 Authorization header (null on stdio/in memory); raw header values are never written.
 
 Run: `python -m proxy.backends.sandbox [--host H] [--port N | --stdio] [--record FILE]`.
@@ -60,7 +61,7 @@ def auth_digest(ctx: ServerRequestContext[Any, Any]) -> str | None:
     return hashlib.sha256(value.encode()).hexdigest() if value is not None else None
 
 
-# The SDK hands a request's `_meta` on with its progress token under its Python name.
+# The SDK hands a request's `_meta` on with the progress token under its Python name.
 _ASKED = {"progress_token": "progress", "progressToken": "progress", "io.modelcontextprotocol/logLevel": "logs"}
 
 
