@@ -50,7 +50,7 @@ from pydantic import BaseModel, ValidationError
 
 from proxy import __version__, upstream_wire
 from proxy.policy import Upstream
-from proxy.upstream_transport import ResultTooLarge
+from proxy.upstream_transport import ResultTooLarge, SharedTransport
 from proxy.upstream_wire import NotMCP
 
 logger = logging.getLogger(__name__)
@@ -242,7 +242,10 @@ class UpstreamConnection:
             async with cm as client:
                 if isinstance(cm, _ClosingHttp):
                     # Requests of a 2026-07-28 session go out on the transport's own client (upstream_wire).
-                    upstream_wire.attach(client.session, cm.http, cm.url)
+                    lean = None
+                    if isinstance(self._transport, SharedTransport):
+                        lean = upstream_wire.Lean.of(cm.http, cm.url, self._transport, self._note_code)
+                    upstream_wire.attach(client.session, cm.http, cm.url, lean)
                 try:
                     task_status.started(client)
                     started = True
@@ -294,7 +297,10 @@ class UpstreamConnection:
         return _ClosingHttp(Client(streamable_http_client(cfg.url, http_client=http), **common), http, cfg.url)
 
     async def _note_status(self, response: httpx2.Response) -> None:
-        self.http_status = response.status_code if response.status_code >= 400 else None
+        self._note_code(response.status_code)
+
+    def _note_code(self, status: int) -> None:
+        self.http_status = status if status >= 400 else None
 
     def _login_needed(self) -> str | None:
         """Why mcp-guard's own grant could not authorise the request (only a person can log in again)."""

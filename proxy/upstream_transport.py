@@ -4,11 +4,12 @@ as they stream in, so an upstream cannot fill mcp-guard's memory with one result
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpcore2
 import httpx2
+from httpx2._transports.default import AsyncResponseStream, map_httpcore_exceptions
 
 from proxy.upstream_io import AsyncioBackend
 
@@ -38,8 +39,69 @@ class SharedTransport(httpx2.AsyncBaseTransport):
             )
         self._limit = max_result_bytes
 
+    @property
+    def pool(self) -> httpcore2.AsyncConnectionPool | None:
+        """httpcore2's pool under httpx2's transport, where `post_json` can reach it."""
+        pool = getattr(self._pool, "_pool", None)
+        return pool if isinstance(pool, httpcore2.AsyncConnectionPool) else None
+
+    async def post_json(
+        self,
+        url: httpcore2.URL,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        timeouts: dict[str, float | None],
+        request: Callable[[], httpx2.Request],
+    ) -> bytes | httpx2.Response:
+        """POST `body` on httpcore2's pool without httpx2's client, request and response objects.
+
+        The common answer, a 200 with an uncompressed JSON body that sets no cookie, comes back as its
+        bytes, read and capped. Any other answer comes back unread, as the `httpx2.Response` this
+        transport would have returned for `request()` (built only then), so the caller treats it as the
+        SDK would. Failures are httpx2's exceptions, as from httpx2's own transport.
+        """
+        pool = self.pool
+        assert pool is not None
+        try:
+            with map_httpcore_exceptions():
+                answer = await pool.handle_async_request(
+                    httpcore2.Request(b"POST", url, headers=headers, content=body, extensions={"timeout": timeouts})
+                )
+                if answer.status == 200 and _plain_json(answer.headers):
+                    return await self._read(answer)
+        except httpx2.RequestError as exc:
+            exc.request = request()  # as httpx2's client attaches it
+            raise
+        built = request()
+        response = httpx2.Response(
+            answer.status,
+            headers=answer.headers,
+            stream=AsyncResponseStream(answer.stream),  # type: ignore[arg-type]
+            extensions=answer.extensions,
+            request=built,
+        )
+        return await self._capped(response, built)
+
+    async def _read(self, answer: httpcore2.Response) -> bytes:
+        try:
+            for name, value in answer.headers:
+                if name.lower() == b"content-length" and value.isdigit() and int(value) > self._limit:
+                    raise ResultTooLarge(self._limit)
+            chunks: list[bytes] = []
+            seen = 0
+            async for chunk in answer.stream:  # type: ignore[union-attr]
+                seen += len(chunk)
+                if seen > self._limit:
+                    raise ResultTooLarge(self._limit)
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            await answer.aclose()
+
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        response = await self._pool.handle_async_request(request)
+        return await self._capped(await self._pool.handle_async_request(request), request)
+
+    async def _capped(self, response: httpx2.Response, request: httpx2.Request) -> httpx2.Response:
         kind = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if kind == "text/event-stream":
             return response  # a stream of events, each capped by the SSE reader
@@ -61,7 +123,7 @@ class SharedTransport(httpx2.AsyncBaseTransport):
 class ResultTooLarge(httpx2.ReadError):
     """An upstream answer past `max_result_bytes`: reading stopped there."""
 
-    def __init__(self, limit: int, request: httpx2.Request) -> None:
+    def __init__(self, limit: int, request: httpx2.Request | None = None) -> None:
         super().__init__(f"its answer is larger than max_result_bytes ({limit} bytes) and was refused", request=request)
 
 
@@ -83,3 +145,15 @@ class _Capped(httpx2.AsyncByteStream):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def _plain_json(headers: list[tuple[bytes, bytes]]) -> bool:
+    """A JSON body as it is: no content encoding to undo and no cookie for the client's jar."""
+    json = False
+    for name, value in headers:
+        key = name.lower()
+        if key == b"content-type":
+            json = value.lower().startswith(b"application/json")
+        elif key == b"set-cookie" or (key == b"content-encoding" and value.strip().lower() != b"identity"):
+            return False
+    return json

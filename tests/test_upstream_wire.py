@@ -12,10 +12,12 @@ Run as a script, this file is that upstream: `python tests/test_upstream_wire.py
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ if __package__ in (None, ""):
 from proxy import upstream_wire
 from proxy.policy import Upstream
 from proxy.upstream import NotMCP, Relay, UpstreamConnection, UpstreamUnavailable, current_relay, raw_request
+from proxy.upstream_transport import SharedTransport
 from tests.harness import PY, Proc, spawn
 from tests.servers.procs import read_record, wait_for_record
 
@@ -94,6 +97,10 @@ def _answers(name: str, rid: Any, token: Any, raw: bytes, headers: list[list[str
             return 200, "application/json", [b"this is not json"]
         case "list_result":
             return 200, "application/json", [json.dumps({"jsonrpc": "2.0", "id": rid, "result": [1, 2]}).encode()]
+        case "redirect":  # reached after the 307 that sent it here
+            return 200, "application/json", [json.dumps(_result(rid, "moved")).encode()]
+        case "gzip":
+            return 200, "application/json", [gzip.compress(json.dumps(_result(rid, "unzipped")).encode())]
         case "other_id":
             return 200, "application/json", [json.dumps(_result(rid + 1000, "not yours")).encode()]
         case "cut":
@@ -155,6 +162,7 @@ class Hostile:
         if scope["method"] != "POST":
             await self._app(scope, receive, send)
             return
+        moved = scope.get("query_string") == b"moved"
         raw = b""
         while True:
             message = await receive()
@@ -167,6 +175,10 @@ class Hostile:
             name = params.get("name") if request.get("method") == "tools/call" else None
         except (ValueError, AttributeError):
             name = None
+        if name == "redirect" and not moved:
+            await send({"type": "http.response.start", "status": 307, "headers": [(b"location", b"/mcp?moved")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
         if isinstance(name, str) and name in HOSTILE:
             token = (params.get("_meta") or {}).get("progressToken")
             status, content_type, chunks = _answers(name, request.get("id"), token, raw, headers)
@@ -186,12 +198,14 @@ class Hostile:
 
 HOSTILE = {
     "mirror", "http500", "http500_rpc", "http404", "accepted", "html", "not_json", "list_result", "other_id",
-    "cut", "bad_event", "huge_event", "resume", "resume_gone", "ordered",
+    "gzip", "redirect", "cut", "bad_event", "huge_event", "resume", "resume_gone", "ordered",
 }  # fmt: skip
 
 
 async def _send(send: ASGI, status: int, content_type: str, chunks: list[bytes]) -> None:
     headers = [(b"content-type", content_type.encode())] if content_type else []
+    if chunks and chunks[0].startswith(b"\x1f\x8b"):
+        headers.append((b"content-encoding", b"gzip"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     for chunk in chunks:
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -225,16 +239,20 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, P
 
 @asynccontextmanager
 async def connected(url: str, *, seconds: float = 30.0) -> AsyncIterator[UpstreamConnection]:
-    """A connection whose requests time out after `seconds`."""
+    """A connection whose requests time out after `seconds`, on a pool as `UpstreamPool` gives it one."""
+    transport = SharedTransport()
     async with anyio.create_task_group() as tg:
-        conn = UpstreamConnection("wire", Upstream(url=url, timeout_seconds=seconds), {}, tg, allow_sampling=False)
+        config = Upstream(url=url, timeout_seconds=seconds)
+        conn = UpstreamConnection("wire", config, {}, tg, allow_sampling=False, transport=transport)
         try:
             session = await conn.session()
             assert await conn.modern()
-            assert upstream_wire.direct(session) is not None
+            wire = upstream_wire.direct(session)
+            assert wire is not None and wire.lean is not None
             yield conn
         finally:
             await conn.close()
+            await transport.close()
 
 
 @contextmanager
@@ -250,6 +268,17 @@ def counting(session: ClientSession, monkeypatch: pytest.MonkeyPatch) -> Iterato
     with monkeypatch.context() as patch:
         patch.setattr(session._dispatcher, "send_raw_request", count)
         yield sent
+
+
+@contextmanager
+def via_httpx2(session: ClientSession) -> Iterator[None]:
+    """The direct path through httpx2's client rather than past it (`upstream_wire.Lean`)."""
+    wire = upstream_wire._WIRES[session]
+    upstream_wire._WIRES[session] = upstream_wire.Wire(wire.http, wire.url)
+    try:
+        yield
+    finally:
+        upstream_wire._WIRES[session] = wire
 
 
 @contextmanager
@@ -282,13 +311,14 @@ async def echoed(conn: UpstreamConnection, text: str) -> str:
 
 
 async def both(conn: UpstreamConnection, request: Any) -> tuple[Any, ...]:
-    """The outcome on the direct path, checked equal to the SDK's."""
+    """The outcome on the direct path, checked equal to the same path through httpx2's client and to the SDK's."""
     assert upstream_wire.direct(await conn.session()) is not None
     direct = await outcome(conn, request)
-    session = await conn.session()  # reopened if that failed at the connection level
-    with via_sdk(session):
+    with via_httpx2(await conn.session()):  # reopened if that failed at the connection level
+        client = await outcome(conn, request)
+    with via_sdk(await conn.session()):
         sdk = await outcome(conn, request)
-    assert direct == sdk
+    assert direct == client == sdk
     return direct
 
 
@@ -340,20 +370,17 @@ async def test_the_request_on_the_wire_is_the_sdks_byte_for_byte(upstream: tuple
     async with connected(upstream[0].url) as conn:
         session = await conn.session()
         seen = []
-        for sdk in (False, True):
+        for path in (nullcontext, partial(via_httpx2, session), partial(via_sdk, session)):
             for with_progress in (False, True):
                 request = call("mirror", {"text": "ünïcode ✓", "n": [1, 2.5, None]})
-                if sdk:
-                    with via_sdk(session):
-                        result = await raw_request(session, request, progress=progress if with_progress else None)
-                else:
+                with path():
                     result = await raw_request(session, request, progress=progress if with_progress else None)
                 body, headers = json.loads(result["content"][0]["text"])
                 rid = json.loads(body)["id"]
                 body = body.replace(f'"id":{rid},', '"id":ID,').replace(f'"progressToken":{rid}', '"progressToken":ID')
                 headers = [(k, v) for k, v in headers if k != "content-length"]
                 seen.append((with_progress, body, headers))
-        assert seen[:2] == seen[2:]
+        assert seen[:2] == seen[2:4] == seen[4:]
         assert '"progressToken":ID' in seen[1][1] and "progressToken" not in seen[0][1]
         assert dict(seen[0][2])["mcp-name"] == "mirror"
 
@@ -421,6 +448,12 @@ async def test_http_errors_map_as_before(upstream: tuple[Proc, Path]) -> None:
             "mcp", INVALID_REQUEST, "server answered a request with 202 Accepted", None,
         )  # fmt: skip
         assert await both(conn, call("html")) == ("mcp", INVALID_REQUEST, "Unexpected content type: text/html", None)
+
+
+async def test_compressed_and_redirected_answers_read_as_the_sdk_reads_them(upstream: tuple[Proc, Path]) -> None:
+    async with connected(upstream[0].url) as conn:
+        assert await both(conn, call("gzip")) == ("result", {"content": [{"type": "text", "text": "unzipped"}]})
+        assert await both(conn, call("redirect")) == ("result", {"content": [{"type": "text", "text": "moved"}]})
 
 
 async def test_streams_that_end_without_an_answer_map_to_the_sdks_words(upstream: tuple[Proc, Path]) -> None:
