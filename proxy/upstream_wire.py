@@ -4,7 +4,8 @@ The mcp SDK sends a request through its dispatcher: memory streams, a task per P
 notification, pydantic at every hop. In the 2026-07-28 era a request over Streamable HTTP is one
 self-contained POST whose answer comes back on that POST, so mcp-guard sends it itself, on the same
 pooled `httpx2.AsyncClient` the SDK transport uses (same headers, same event hooks), and reads the
-answer the way the SDK transport and dispatcher do. What the upstream sees is what the SDK would have
+answer the way the SDK transport and dispatcher do. Where that client adds nothing per request, the
+POST goes on its pool directly (`Lean`) with the bytes the client would send. What the upstream sees is what the SDK would have
 sent, and what the caller sees is what the SDK would have raised or returned: the exceptions to that
 are listed in `send`.
 
