@@ -36,7 +36,8 @@ class ResponseStream:
     def __init__(self, send: Send, headers: list[tuple[bytes, bytes]]) -> None:
         self._send = send
         self._headers = headers  # besides the content type: the session id of a handshake-era request
-        self._lock = anyio.Lock()
+        # Uncontended (the common case: one answer, nothing streamed) it is taken without a scheduler round.
+        self._lock = anyio.Lock(fast_acquire=True)
         self.streaming = False
 
     async def message(self, message: dict[str, Any]) -> None:
