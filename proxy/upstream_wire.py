@@ -5,9 +5,9 @@ notification, pydantic at every hop. In the 2026-07-28 era a request over Stream
 self-contained POST whose answer comes back on that POST, so mcp-guard sends it itself, on the same
 pooled `httpx2.AsyncClient` the SDK transport uses (same headers, same event hooks), and reads the
 answer the way the SDK transport and dispatcher do. Where that client adds nothing per request, the
-POST goes on its pool directly (`Lean`) with the bytes the client would send. What the upstream sees is what the SDK would have
-sent, and what the caller sees is what the SDK would have raised or returned: the exceptions to that
-are listed in `send`.
+POST goes on its pool directly (`Lean`) with the bytes the client would send. What the upstream
+sees is what the SDK would have sent, and what the caller sees is what the SDK would have raised or
+returned: the exceptions to that are listed in `send`.
 
 Everything else, the handshake era, stdio, the old SSE transport, listings and subscriptions, stays
 on the SDK. mcp is pinned, so its private parts used here cannot move under us.
