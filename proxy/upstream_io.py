@@ -3,9 +3,10 @@
 httpx2's default backend reaches the socket through anyio streams, which wrap every read and write
 in a timeout scope, a cancellation checkpoint and an exception map; on a loopback upstream that
 wrapping costs more than the bytes. This backend is the same contract (`AsyncNetworkBackend`,
-httpcore2's extension point) written on an `asyncio.Protocol`: a write is handed to the transport
-at once, a read returns what has arrived or waits for the next chunk, and timeouts map to
-httpcore2's own exceptions as the anyio backend maps them. TLS goes through `loop.start_tls`.
+httpcore2's extension point) written on an `asyncio.Protocol`: small writes are held until the next
+read (a request's head and body go out in one send), a read returns what has arrived or waits for
+the next chunk, and timeouts map to httpcore2's own exceptions as the anyio backend maps them. TLS
+goes through `loop.start_tls`.
 """
 
 # httpcore2's interface passes each timeout as a parameter; the methods honour it as it asks.
@@ -27,6 +28,9 @@ from httpcore2._backends.base import SOCKET_OPTION, AsyncNetworkBackend, AsyncNe
 from httpcore2._utils import is_socket_readable
 
 _HIGH_WATER = 64 * 1024  # bytes buffered for writing before a write waits for the socket to drain
+# httpcore2 writes a request's head and its body apart, then reads the answer: writes up to this size
+# are held until the next read, so a small request goes out in one send and arrives as one segment.
+_HOLD = 16 * 1024
 
 
 class _Protocol(asyncio.Protocol):
@@ -91,8 +95,18 @@ class AsyncioStream(AsyncNetworkStream):
     def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
         self._transport = transport
         self._protocol = protocol
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+
+    def _release(self) -> None:
+        """Hand what is held to the transport (which never blocks for less than its high-water mark)."""
+        if self._held:
+            self._transport.write(b"".join(self._held) if len(self._held) > 1 else self._held[0])
+            self._held.clear()
+            self._held_bytes = 0
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self._release()
         protocol = self._protocol
         if not protocol.chunks and not protocol.eof:
             protocol.waiter = asyncio.get_running_loop().create_future()
@@ -116,6 +130,11 @@ class AsyncioStream(AsyncNetworkStream):
         protocol = self._protocol
         if self._transport.is_closing():
             raise WriteError(str(protocol.error) if protocol.error else "the connection is closed")
+        if self._held_bytes + len(buffer) <= _HOLD:
+            self._held.append(buffer)
+            self._held_bytes += len(buffer)
+            return
+        self._release()
         self._transport.write(buffer)
         if protocol.paused:
             protocol.drained = asyncio.get_running_loop().create_future()
@@ -127,11 +146,13 @@ class AsyncioStream(AsyncNetworkStream):
                 raise WriteError(str(protocol.error))
 
     async def aclose(self) -> None:
+        self._release()
         self._transport.close()
 
     async def start_tls(
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
     ) -> AsyncNetworkStream:
+        self._release()  # what was written before the upgrade goes out in the clear, as it was written
         loop = asyncio.get_running_loop()
         try:
             with anyio.fail_after(timeout):

@@ -15,6 +15,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, cast
 
 import anyio
 import httpcore2
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from proxy.upstream_io import AsyncioBackend
+from proxy.upstream_io import AsyncioBackend, AsyncioStream
 from proxy.upstream_transport import SharedTransport
 
 pytestmark = pytest.mark.anyio
@@ -113,6 +114,47 @@ async def test_bytes_arrive_exact_in_both_directions_past_the_buffer_marks() -> 
             assert response.status_code == 200
             assert response.content == seed + b"\n" + seed * (1024 * 1024 // len(seed))
     assert upstream.connections == 1  # kept alive and reused
+
+
+class CountingTransport:
+    """The real transport, with every write it is handed kept."""
+
+    def __init__(self, inner: asyncio.Transport) -> None:
+        self.inner = inner
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.inner.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_small_request_goes_out_in_one_write_and_a_large_one_arrives_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    transports: list[CountingTransport] = []
+    original = AsyncioStream.__init__
+
+    def counting(self: AsyncioStream, transport: asyncio.Transport, protocol: Any) -> None:
+        transports.append(counted := CountingTransport(transport))
+        original(self, cast(asyncio.Transport, counted), protocol)
+
+    monkeypatch.setattr(AsyncioStream, "__init__", counting)
+    upstream = Upstream(digest_reply)
+    large = bytes(range(256)) * 100  # 25 KB: past what is held back
+    async with serving(upstream) as url, httpx2.AsyncClient(transport=SharedTransport()) as http:
+        response = await http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        assert response.status_code == 200
+        (write,) = transports[0].writes  # the head and the body together, sent as the answer is awaited
+        assert write.startswith(b"POST /mcp HTTP/1.1\r\n") and write.endswith(b'"method":"ping"}')
+        transports[0].writes.clear()
+        response = await http.post(url, content=large)
+        seed = hashlib.sha256(large).hexdigest().encode()
+        assert response.content.startswith(seed + b"\n")
+        assert b"".join(transports[0].writes).endswith(large) and len(transports[0].writes) == 2
+    assert upstream.connections == 1
 
 
 async def test_a_connection_the_upstream_closed_while_idle_is_not_reused() -> None:
