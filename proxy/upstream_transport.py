@@ -4,6 +4,7 @@ as they stream in, so an upstream cannot fill mcp-guard's memory with one result
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -110,7 +111,18 @@ class SharedTransport(httpx2.AsyncBaseTransport):
             await response.aclose()
             raise ResultTooLarge(self._limit, request)
         # Not read yet, so its body can still be swapped for the capped one (a second Response cost more).
-        response.stream = _Capped(response.stream, self._limit, request)
+        codings = [c for c in response.headers.get("content-encoding", "").lower().replace(" ", "").split(",") if c]
+        codings = [c for c in codings if c != "identity"]
+        if not codings:
+            response.stream = _Capped(response.stream, self._limit, request)
+            return response
+        # httpx2 would inflate the body above any cap of its raw bytes: a few compressed kilobytes can
+        # stand for gigabytes. It is inflated here instead, counted as it comes out.
+        if codings not in (["gzip"], ["x-gzip"], ["deflate"]):
+            await response.aclose()
+            raise UnreadableEncoding(response.headers["content-encoding"], request)
+        response.stream = _Inflated(response.stream, codings[0], self._limit, request)
+        del response.headers["content-encoding"]
         return response
 
     async def aclose(self) -> None:
@@ -125,6 +137,13 @@ class ResultTooLarge(httpx2.ReadError):
 
     def __init__(self, limit: int, request: httpx2.Request | None = None) -> None:
         super().__init__(f"its answer is larger than max_result_bytes ({limit} bytes) and was refused", request=request)
+
+
+class UnreadableEncoding(httpx2.DecodingError):
+    """An upstream answer in a content encoding mcp-guard does not inflate (it asks for gzip or deflate)."""
+
+    def __init__(self, encoding: str, request: httpx2.Request) -> None:
+        super().__init__(f"its answer came in content encoding {encoding[:40]!r}, which is not read", request=request)
 
 
 class _Capped(httpx2.AsyncByteStream):
@@ -142,6 +161,55 @@ class _Capped(httpx2.AsyncByteStream):
             if seen > self._limit:
                 raise ResultTooLarge(self._limit, self._request)
             yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _Inflated(httpx2.AsyncByteStream):
+    """A gzip or deflate body, inflated in bounded steps and refused once it passes `limit` bytes."""
+
+    _STEP = 64 * 1024
+
+    def __init__(self, inner: Any, coding: str, limit: int, request: httpx2.Request) -> None:
+        self._inner = inner
+        self._coding = coding
+        self._limit = limit
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        # deflate is meant as zlib-wrapped, but servers send it raw too; the first bytes tell which.
+        inflater = zlib.decompressobj(zlib.MAX_WBITS | 16 if self._coding != "deflate" else zlib.MAX_WBITS)
+        first = self._coding == "deflate"
+        read = written = 0
+        async for chunk in self._inner:
+            read += len(chunk)
+            if read > self._limit:
+                raise ResultTooLarge(self._limit, self._request)
+            data = chunk
+            while data:
+                try:
+                    out = inflater.decompress(data, self._STEP)
+                except zlib.error as exc:
+                    if not first:
+                        raise httpx2.DecodingError(
+                            f"its answer could not be inflated: {exc}", request=self._request
+                        ) from None
+                    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+                    first = False
+                    continue
+                first = False
+                written += len(out)
+                if written > self._limit:
+                    raise ResultTooLarge(self._limit, self._request)
+                if out:
+                    yield out
+                data = inflater.unconsumed_tail
+        out = inflater.flush()
+        if written + len(out) > self._limit:
+            raise ResultTooLarge(self._limit, self._request)
+        if out:
+            yield out
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from typing import Any
 
 import anyio
@@ -158,4 +159,48 @@ async def test_a_client_that_adds_anything_per_request_is_not_bypassed() -> None
         # A header value httpx2 would encode differently is left to httpx2: nothing is sent here.
         assert await lean.post(BODY, {**HEADERS, "x-note": "zażółć"}) is None
         assert recorder.requests == []
+    await transport.close()
+
+
+async def test_a_compressed_answer_is_capped_as_it_inflates_on_either_path() -> None:
+    """A few compressed kilobytes can stand for gigabytes: the cap counts what comes out."""
+    bomb = gzip.compress(b'{"x": "' + b"0" * 2_000_000 + b'"}')
+    assert len(bomb) < 5_000
+    json_type = (b"content-type", b"application/json")
+    deflated = zlib.compress(RESULT)
+    raw_deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    raw_deflated = raw_deflate.compress(RESULT) + raw_deflate.flush()
+    recorder = Recorder(
+        answer("200 OK", [json_type, (b"content-encoding", b"gzip")], bomb),
+        answer("200 OK", [json_type, (b"content-encoding", b"gzip")], bomb),
+        answer("200 OK", [json_type, (b"content-encoding", b"deflate")], deflated),
+        answer("200 OK", [json_type, (b"content-encoding", b"deflate")], raw_deflated),
+        answer("200 OK", [json_type, (b"content-encoding", b"br")], b"\x1b\x00"),
+        answer("200 OK", [json_type, (b"content-encoding", b"gzip, gzip")], gzip.compress(gzip.compress(RESULT))),
+        answer("200 OK", [json_type, (b"content-encoding", b"gzip")], b"not gzip at all"),
+        ok(RESULT),
+    )
+    transport = SharedTransport(max_result_bytes=100_000)
+    async with serving(Upstream(recorder)) as url, plain(transport) as http:
+        lean = lean_for(http, url, transport, [])
+        response = await lean.post(BODY, HEADERS)
+        assert isinstance(response, httpx2.Response)
+        with pytest.raises(ResultTooLarge):
+            await response.aread()
+        await response.aclose()
+        with pytest.raises(ResultTooLarge):
+            await http.post(url, json=BODY)  # the same through httpx2's client
+        for _ in range(2):  # deflate, zlib-wrapped as meant and raw as some servers send it
+            response = await lean.post(BODY, HEADERS)
+            assert isinstance(response, httpx2.Response) and await response.aread() == RESULT
+        for encoding in ("'br'", "'gzip, gzip'"):
+            with pytest.raises(httpx2.DecodingError, match=f"content encoding {encoding}, which is not read"):
+                await lean.post(BODY, HEADERS)
+        response = await lean.post(BODY, HEADERS)
+        assert isinstance(response, httpx2.Response)
+        with pytest.raises(httpx2.DecodingError, match="could not be inflated"):
+            await response.aread()
+        await response.aclose()
+        with anyio.fail_after(5):
+            assert await lean.post(BODY, HEADERS) == RESULT
     await transport.close()

@@ -101,6 +101,8 @@ def _answers(name: str, rid: Any, token: Any, raw: bytes, headers: list[list[str
             return 200, "application/json", [json.dumps(_result(rid, "moved")).encode()]
         case "gzip":
             return 200, "application/json", [gzip.compress(json.dumps(_result(rid, "unzipped")).encode())]
+        case "gzip_bomb":  # 3 MB of text in a few kilobytes
+            return 200, "application/json", [gzip.compress(json.dumps(_result(rid, "0" * 3_000_000)).encode())]
         case "other_id":
             return 200, "application/json", [json.dumps(_result(rid + 1000, "not yours")).encode()]
         case "cut":
@@ -198,7 +200,7 @@ class Hostile:
 
 HOSTILE = {
     "mirror", "http500", "http500_rpc", "http404", "accepted", "html", "not_json", "list_result", "other_id",
-    "gzip", "redirect", "cut", "bad_event", "huge_event", "resume", "resume_gone", "ordered",
+    "gzip", "gzip_bomb", "redirect", "cut", "bad_event", "huge_event", "resume", "resume_gone", "ordered",
 }  # fmt: skip
 
 
@@ -238,9 +240,11 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, P
 
 
 @asynccontextmanager
-async def connected(url: str, *, seconds: float = 30.0) -> AsyncIterator[UpstreamConnection]:
+async def connected(
+    url: str, *, seconds: float = 30.0, max_result_bytes: int = 16 * 1024 * 1024
+) -> AsyncIterator[UpstreamConnection]:
     """A connection whose requests time out after `seconds`, on a pool as `UpstreamPool` gives it one."""
-    transport = SharedTransport()
+    transport = SharedTransport(max_result_bytes)
     async with anyio.create_task_group() as tg:
         config = Upstream(url=url, timeout_seconds=seconds)
         conn = UpstreamConnection("wire", config, {}, tg, allow_sampling=False, transport=transport)
@@ -454,6 +458,16 @@ async def test_compressed_and_redirected_answers_read_as_the_sdk_reads_them(upst
     async with connected(upstream[0].url) as conn:
         assert await both(conn, call("gzip")) == ("result", {"content": [{"type": "text", "text": "unzipped"}]})
         assert await both(conn, call("redirect")) == ("result", {"content": [{"type": "text", "text": "moved"}]})
+    async with connected(upstream[0].url, max_result_bytes=1024 * 1024) as conn:
+        # Counted as it inflates: its compressed bytes are far under the cap. The SDK's transport
+        # ends the connection on the same refusal, in its own words.
+        refused = await outcome(conn, call("gzip_bomb"))
+        assert refused[0] == "unavailable" and "max_result_bytes (1048576 bytes)" in refused[1]
+        with via_httpx2(await conn.session()):
+            assert await outcome(conn, call("gzip_bomb")) == refused
+        with via_sdk(await conn.session()):
+            assert await outcome(conn, call("gzip_bomb")) == ("unavailable", "connection closed", None, None)
+        assert await echoed(conn, "after the bomb") == "after the bomb"
 
 
 async def test_streams_that_end_without_an_answer_map_to_the_sdks_words(upstream: tuple[Proc, Path]) -> None:
