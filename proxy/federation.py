@@ -29,8 +29,23 @@ from pydantic import AnyUrl, ValidationError
 
 from proxy.oauth_client import client_metadata
 from proxy.policy import LoadedPolicy
+from proxy.upstream_transport import ResultTooLarge, UnreadableEncoding, capping_hook
 
 TIMEOUT = 15.0
+# Metadata, a registration and a token are a few kilobytes; nothing an authorization server says is
+# read past this (compressed answers counted as they inflate).
+MAX_ANSWER_BYTES = 1024 * 1024
+
+
+def _client(**kwargs: Any) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(timeout=TIMEOUT, event_hooks={"response": [capping_hook(MAX_ANSWER_BYTES)]}, **kwargs)
+
+
+def _why(exc: httpx2.HTTPError) -> str:
+    """What went wrong, in mcp-guard's words: its own refusals say why, the rest are named by kind."""
+    if isinstance(exc, ResultTooLarge):
+        return f"its answer is larger than {exc.limit} bytes and was refused"
+    return str(exc) if isinstance(exc, UnreadableEncoding) else type(exc).__name__
 
 
 class FederationError(Exception):
@@ -54,7 +69,7 @@ def pkce() -> tuple[str, str]:
 
 async def discover(url: str) -> tuple[OAuthMetadata, str]:
     """The upstream's authorization server metadata and the resource to ask tokens for."""
-    async with httpx2.AsyncClient(timeout=TIMEOUT, follow_redirects=False) as http:
+    async with _client(follow_redirects=False) as http:
         try:
             probe = await http.post(
                 url,
@@ -78,9 +93,7 @@ async def discover(url: str) -> tuple[OAuthMetadata, str]:
                 if not go_on:
                     break
         except httpx2.HTTPError as exc:
-            raise FederationError(
-                f"the upstream's authorization server could not be reached ({type(exc).__name__})"
-            ) from None
+            raise FederationError(f"the upstream's authorization server could not be reached ({_why(exc)})") from None
         except FederationError:
             raise
         except Exception as exc:  # the SDK's OAuthFlowError and friends: an issuer that does not match
@@ -108,11 +121,11 @@ async def client_for(
     # Described as `mcp-guard login` describes itself, as a public client: it keeps no secret per login.
     described = client_metadata(loaded, server, redirect_uri).model_copy(update={"token_endpoint_auth_method": "none"})
     body = described.model_dump(mode="json", exclude_none=True)
-    async with httpx2.AsyncClient(timeout=TIMEOUT) as http:
+    async with _client() as http:
         try:
             answer = await http.post(str(metadata.registration_endpoint), json=body)
         except httpx2.HTTPError as exc:
-            raise FederationError(f"registering with the upstream failed ({type(exc).__name__})") from None
+            raise FederationError(f"registering with the upstream failed ({_why(exc)})") from None
     if answer.status_code not in (200, 201):
         raise FederationError(f"the upstream refused mcp-guard's client registration (HTTP {answer.status_code})")
     try:
@@ -149,13 +162,11 @@ async def exchange(up: Upstream, code: str, verifier: str, redirect_uri: str) ->
     }
     if up.client.client_secret:
         form["client_secret"] = up.client.client_secret
-    async with httpx2.AsyncClient(timeout=TIMEOUT) as http:
+    async with _client() as http:
         try:
             answer = await http.post(str(up.metadata.token_endpoint), data=form)
         except httpx2.HTTPError as exc:
-            raise FederationError(
-                f"the upstream's token endpoint could not be reached ({type(exc).__name__})"
-            ) from None
+            raise FederationError(f"the upstream's token endpoint could not be reached ({_why(exc)})") from None
     if answer.status_code != 200:
         raise FederationError(f"the upstream refused the login code (HTTP {answer.status_code})")
     try:

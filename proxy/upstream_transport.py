@@ -5,7 +5,7 @@ as they stream in, so an upstream cannot fill mcp-guard's memory with one result
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpcore2
@@ -106,23 +106,7 @@ class SharedTransport(httpx2.AsyncBaseTransport):
         kind = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if kind == "text/event-stream":
             return response  # a stream of events, each capped by the SSE reader
-        length = response.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self._limit:
-            await response.aclose()
-            raise ResultTooLarge(self._limit, request)
-        # Not read yet, so its body can still be swapped for the capped one (a second Response cost more).
-        codings = [c for c in response.headers.get("content-encoding", "").lower().replace(" ", "").split(",") if c]
-        codings = [c for c in codings if c != "identity"]
-        if not codings:
-            response.stream = _Capped(response.stream, self._limit, request)
-            return response
-        # httpx2 would inflate the body above any cap of its raw bytes: a few compressed kilobytes can
-        # stand for gigabytes. It is inflated here instead, counted as it comes out.
-        if codings not in (["gzip"], ["x-gzip"], ["deflate"]):
-            await response.aclose()
-            raise UnreadableEncoding(response.headers["content-encoding"], request)
-        response.stream = _Inflated(response.stream, codings[0], self._limit, request)
-        del response.headers["content-encoding"]
+        await cap(response, request, self._limit)
         return response
 
     async def aclose(self) -> None:
@@ -132,11 +116,43 @@ class SharedTransport(httpx2.AsyncBaseTransport):
         await self._pool.aclose()
 
 
+async def cap(response: httpx2.Response, request: httpx2.Request, limit: int) -> None:
+    """Make `response`, not read yet, stop past `limit` bytes of body, counted after inflating it."""
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        await response.aclose()
+        raise ResultTooLarge(limit, request)
+    # Not read yet, so its body can still be swapped for the capped one (a second Response cost more).
+    codings = [c for c in response.headers.get("content-encoding", "").lower().replace(" ", "").split(",") if c]
+    codings = [c for c in codings if c != "identity"]
+    if not codings:
+        response.stream = _Capped(response.stream, limit, request)
+        return
+    # httpx2 would inflate the body above any cap of its raw bytes: a few compressed kilobytes can
+    # stand for gigabytes. It is inflated here instead, counted as it comes out.
+    if codings not in (["gzip"], ["x-gzip"], ["deflate"]):
+        await response.aclose()
+        raise UnreadableEncoding(response.headers["content-encoding"], request)
+    response.stream = _Inflated(response.stream, codings[0], limit, request)
+    del response.headers["content-encoding"]
+
+
+def capping_hook(limit: int) -> Callable[[httpx2.Response], Awaitable[None]]:
+    """An httpx2 response hook that caps every answer of a one-off client (OAuth discovery,
+    registration, token exchange) as an upstream's are, event streams included."""
+
+    async def hook(response: httpx2.Response) -> None:
+        await cap(response, response.request, limit)
+
+    return hook
+
+
 class ResultTooLarge(httpx2.ReadError):
     """An upstream answer past `max_result_bytes`: reading stopped there."""
 
     def __init__(self, limit: int, request: httpx2.Request | None = None) -> None:
         super().__init__(f"its answer is larger than max_result_bytes ({limit} bytes) and was refused", request=request)
+        self.limit = limit
 
 
 class UnreadableEncoding(httpx2.DecodingError):
