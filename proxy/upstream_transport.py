@@ -5,12 +5,12 @@ as they stream in, so an upstream cannot fill mcp-guard's memory with one result
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpcore2
 import httpx2
-from httpx2._transports.default import AsyncResponseStream, map_httpcore_exceptions
 
 from proxy.upstream_io import AsyncioBackend
 
@@ -64,7 +64,7 @@ class SharedTransport(httpx2.AsyncBaseTransport):
         pool = self.pool
         assert pool is not None
         try:
-            with map_httpcore_exceptions():
+            with _as_httpx2():
                 answer = await pool.handle_async_request(
                     httpcore2.Request(b"POST", url, headers=headers, content=body, extensions={"timeout": timeouts})
                 )
@@ -77,7 +77,7 @@ class SharedTransport(httpx2.AsyncBaseTransport):
         response = httpx2.Response(
             answer.status,
             headers=answer.headers,
-            stream=AsyncResponseStream(answer.stream),  # type: ignore[arg-type]
+            stream=_CoreStream(answer),
             extensions=answer.extensions,
             request=built,
         )
@@ -90,7 +90,7 @@ class SharedTransport(httpx2.AsyncBaseTransport):
                     raise ResultTooLarge(self._limit)
             chunks: list[bytes] = []
             seen = 0
-            async for chunk in answer.stream:  # type: ignore[union-attr]
+            async for chunk in answer.aiter_stream():
                 seen += len(chunk)
                 if seen > self._limit:
                     raise ResultTooLarge(self._limit)
@@ -114,6 +114,51 @@ class SharedTransport(httpx2.AsyncBaseTransport):
 
     async def close(self) -> None:
         await self._pool.aclose()
+
+
+# httpcore2's failures as httpx2's transport reports them, the most specific first.
+_MAPPED: tuple[tuple[type[Exception], type[httpx2.TransportError]], ...] = (
+    (httpcore2.ConnectTimeout, httpx2.ConnectTimeout),
+    (httpcore2.ReadTimeout, httpx2.ReadTimeout),
+    (httpcore2.WriteTimeout, httpx2.WriteTimeout),
+    (httpcore2.PoolTimeout, httpx2.PoolTimeout),
+    (httpcore2.TimeoutException, httpx2.TimeoutException),
+    (httpcore2.ConnectError, httpx2.ConnectError),
+    (httpcore2.ReadError, httpx2.ReadError),
+    (httpcore2.WriteError, httpx2.WriteError),
+    (httpcore2.NetworkError, httpx2.NetworkError),
+    (httpcore2.ProxyError, httpx2.ProxyError),
+    (httpcore2.UnsupportedProtocol, httpx2.UnsupportedProtocol),
+    (httpcore2.LocalProtocolError, httpx2.LocalProtocolError),
+    (httpcore2.RemoteProtocolError, httpx2.RemoteProtocolError),
+    (httpcore2.ProtocolError, httpx2.ProtocolError),
+)
+
+
+@contextmanager
+def _as_httpx2() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        for core, mapped in _MAPPED:
+            if isinstance(exc, core):
+                raise mapped(str(exc)) from exc
+        raise
+
+
+class _CoreStream(httpx2.AsyncByteStream):
+    """httpcore2's response body as httpx2's transport hands it on."""
+
+    def __init__(self, answer: httpcore2.Response) -> None:
+        self._answer = answer
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx2():
+            async for part in self._answer.aiter_stream():
+                yield part
+
+    async def aclose(self) -> None:
+        await self._answer.aclose()
 
 
 async def cap(response: httpx2.Response, request: httpx2.Request, limit: int) -> None:

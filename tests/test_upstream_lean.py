@@ -14,6 +14,7 @@ import zlib
 from typing import Any
 
 import anyio
+import httpcore2
 import httpx2
 import pytest
 
@@ -204,3 +205,22 @@ async def test_a_compressed_answer_is_capped_as_it_inflates_on_either_path() -> 
         with anyio.fail_after(5):
             assert await lean.post(BODY, HEADERS) == RESULT
     await transport.close()
+
+
+def test_httpcore2_failures_map_to_the_exceptions_httpx2s_transport_raises() -> None:
+    from httpx2._transports.default import map_httpcore_exceptions
+
+    from proxy.upstream_transport import _as_httpx2
+
+    for name in dir(httpcore2):
+        core = getattr(httpcore2, name)
+        if not (isinstance(core, type) and issubclass(core, Exception) and core.__module__.startswith("httpcore2")):
+            continue
+        raised: list[type[BaseException]] = []
+        for mapping in (_as_httpx2, map_httpcore_exceptions):
+            try:
+                with mapping():
+                    raise core("boom")
+            except BaseException as exc:  # whatever each raises is compared
+                raised.append(type(exc))
+        assert raised[0] is raised[1], (name, raised)
