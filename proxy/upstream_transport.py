@@ -88,14 +88,7 @@ class SharedTransport(httpx2.AsyncBaseTransport):
             for name, value in answer.headers:
                 if name.lower() == b"content-length" and value.isdigit() and int(value) > self._limit:
                     raise ResultTooLarge(self._limit)
-            chunks: list[bytes] = []
-            seen = 0
-            async for chunk in answer.aiter_stream():
-                seen += len(chunk)
-                if seen > self._limit:
-                    raise ResultTooLarge(self._limit)
-                chunks.append(chunk)
-            return b"".join(chunks)
+            return b"".join([chunk async for chunk in _Capped(answer.aiter_stream(), self._limit, None)])
         finally:
             await answer.aclose()
 
@@ -210,10 +203,10 @@ class UnreadableEncoding(httpx2.DecodingError):
 class _Capped(httpx2.AsyncByteStream):
     """A response body that stops being read past `limit` bytes instead of filling memory."""
 
-    def __init__(self, inner: Any, limit: int, request: httpx2.Request) -> None:
+    def __init__(self, inner: Any, limit: int, request: httpx2.Request | None) -> None:
         self._inner = inner
         self._limit = limit
-        self._request = request
+        self._request = request  # None on the lean path, which attaches the request as it raises
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         seen = 0
