@@ -50,6 +50,7 @@ from pydantic import BaseModel, ValidationError
 
 from proxy import __version__, upstream_wire
 from proxy.policy import Upstream
+from proxy.upstream_stdio import stdio_upstream
 from proxy.upstream_transport import ResultTooLarge, SharedTransport
 from proxy.upstream_wire import NotMCP
 
@@ -186,6 +187,8 @@ class UpstreamConnection:
         # The SDK turns an upstream's HTTP error into "Server returned an error response"; the status
         # (401 bad token, 403 missing scope) is what a person needs to fix it, so we note it here.
         self.http_status: int | None = None
+        # Why mcp-guard itself ended the connection (a stdio line past max_result_bytes), for the failure.
+        self._ended_why: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -225,6 +228,7 @@ class UpstreamConnection:
                 self._client = await self._tg.start(self._own, stop, sse)
                 await self._resubscribe(self._client.session)
             self.http_status = None
+            self._ended_why = None
             self._forget_listings()  # a new connection may be a new upstream: see _mark_broken
         except BaseException as exc:
             stop.set()
@@ -281,7 +285,7 @@ class UpstreamConnection:
         if self._allow_sampling:
             common["sampling_callback"] = self._on_sample
         if cfg.command is not None or cfg.builtin is not None:
-            return Client(self._stdio_params(), **common)
+            return Client(stdio_upstream(self._stdio_params(), cfg.max_result_bytes, self._ended), **common)
         assert cfg.url is not None
         if sse:
             sse_cm = sse_client(cfg.url, headers=self._headers, timeout=cfg.timeout_seconds, auth=self._auth)
@@ -301,6 +305,10 @@ class UpstreamConnection:
 
     def _note_code(self, status: int) -> None:
         self.http_status = status if status >= 400 else None
+
+    def _ended(self, why: str) -> None:
+        logger.warning("upstream '%s': %s; its connection was ended", self.name, why)
+        self._ended_why = why
 
     def _login_needed(self) -> str | None:
         """Why mcp-guard's own grant could not authorise the request (only a person can log in again)."""
@@ -372,7 +380,7 @@ class UpstreamConnection:
                     raise  # the upstream answered this request with an error; the connection is fine
                 self._mark_broken(stop)
                 if attempt + 1 == attempts:
-                    detail = self._login_needed() or self._with_status(_upstream_error_kind(exc))
+                    detail = self._login_needed() or self._ended_why or self._with_status(_upstream_error_kind(exc))
                     raise UpstreamUnavailable(self.name, detail, _upstream_text(exc)) from None
             except (ValidationError, NotMCP):
                 # The SDK could not read the answer; pydantic's message quotes the upstream's values,

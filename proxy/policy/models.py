@@ -120,8 +120,9 @@ class Upstream(_Model):
     cwd: str | None = None
     profile: str | None = None
     timeout_seconds: Seconds = 30.0
-    # A JSON answer larger than this is refused as it streams in, never buffered whole (url only;
-    # server-sent events are capped per event at 1 MiB by the SDK).
+    # An answer larger than this is refused as it streams in, never buffered whole: a JSON body, or
+    # a stdio server's line (which ends that connection). Server-sent events are capped per event at
+    # 1 MiB by the SDK.
     max_result_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
     oauth: UpstreamOAuth | None = None
 

@@ -1,0 +1,134 @@
+"""A stdio upstream's output, bounded: no line longer than `max_result_bytes` is ever assembled.
+
+The SDK's stdio reader keeps what it has read until a newline comes, without a bound, and joins the
+whole of it again for every chunk that arrives. A stdio server that writes one endless line (or a
+100 MB answer) would therefore grow mcp-guard's memory without end and its CPU with the square of
+the line. SPEC §9 bounds every buffer an upstream can grow, this channel too: `stdio_upstream`
+is the SDK's own stdio transport with the server's stdout read through `LineBound`, which hands
+the SDK whole lines only (so its join is linear) and ends the connection, in words that name the
+limit, at the first line that would pass it. The call in flight then fails as an upstream failure,
+and the next one starts the server afresh.
+
+The SDK spawns the process inside `stdio_client` and offers no hook for its streams, so the spawn
+function it calls is wrapped once, and acts only inside `stdio_upstream` (a context variable).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import anyio
+from anyio.abc import ByteReceiveStream
+from mcp.client import stdio as sdk_stdio
+from mcp.client._transport import TransportStreams
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+logger = logging.getLogger(__name__)
+
+Overflow = Callable[[str], None]
+"""Told, in mcp-guard's words, why the connection was ended."""
+
+
+class LineBound(ByteReceiveStream):
+    """A byte stream read as newline-ended lines, each at most `limit` bytes (newline excluded).
+
+    `receive` answers one or more whole lines; a partial line waits for its end. The first line past
+    `limit` calls `overflow` and ends the stream there (`anyio.EndOfStream`), which ends the SDK's
+    reader and with it the session, so the call in flight fails now. Every later read ends too: the
+    SDK drains a server's output before it tells the session, and a hostile server need never stop.
+    """
+
+    def __init__(self, inner: ByteReceiveStream, limit: int, overflow: Overflow) -> None:
+        self._inner = inner
+        self._limit = limit
+        self._overflow = overflow
+        self._held: list[bytes] = []  # the line read so far, not yet ended
+        self._held_bytes = 0
+        self._broken = False
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        if self._broken:
+            raise anyio.EndOfStream
+        while True:
+            chunk = await self._inner.receive(max_bytes)  # EndOfStream: a partial line is dropped, as the SDK does
+            end = chunk.rfind(b"\n")
+            if end < 0:
+                self._held.append(chunk)
+                self._held_bytes += len(chunk)
+                self._check(self._held_bytes)
+                continue
+            self._check(self._held_bytes + chunk.find(b"\n"))
+            if len(chunk) > self._limit:  # lines wholly inside this chunk may be long too
+                start = chunk.find(b"\n") + 1
+                while (stop := chunk.find(b"\n", start)) >= 0:
+                    self._check(stop - start)
+                    start = stop + 1
+            rest = chunk[end + 1 :]
+            self._check(len(rest))
+            lines = b"".join([*self._held, chunk[: end + 1]]) if self._held else chunk[: end + 1]
+            self._held = [rest] if rest else []
+            self._held_bytes = len(rest)
+            return lines
+
+    def _check(self, line_bytes: int) -> None:
+        if line_bytes <= self._limit:
+            return
+        self._broken = True
+        self._held = []
+        self._held_bytes = 0
+        why = f"its answer is larger than max_result_bytes ({self._limit} bytes) and was refused"
+        self._overflow(why)
+        raise anyio.EndOfStream
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    @property
+    def extra_attributes(self) -> Any:
+        return self._inner.extra_attributes
+
+
+# Inside `stdio_upstream`: what to do with the process the SDK has just spawned.
+_BOUND: ContextVar[Callable[[Any], None] | None] = ContextVar("mcp_guard_stdio_bound", default=None)
+_sdk_spawn = sdk_stdio._create_platform_compatible_process
+
+
+async def _spawn(*args: Any, **kwargs: Any) -> Any:
+    process = await _sdk_spawn(*args, **kwargs)
+    bound = _BOUND.get()
+    if bound is not None:
+        bound(process)
+    return process
+
+
+sdk_stdio._create_platform_compatible_process = _spawn
+
+
+@asynccontextmanager
+async def stdio_upstream(
+    params: StdioServerParameters, limit: int, overflow: Overflow
+) -> AsyncIterator[TransportStreams]:
+    """The SDK's `stdio_client(params)`, its server's lines bounded by `limit` bytes."""
+
+    def bound(process: Any) -> None:
+        stdout = getattr(process, "_stdout", None)
+        if not isinstance(stdout, ByteReceiveStream):
+            # Not anyio's asyncio process (where the SDK reads `process.stdout`): its output cannot be
+            # bounded, so the server does not run at all.
+            process.kill()
+            raise RuntimeError("mcp-guard cannot bound this stdio server's output; not started")
+        process._stdout = LineBound(stdout, limit, overflow)
+
+    token = _BOUND.set(bound)
+    try:
+        async with stdio_client(params) as streams:
+            _BOUND.reset(token)
+            token = None
+            yield streams
+    finally:
+        if token is not None:
+            _BOUND.reset(token)
