@@ -355,11 +355,18 @@ def _cmd_login(args: argparse.Namespace) -> int:
     except GrantError as exc:
         raise StartupError(f"mcp-guard: {exc}") from None
     except Exception as exc:  # the flow failed: say so plainly, never with a token in it
-        print(f"mcp-guard: login to '{server}' failed: {redact.redact(str(exc))[:300]}", file=sys.stderr)
+        print(f"mcp-guard: login to '{server}' failed: {redact.redact(_cause(exc))[:300]}", file=sys.stderr)
         return 1
     granted = " ".join(sorted(scopes)) or "(the server did not say)"
     print(f"mcp-guard: logged in to '{server}'; granted scopes: {granted}; grant stored encrypted in {store.path}")
     return 0
+
+
+def _cause(exc: BaseException) -> str:
+    """What failed, in words: the first error inside task groups (whose own text says only how many)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return str(exc) or type(exc).__name__
 
 
 def _shared_state(

@@ -31,6 +31,7 @@ from pydantic import AnyUrl
 from proxy import __version__
 from proxy.grants import GrantError, GrantStore
 from proxy.policy import LoadedPolicy
+from proxy.upstream_transport import capping_hook
 
 logger = logging.getLogger(__name__)
 
@@ -268,7 +269,9 @@ async def login(
         async with anyio.create_task_group() as tg:
             tg.start_soon(listener.serve, serve_callback)
             auth = _provider(loaded, server, store, redirect_uri, redirect, callback)
-            async with httpx2.AsyncClient(auth=auth, timeout=30, headers=dict(spec.headers)) as http:
+            # The upstream and its authorization server are read under the upstream's cap, as `serve` reads them.
+            hooks = {"response": [capping_hook(spec.max_result_bytes)]}
+            async with httpx2.AsyncClient(auth=auth, timeout=30, headers=dict(spec.headers), event_hooks=hooks) as http:
                 async with Client(streamable_http_client(spec.url, http_client=http), mode="legacy") as client:
                     await client.list_tools()
             tg.cancel_scope.cancel()
