@@ -173,6 +173,9 @@ async def serve_asgi(
         http=_protocol(header_timeout, MAX_HEAD_BYTES),
         # No websockets are served: an Upgrade request is answered as plain HTTP, never handed over.
         ws="none",
+        # mcp-guard reads no client address or scheme; X-Forwarded-* from a loopback neighbour need
+        # not rewrite them, and the middleware costs every request.
+        proxy_headers=False,
         # An idle keep-alive connection is closed after 5 s: long enough to reuse for a burst of calls,
         # short enough that idle sockets do not pile up (a client reconnects cheaply).
         timeout_keep_alive=5,
