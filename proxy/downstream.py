@@ -17,6 +17,7 @@ import mcp.types as types
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel
 
+from proxy.questions import clean_form_schema, clean_url, plain_token, relayed_question, sampling_request, url_question
 from proxy.relay import (
     ProgressFn,
     can_elicit_form,
@@ -25,7 +26,6 @@ from proxy.relay import (
     refuse_sampling,
     relay_refusal,
 )
-from proxy.untrusted import clean_form_schema, clean_url, relayed_question, sampling_request, url_question
 from proxy.upstream import Relay
 
 R = TypeVar("R", bound=BaseModel)
@@ -131,7 +131,8 @@ class Downstream:
         asked = types.ElicitRequestURLParams(
             message=url_question(server, params.message, url),
             url=url,
-            elicitation_id=params.elicitation_id or secrets.token_hex(8),
+            # An id is shown to nobody but kept by the client: only a plain token passes, else ours.
+            elicitation_id=params.elicitation_id if plain_token(params.elicitation_id) else secrets.token_hex(8),
         )
         return await self._ask(server, types.ElicitRequest(params=asked), types.ElicitResult, "user")
 

@@ -9,6 +9,7 @@ refuses the call (fail closed); the upstream only ever sees calls that passed ev
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -31,6 +32,7 @@ from proxy.guards.visibility import check_visible
 from proxy.listings import BoundedSet
 from proxy.pinning import KINDS, NOUN, Kind, PinCheck, Pins, read_lockfile, terminal_safe
 from proxy.policy import LoadedPolicy
+from proxy.questions import clean_form_schema, clean_url, plain_token, relayed_question, sampling_request, url_question
 from proxy.relay import (
     PARKED,
     Outcome,
@@ -44,15 +46,7 @@ from proxy.relay import (
 from proxy.resume import Resume, ResumeStates
 from proxy.state import MemoryState, SharedState, StateUnavailable
 from proxy.subscriptions import Subscriptions
-from proxy.untrusted import (
-    OutputShield,
-    clean_form_schema,
-    clean_url,
-    plain_name,
-    relayed_question,
-    sampling_request,
-    url_question,
-)
+from proxy.untrusted import OutputShield, plain_name
 from proxy.upstream import Relay, UpstreamUnavailable
 from proxy.upstream_pool import UpstreamPool
 
@@ -240,6 +234,9 @@ class Pipeline(Subscriptions):
             return self._refuse_relay(call, rule, what)
 
         for key, request in (asked.input_requests or {}).items():
+            if not plain_token(key):
+                # The client answers under the same key: an upstream's text in it would pass unseen.
+                return refuse("asked for input under a key that is no plain token")
             if isinstance(request, types.ElicitRequest) and isinstance(request.params, types.ElicitRequestFormParams):
                 if not call.prompter.can_elicit:
                     return refuse("asked the user a question, but this client cannot elicit")
@@ -259,7 +256,12 @@ class Pipeline(Subscriptions):
                 if not call.prompter.can_elicit_url:
                     return refuse("asked to send the user to a URL, but this client cannot")
                 message = url_question(rule.server, request.params.message, url)
-                params = request.params.model_copy(update={"message": message, "url": url})
+                asked_id = request.params.elicitation_id
+                # An id is shown to nobody but kept by the client: only a plain token passes, else ours.
+                elicitation_id = asked_id if plain_token(asked_id) else secrets.token_hex(8)
+                params = request.params.model_copy(
+                    update={"message": message, "url": url, "elicitation_id": elicitation_id}
+                )
                 requests[key] = types.ElicitRequest(params=params)
             elif isinstance(request, types.CreateMessageRequest) and self.loaded.policy.sampling == "allow":
                 requests[key] = types.CreateMessageRequest(params=sampling_request(request.params))

@@ -258,13 +258,16 @@ class SessionListener:
         connection = self._connection()
         if connection is None:
             return
+        # Rebuilt, not passed on: the upstream's `_meta` (and anything else it added) stays behind.
+        params: dict[str, Any] | None = None
         if isinstance(notification, types.ResourceUpdatedNotification):
-            if str(notification.params.uri) not in self.subscriptions:
+            uri = str(notification.params.uri)
+            if uri not in self.subscriptions:
                 return
+            params = {"uri": uri}  # the client's own words: the URI it subscribed to
         elif not isinstance(notification, _LIST_CHANGED):
             return
-        data = notification.model_dump(by_alias=True, mode="json", exclude_none=True)
-        await connection.notify(data["method"], data.get("params"))
+        await connection.notify(notification.method, params)
 
 
 _LIST_CHANGED = (

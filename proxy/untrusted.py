@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-import mcp.types as types
 from jsonschema import SchemaError
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
@@ -44,6 +43,7 @@ _VALIDATORS_KEPT = 256
 _SHORT = 64
 _SHORT_KEPT = 8192
 _ROLES = frozenset({"user", "assistant"})
+_RESERVED_META = "io.modelcontextprotocol/"
 
 SCHEMA_BROKEN = (
     "mcp-guard: the tool's structured output no longer matches its outputSchema once its untrusted text was "
@@ -165,7 +165,12 @@ class OutputShield:
         return sanitize_json(value, clean or self.result_clean(), self.unchanged)
 
     def meta(self, value: Any, clean: Clean | None = None) -> JSON | None:
-        return self.json(value, clean) if isinstance(value, dict) and value else None
+        """An upstream's `_meta`, cleaned; the protocol's own keys (`io.modelcontextprotocol/...`, such as
+        the serverInfo stamp) describe the upstream's hop, not the client's, and are dropped."""
+        if not isinstance(value, dict):
+            return None
+        kept = {k: v for k, v in value.items() if not (isinstance(k, str) and k.startswith(_RESERVED_META))}
+        return self.json(kept, clean) if kept else None
 
     # -- tool results ----------------------------------------------------------------------------
 
@@ -233,7 +238,9 @@ class OutputShield:
         if kind == "text" and isinstance(block.get("text"), str):
             return {"type": "text", "text": self.text(block["text"], source, clean, verbatim)}
         if kind in ("image", "audio") and _base64(block.get("data")):
-            return {"type": kind, "data": block["data"], "mimeType": _mime(block.get("mimeType"))}
+            # An image is an image: "text/html" on one would have a client render the upstream's markup.
+            mime = _mime(block.get("mimeType"))
+            return {"type": kind, "data": block["data"], "mimeType": mime} if mime.startswith(f"{kind}/") else None
         if kind == "resource" and isinstance(block.get("resource"), dict):
             resource = self.contents(block["resource"], source, clean)
             return None if resource is None else {"type": "resource", "resource": resource}
@@ -472,60 +479,3 @@ def _without_changed_patterns(schema: Any, clean: Clean) -> Any:
     if isinstance(schema, list):
         return [_without_changed_patterns(v, clean) for v in schema]
     return schema
-
-
-# -- an upstream's questions for the human ------------------------------------------------------------
-
-
-_DEFAULT = OutputShield(OutputPolicy())
-
-
-def relayed_question(server: str, message: str) -> str:
-    """An upstream's question for the human, named and sanitised: its words, not mcp-guard's."""
-    return f"The upstream server '{server}' asks (its words, not mcp-guard's):\n{_DEFAULT.result_clean()(message)}"
-
-
-_URL = re.compile(
-    r"https://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~!$'()*+,;=:@%/-]*)?(?:\?[A-Za-z0-9._~!$'()*+,;=:@%/?&-]*)?"
-)
-
-
-def sampling_request(params: types.CreateMessageRequestParams) -> types.CreateMessageRequestParams:
-    """An upstream's sampling request as relayed (policy `sampling: allow`): its texts reach the
-    client's model, so they are cleaned (not enveloped: they are the upstream's prompt by design);
-    `includeContext` is dropped, so an upstream cannot pull the client's other conversations in."""
-    clean = _DEFAULT.result_clean()
-
-    def block(item: Any) -> Any:
-        if isinstance(item, types.TextContent):
-            return item.model_copy(update={"text": clean(item.text)})
-        return item
-
-    messages = []
-    for message in params.messages:
-        content = message.content
-        content = [block(b) for b in content] if isinstance(content, list) else block(content)
-        messages.append(message.model_copy(update={"content": content}))
-    system = clean(params.system_prompt) if params.system_prompt is not None else None
-    return params.model_copy(update={"messages": messages, "system_prompt": system, "include_context": None})
-
-
-def url_question(server: str, message: str, url: str) -> str:
-    """An upstream's request to open a page: its words, and exactly where the link goes."""
-    return f"{relayed_question(server, message)}\nIt asks you to open this page: {url}"
-
-
-def clean_url(url: str) -> str | None:
-    """An upstream's URL for the human, if it is a plain https URL a person can read whole; else None.
-
-    No userinfo, no fragment, no blank, no character that could carry markup or hide text, at most
-    2048 characters: the human sees exactly where the link goes."""
-    if len(url) > 2048 or not _URL.fullmatch(url):
-        return None
-    return url
-
-
-def clean_form_schema(schema: Any) -> Any:
-    """The upstream's form schema with every string and key sanitised (labels, enum values and
-    their titles, defaults); a pattern that cleaning would change is dropped."""
-    return _DEFAULT.schema(schema) if isinstance(schema, dict) else {"type": "object", "properties": {}}

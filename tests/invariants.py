@@ -86,6 +86,30 @@ def _emoji_zwj(text: str, i: int) -> bool:
     return bool(left) and bool(right) and _is_emoji(left) and _is_emoji(right)
 
 
+# Unicode's Default_Ignorable_Code_Point, unassigned ones included (DerivedCoreProperties.txt).
+_DEFAULT_IGNORABLE = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F),
+    (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)  # fmt: skip
+
+
+def _default_ignorable(cp: int) -> bool:
+    return any(low <= cp <= high for low, high in _DEFAULT_IGNORABLE)
+
+
+def _kept_joiner(text: str, i: int) -> bool:
+    """ZWJ between emoji, or one VS15/VS16 after a visible character (it picks emoji or text style):
+    a single selector carries no hidden text, a run of them or any other selector could."""
+    ch = text[i]
+    if ch == _ZWJ:
+        return _emoji_zwj(text, i)
+    if ch in "\ufe0e\ufe0f" and i > 0:
+        before = ord(text[i - 1])
+        return not _default_ignorable(before) and not text[i - 1].isspace()
+    return False
+
+
 def _char_problems(text: str) -> Iterator[str]:
     for i, ch in enumerate(text):
         cp = ord(ch)
@@ -93,6 +117,8 @@ def _char_problems(text: str) -> Iterator[str]:
             yield f"E2 control character U+{cp:04X}"
         elif 0xE0000 <= cp <= 0xE007F:
             yield f"E2 Unicode tag character U+{cp:04X}"
+        elif _default_ignorable(cp) and not _kept_joiner(text, i):
+            yield f"E2 default-ignorable (invisible) character U+{cp:04X}"
         elif 0xD800 <= cp <= 0xDFFF:
             yield f"E2 lone surrogate U+{cp:04X}"
         elif unicodedata.category(ch) == "Cf" and cp not in _VISIBLE_CF and not (ch == _ZWJ and _emoji_zwj(text, i)):

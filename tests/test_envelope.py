@@ -484,3 +484,29 @@ def test_one_result_shares_one_markdown_parser_budget(monkeypatch: pytest.Monkey
     fresh = [{"id": str(i), "message": hostile.format(i=i + 1000)} for i in range(3)]  # not seen before
     shield.text(json.dumps({"list": fresh}), "smsapi:get_sms")
     assert len(parsed) > 0  # the next result has a budget of its own
+
+
+def test_an_image_or_audio_block_must_say_it_is_one() -> None:
+    from proxy.policy import OutputPolicy
+    from proxy.untrusted import OutputShield
+
+    shield, clean = OutputShield(OutputPolicy()), sanitize_text
+    data = "aGk="
+    image = shield.block({"type": "image", "data": data, "mimeType": "image/png"}, "a:b", clean)
+    assert image["mimeType"] == "image/png"
+    assert shield.block({"type": "audio", "data": data, "mimeType": "audio/wav"}, "a:b", clean)["type"] == "audio"
+    for kind, mime in [("image", "text/html"), ("image", "audio/wav"), ("audio", "image/png"), ("image", None)]:
+        out = shield.block({"type": kind, "data": data, "mimeType": mime}, "a:b", clean)
+        assert out["type"] == "text" and "removed a content block" in out["text"], (kind, mime)
+
+
+def test_an_upstreams_protocol_meta_keys_stay_with_its_hop() -> None:
+    from proxy.policy import OutputPolicy
+    from proxy.untrusted import OutputShield
+
+    shield = OutputShield(OutputPolicy())
+    stamp = {"io.modelcontextprotocol/serverInfo": {"name": "upstream", "version": "1"}}
+    assert shield.meta({**stamp, "trace": "<b>t</b>"}) == {"trace": "t"}
+    assert shield.meta(stamp) is None
+    result = shield.tool_result("a:b", {"content": [], "_meta": {**stamp, "k": "v"}})
+    assert result.get("_meta") == {"k": "v"}

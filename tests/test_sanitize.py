@@ -29,7 +29,8 @@ TAG = re.compile(r"<[A-Za-z!/?]")
 MD_LINK = re.compile(r"!?\[[^\]\n]*\]\([^)\n]*\)")  # image/link syntax, checked without a parser
 FORBIDDEN = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b\u200c\u200e\u200f\u202a-\u202e"
-    "\u2028\u2029\u2060-\u2064\u2066-\u206f\ufeff\ud800-\udfff\U000e0000-\U000e007f]"
+    "\u2028\u2029\u2060-\u206f\ufeff\ud800-\udfff\U000e0000-\U000e0fff\u180b-\u180f\ufe00-\ufe0d"
+    "\ufff0-\ufffb]"
 )
 EMOJI_NEIGHBOUR = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\ufe0f\u20e3]")
 # A CommonMark parser as a client would use it: any of these tokens means markdown got through.
@@ -326,6 +327,29 @@ def test_every_format_character_is_dropped_or_deliberately_kept() -> None:
         if unicodedata.category(ch) != "Cf" or cp in KEPT_FORMAT or ch == "\u200d":
             continue
         assert sanitize_text(f"a{ch}b") == "ab", hex(cp)
+
+
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt), unassigned ones included: a
+# renderer shows none of them, so any of them can carry text a reader never sees.
+DEFAULT_IGNORABLE = [
+    0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, *range(0x180B, 0x1810), *range(0x200B, 0x2010),
+    *range(0x202A, 0x202F), *range(0x2060, 0x2070), 0x3164, *range(0xFE00, 0xFE10), 0xFEFF, 0xFFA0,
+    *range(0xFFF0, 0xFFF9), *range(0x1BCA0, 0x1BCA4), *range(0x1D173, 0x1D17B), *range(0xE0000, 0xE1000),
+]  # fmt: skip
+
+
+def test_every_default_ignorable_character_is_dropped_outside_an_emoji() -> None:
+    kept = [hex(cp) for cp in DEFAULT_IGNORABLE if sanitize_text(f"a{chr(cp)}b") != "ab"]
+    assert kept == []
+
+
+def test_after_an_emoji_only_vs15_and_vs16_stay_one_selector_carries_no_byte() -> None:
+    for cp in [*range(0xFE00, 0xFE0E), *range(0xE0100, 0xE01F0)]:
+        assert sanitize_text(f"ok \U0001f44d{chr(cp)} x") == "ok \U0001f44d x", hex(cp)
+    assert sanitize_text("ok \U0001f44d\ufe0f x") == "ok \U0001f44d\ufe0f x"
+    assert sanitize_text("ok \U0001f44d\ufe0f\ufe0f\ufe0e x") == "ok \U0001f44d\ufe0f x"
+    assert sanitize_text("1\ufe0f\u20e3 \u2764\ufe0e") == "1\ufe0f\u20e3 \u2764\ufe0e"
+    assert sanitize_text("pay a\u180bb c\u2065d x\U000e00c8y") == "pay ab cd xy"
 
 
 def test_the_quiet_check_sees_every_character_a_step_reacts_to() -> None:

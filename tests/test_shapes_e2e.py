@@ -348,8 +348,13 @@ async def _call(rig: Rig, check: Check, name: str, call: dict[str, Any], expect:
         for i, sent_block in enumerate(sent_blocks):
             got = result.content[i]
             kind = sent_block["type"]
-            if kind in ("image", "audio") and getattr(got, "data", None) != sent_block["data"]:
-                check.fail(f"{where} content[{i}]: {kind} data changed")
+            if kind in ("image", "audio") and sent_block.get("mimeType") in ("image/png", "audio/wav"):
+                if getattr(got, "data", None) != sent_block["data"]:
+                    check.fail(f"{where} content[{i}]: {kind} data changed")
+            elif kind in ("image", "audio"):
+                # A media type that is no plain one of its kind: no client may be handed it to render.
+                if not (isinstance(got, types.TextContent) and f"type '{kind}'" in got.text):
+                    check.fail(f"{where} content[{i}]: {kind} with media type {sent_block.get('mimeType')!a} passed")
             if kind not in ("text", "image", "audio", "resource_link", "resource"):
                 # A plain type name must be named in the placeholder; a hostile one only cleaned.
                 named = not IDENTIFIER.fullmatch(kind) or (isinstance(got, types.TextContent) and kind in got.text)

@@ -19,15 +19,20 @@ _EMOJI = (
     "\u2934\u2935\u2b05-\u2b07\u2b1b\u2b1c\u2b50\u2b55\u3030\u303d\u3297\u3299"
     "\U0001f000-\U0001fffd"
 )
-_VARIATION = "\ufe00-\ufe0f\U000e0100-\U000e01ef"
-# Default-ignorable and format characters that hide or reorder text.  Deliberately kept: the
+# Variation selectors.  Only VS15/VS16 right after an emoji (or VS16 before a keycap mark) mean
+# anything a reader sees; VS1-14 there, and VS17-256 anywhere (U+E0100-E01EF, in the invisible
+# block below), would let each emoji carry a hidden byte.
+_VARIATION = "\ufe00-\ufe0f"
+# Default-ignorable and format characters that hide or reorder text: every Default_Ignorable_Code_Point
+# of Unicode (the unassigned ones too, which a later version may give a meaning) but ZWJ and the
+# variation selectors, which stay where they build an emoji.  Deliberately kept: the
 # visible Arabic/Syriac number marks (U+0600-0605, 06DD, 070F, 0890-0891, 08E2, 110BD, 110CD)
 # and the Egyptian hieroglyph format controls (U+13430-1343F): they are part of ordinary text.
 _INVISIBLE_BMP = (
-    "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b\u200c\u200e\u200f"
-    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\u3164\ufeff\uffa0\ufff9-\ufffb\ud800-\udfff"
+    "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b\u200c\u200e\u200f"
+    "\u202a-\u202e\u2060-\u206f\u3164\ufeff\uffa0\ufff0-\ufffb\ud800-\udfff"
 )
-_INVISIBLE = _INVISIBLE_BMP + "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e007f"
+_INVISIBLE = _INVISIBLE_BMP + "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff"
 _CONTROL = "\x00-\x08\x0b-\x1f\x7f-\x9f"
 _LINE_BREAKS = "\r\x0b\x0c\x85\u2028\u2029"
 # The same controls as bytes, for ASCII text: deleting them with bytes.translate is a C loop.
@@ -49,8 +54,8 @@ _DROP = re.compile(f"[{_CONTROL}{_INVISIBLE}]")
 # ZWJ joins emoji (👩‍👩‍👧); anywhere else it only hides things.  The left neighbour may be VS16
 # or a keycap mark ("🏳️‍🌈").
 _LONE_ZWJ = re.compile(f"\u200d(?:(?<![{_EMOJI}\ufe0f\u20e3]\u200d)|(?![{_EMOJI}]))")
-# Keep a variation selector after an emoji, or before the keycap mark in "1️⃣".
-_LONE_VS = re.compile(f"[{_VARIATION}](?<![{_EMOJI}][{_VARIATION}])(?!\u20e3)")
+# Keep VS15/VS16 right after an emoji, or before the keycap mark in "1️⃣"; drop every other one.
+_LONE_VS = re.compile(f"[\ufe00-\ufe0d]|[\ufe0e\ufe0f](?<![{_EMOJI}][\ufe0e\ufe0f])(?!\u20e3)")
 
 
 def _strip_controls(text: str) -> str:

@@ -32,7 +32,7 @@ _QUIET_MD_LINE = (
 # points, Duployan and musical symbols and unassigned ones, only cost their texts a pass.)
 _TRIGGER_CHAR = re.compile(
     f"[{_CONTROL}{_LINE_BREAKS}{_INVISIBLE_BMP}\ufe00-\ufe0f<>{_MD_CHARS}"
-    f"{_LOOK_OPEN}{_LOOK_CLOSE}\U0001bca0-\U0001d17a\U000e0000-\U000e01ef]"
+    f"{_LOOK_OPEN}{_LOOK_CLOSE}\U0001bca0-\U0001d17a\U000e0000-\U000e0fff]"
 )
 _TRIGGER_LINE_START = re.compile(f"(?:{_QUIET_MD_LINE}|{_SYSTEM_HINT})")
 _TRIGGER_LINE = re.compile(f"\n(?:{_QUIET_MD_LINE}|{_SYSTEM_HINT})")

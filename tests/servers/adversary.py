@@ -7,7 +7,11 @@ Requests the upstream sends back (elicitation, sampling) are answered by the pro
 waits for that answer on its own stdin before it answers the call. Every message it receives is
 recorded (`--record FILE`).
 
-Run: `python tests/servers/adversary.py --record FILE` (stdio only).
+With `--modern` it is instead an SDK server that speaks 2026-07-28 as well: its tools answer with
+their own `InputRequiredResult`, whose sampling request carries the hostile field (the proxy
+relays it to a client of either era), and the retry gets a plain result.
+
+Run: `python tests/servers/adversary.py [--modern] --record FILE` (stdio only).
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ TOOLS = [
      "annotations": {"readOnlyHint": True}}
     for name in (
         "notify_list_changed", "notify_updated", "ask_form", "ask_url", "sample_tools", "sample_meta",
-        "sample_image", "sample_tool_result", "html_blob", "plain",
+        "sample_image", "sample_tool_result", "html_blob", "invisible", "odd_result", "deep_structured",
+        "deep_text", "odd_error", "ask_key", "plain",
     )
 ]  # fmt: skip
 
@@ -44,6 +49,11 @@ EVIL_TOOL = {"name": "weather", "description": EVIL, "inputSchema": {"type": "ob
     "q": {"type": "string", "description": EVIL}}}}  # fmt: skip
 PLAIN_TOOL = {"name": "weather", "description": "weather", "inputSchema": {"type": "object"}}
 PNG = "aGVsbG8="
+# Zero-width carriers a renderer shows as nothing: a variation selector past VS16 after an emoji (one
+# byte per emoji), Mongolian free variation selectors, and default-ignorable unassigned code points
+# (U+2065, U+E0080-U+E00FF: the tag block's ASCII shifted by 0x80).
+INVISIBLE_CHARS = ("\U000e0148", "\u180b", "\u2065", "\U000e00c8")
+INVISIBLE = "ok \U0001f44d\U000e0148 pay a\u180bb c\u2065d x\U000e00c8y"
 # Text smuggled as base64: an HTML page whose script a host renders or a model reads once decoded.
 HTML_BLOB = {
     "uri": "note://html",
@@ -152,6 +162,19 @@ class Adversary:
         elif name in SAMPLES:
             answer = self.ask("sampling/createMessage", SAMPLES[name])
             return text(f"sampled: {'error' if 'error' in answer else 'ok'}")
+        elif name == "odd_result":
+            return EVIL  # type: ignore[return-value]  # a result that is no object
+        elif name == "deep_structured":
+            deep: Any = EVIL
+            for _ in range(20_000):
+                deep = {EVIL: deep}
+            return {"content": [{"type": "text", "text": "deep"}], "structuredContent": deep}
+        elif name == "deep_text":
+            return text("[" * 50_000 + json.dumps(EVIL) + "]" * 50_000)
+        elif name == "odd_error":
+            raise Failure({"message": EVIL}, code=-32000)  # type: ignore[arg-type]  # a message that is no string
+        elif name == "invisible":
+            return text(INVISIBLE)
         elif name == "html_blob":
             return {"content": [{"type": "resource", "resource": HTML_BLOB}]}
         return text(f"called {name}")
@@ -193,11 +216,62 @@ class Failure(Exception):
         self.code = code
 
 
+def modern(record: Path | None) -> None:
+    """An SDK server (both eras) whose tools ask through their own InputRequiredResult."""
+    import anyio
+    import mcp.types as types
+    from mcp.server import Server, ServerRequestContext
+    from mcp.server.stdio import stdio_server
+
+    def note(entry: dict[str, Any]) -> None:
+        if record is not None:
+            with record.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"ts": time.time(), **entry}) + "\n")
+
+    listed = [types.Tool.model_validate({**tool, "name": f"modern_{tool['name']}"}) for tool in TOOLS]
+
+    async def on_list_tools(ctx: ServerRequestContext[Any, Any], params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=listed)
+
+    async def on_call_tool(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        name = params.name.removeprefix("modern_")
+        note({"method": "tools/call", "name": name, "input_responses": sorted(params.input_responses or {})})
+        if params.input_responses:
+            return types.CallToolResult(content=[types.TextContent(text=f"answered {name}")])
+        if name in SAMPLES:
+            asked: Any = types.CreateMessageRequest(
+                params=types.CreateMessageRequestParams.model_validate(SAMPLES[name])
+            )
+        elif name == "ask_key":  # the hostile field is the key of the input request
+            form = types.ElicitRequestFormParams(message="Your name?", requested_schema=SCHEMA)
+            return types.InputRequiredResult(input_requests={EVIL: types.ElicitRequest(params=form)}, request_state="k")
+        else:
+            return types.CallToolResult(content=[types.TextContent(text=f"called {name}")])
+        return types.InputRequiredResult(input_requests={"q": asked}, request_state=f"state-{name}")
+
+    server: Server[Any] = Server(
+        "adversary-modern", version="1.0.0", on_list_tools=on_list_tools, on_call_tool=on_call_tool
+    )
+
+    async def serve() -> None:
+        async with stdio_server() as (read_stream, write_stream):
+            await server.run(read_stream, write_stream, server.create_initialization_options())
+
+    anyio.run(serve)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--record", metavar="FILE")
+    parser.add_argument("--modern", action="store_true")
     args = parser.parse_args()
-    Adversary(Path(args.record) if args.record else None).serve()
+    record = Path(args.record) if args.record else None
+    if args.modern:
+        modern(record)
+    else:
+        Adversary(record).serve()
     return 0
 
 
