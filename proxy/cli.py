@@ -446,7 +446,7 @@ async def _probe(
     asked): mcp-guard advertises only what some upstream offers.
     """
     from proxy.server import Gateway, offered_by
-    from proxy.upstream import UpstreamUnavailable
+    from proxy.upstream_errors import UpstreamUnavailable
 
     gateway = Gateway(loaded, store_key=store_key)
     parts: list[str] = []

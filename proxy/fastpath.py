@@ -69,7 +69,7 @@ from proxy.backchannel import Backchannel, NoBackchannel, ResponseStream, WireCh
 from proxy.downstream import Channel, Downstream
 from proxy.pipeline import Caller, Pipeline, ToolCall
 from proxy.server import IDENTITY_KEY, Gateway, Identity, caller_for, listener_for
-from proxy.upstream import UpstreamUnavailable
+from proxy.upstream_errors import UpstreamUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,10 @@ from proxy.guards.visibility import granted
 from proxy.pinning import Kind, PinCheck, uri_matches
 from proxy.state import StateUnavailable
 from proxy.untrusted import OutputShield, plain_name, plain_resource_name
-from proxy.upstream import UpstreamConnection, UpstreamUnavailable, list_page, raw_request
+from proxy.upstream import UpstreamConnection
+from proxy.upstream_errors import UpstreamUnavailable
 from proxy.upstream_pool import UpstreamPool
+from proxy.upstream_requests import list_page, raw_request
 
 logger = logging.getLogger(__name__)
 

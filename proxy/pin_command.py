@@ -37,7 +37,7 @@ Listed = dict[str, dict[Kind, dict[str, Any]]]  # server -> kind -> name -> entr
 
 async def pin(loaded: LoadedPolicy, diff: bool, approve: list[str], store_key: bytes | None = None) -> int:
     from proxy.server import Gateway
-    from proxy.upstream import UpstreamUnavailable
+    from proxy.upstream_errors import UpstreamUnavailable
 
     path = loaded.lockfile_path
     lock = Lockfile()

@@ -47,7 +47,8 @@ from proxy.resume import Resume, ResumeStates
 from proxy.state import MemoryState, SharedState, StateUnavailable
 from proxy.subscriptions import Subscriptions
 from proxy.untrusted import OutputShield, plain_name
-from proxy.upstream import Relay, UpstreamUnavailable
+from proxy.upstream import Relay
+from proxy.upstream_errors import UpstreamUnavailable
 from proxy.upstream_pool import UpstreamPool
 
 logger = logging.getLogger(__name__)
@@ -134,6 +135,8 @@ class Pipeline(Subscriptions):
                 self._audit(call, rule, "pending", "asked the human to confirm")
                 return verdict
         assert rule is not None and isinstance(verdict, Admitted)
+        # From here on the call is what goes upstream (pins may have set values): its audit lines say so.
+        call = replace(call, arguments=verdict.arguments)
         # A call that acts in the world is on record before it is made; one that cannot be recorded is not made.
         ahead = consequential(rule, verdict)
         recorded = not ahead or self._audit(call, rule, verdict.decision, verdict.reason)
@@ -202,9 +205,12 @@ class Pipeline(Subscriptions):
         if resumed or not isinstance(admitted, Admitted):
             return admitted
         sms_policy = self.loaded.policy.sms
-        if isinstance(refused := check_sms(rule, sms_policy, admitted), Refusal):
-            return refused
+        checked = check_sms(rule, sms_policy, admitted)
+        if isinstance(checked, Refusal):
+            return checked
         reasons = list(rule.gate_reasons)
+        if isinstance(checked, Ask):
+            reasons.extend(checked.reasons)
         for verdict in (
             await self.limiter.check(rule, admitted),
             await self.trifecta.check(call.caller.session, rule, admitted, expires=call.caller.sessionless),

@@ -112,13 +112,17 @@ _NUMERIC = re.compile(r"\+?[0-9]{3,15}")
 
 
 def sender_problem(sender: str, *, allow: Iterable[str] = (), block_impersonation: bool = True) -> str | None:
-    """Why a sender ID may not be used, or None. A sender on the team's allow list is always allowed;
-    with an allow list, nothing else is."""
+    """Why a sender ID may not be used, or None. A sender the team's allow list names exactly is always
+    allowed; one it matches by a pattern must also pass the format and impersonation checks; with an
+    allow list, nothing else is allowed."""
     allow = tuple(allow)
     if allow:
-        if any(_allowed(sender, pattern) for pattern in allow):
-            return None
-        return f"sender '{_shown(sender)}' is not on this team's sender allow list"
+        if any(not _glob(pattern) and sender.casefold() == pattern.casefold() for pattern in allow):
+            return None  # named by the team itself
+        if not any(_glob(pattern) and _allowed(sender, pattern) for pattern in allow):
+            return f"sender '{_shown(sender)}' is not on this team's sender allow list"
+        # A pattern names a family of senders, not each one: each must still be a valid sender ID
+        # that reads as nobody else.
     # A sender with no letter at all is a number, which reads as nobody's name.
     if block_impersonation and any(ch.isalpha() for ch in sender) and (name := impersonates(sender)):
         return f"sender '{_shown(sender)}' reads as '{name.upper()}' (impersonation)"
@@ -130,10 +134,12 @@ def sender_problem(sender: str, *, allow: Iterable[str] = (), block_impersonatio
     return None
 
 
+def _glob(pattern: str) -> bool:
+    return any(ch in pattern for ch in "*?[")
+
+
 def _allowed(sender: str, pattern: str) -> bool:
-    if any(ch in pattern for ch in "*?["):
-        return fnmatch.fnmatchcase(sender.casefold(), pattern.casefold())
-    return sender.casefold() == pattern.casefold()
+    return fnmatch.fnmatchcase(sender.casefold(), pattern.casefold())
 
 
 def _shown(value: str, limit: int = 40) -> str:
@@ -176,6 +182,10 @@ class Recipients:
 
 _PREMIUM = {PhoneNumberType.PREMIUM_RATE: "a premium-rate", PhoneNumberType.SHARED_COST: "a shared-cost"}
 _SHORT_DIGITS = 6  # a "number" of at most this many digits is a short code
+# SMSAPI reads a number of exactly 9 digits, with or without "+", as a Polish one (+48 and those 9);
+# read as international digits it may be another country's (468123456: +46 8 123 456). A guard that
+# reads a number otherwise than its upstream checks the wrong number, so such a number is refused.
+_AMBIGUOUS_DIGITS = 9
 
 
 # One send is checked, counted for its limits, priced for the prompt and audited: each number is
@@ -208,6 +218,12 @@ def check_recipients(values: Iterable[str], *, countries: Iterable[str] = (), bl
             if allowed:
                 return Recipients(problem=f"'{_masked(value)}' is a short code of no known country")
             continue  # a short code this team allows: no country, no E.164 form to record
+        if len(digits) == _AMBIGUOUS_DIGITS and not value.strip().startswith("00"):
+            return Recipients(
+                problem=f"'{_masked(value)}' has 9 digits, which SMSAPI reads as a Polish number (+48 …) and "
+                "other upstreams as a number with its country code: write it in international form with its "
+                "country code, like +48 600 100 200"
+            )
         number = parse_number(value)
         if number is None or not phonenumbers.is_valid_number(number):
             return Recipients(

@@ -17,7 +17,8 @@ from mcp_types import INVALID_PARAMS
 from proxy.caller import Caller
 from proxy.listings import Listings
 from proxy.relay import Pending, within
-from proxy.upstream import Listener, Relay, UpstreamConnection, UpstreamUnavailable
+from proxy.upstream import Listener, Relay, UpstreamConnection
+from proxy.upstream_errors import UpstreamUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import sys
 import time
 import weakref
@@ -27,15 +26,12 @@ import anyio.abc
 import httpx2
 import mcp.types as types
 from mcp import Client, StdioServerParameters
-from mcp.client import session as sdk_session
 from mcp.client.session import ClientRequestContext, ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost, listen
 from mcp.server.subscriptions import InMemorySubscriptionBus
-from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
-from mcp.shared.inbound import MCP_NAME_HEADER, encode_header_value
 from mcp.shared.subscriptions import (
     PromptsListChanged,
     ResourcesListChanged,
@@ -43,15 +39,23 @@ from mcp.shared.subscriptions import (
     ServerEvent,
     ToolsListChanged,
 )
-from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, INVALID_REQUEST, LOG_LEVEL_META_KEY, REQUEST_TIMEOUT
-from mcp_types import methods as wire_methods
+from mcp_types import INVALID_PARAMS, INVALID_REQUEST
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
 
 from proxy import __version__, upstream_wire
 from proxy.policy import Upstream
+from proxy.upstream_errors import (
+    UpstreamUnavailable,
+    describe,
+    sdk_said,
+    server_answered,
+    upstream_error_kind,
+    upstream_text,
+)
+from proxy.upstream_requests import walk
 from proxy.upstream_stdio import stdio_upstream
-from proxy.upstream_transport import ResultTooLarge, SharedTransport
+from proxy.upstream_transport import SharedTransport
 from proxy.upstream_wire import NotMCP
 
 logger = logging.getLogger(__name__)
@@ -60,22 +64,6 @@ T = TypeVar("T")
 R = TypeVar("R", bound=BaseModel)
 
 TOOLS_TTL = 60.0  # seconds a tool listing is trusted before a call lists again
-
-
-class UpstreamUnavailable(Exception):
-    """The upstream could not be reached or broke mid-request.
-
-    `detail` is mcp-guard's own words and carries no secret; `upstream_text` is what the upstream
-    itself said (an error message), untrusted: it never enters `str(exc)`, and reaches a client
-    only cleaned and enveloped (E6).
-    """
-
-    def __init__(self, server: str, detail: str, upstream_text: str | None = None) -> None:
-        super().__init__(f"upstream '{server}' is unavailable: {detail}")
-        self.server = server
-        self.detail = detail
-        self.upstream_text = upstream_text
-        self.answered = False  # the server sent an MCP/HTTP error: it is there, just not usable as asked
 
 
 @dataclass
@@ -114,29 +102,6 @@ def credential_key(value: str | None) -> str:
     if value is None:
         return "-"
     return hashlib.sha256(value.encode()).hexdigest()[:16]
-
-
-def _describe(exc: BaseException) -> str:
-    """A short, secret-free description of a connection failure, in mcp-guard's own words."""
-    if isinstance(exc, MCPError):
-        return f"it answered with error {exc.code}"
-    if isinstance(exc, ValidationError):
-        return "it sent a response that is not valid MCP"
-    if isinstance(exc, ResultTooLarge):
-        return str(exc)  # our own words
-    if isinstance(exc, httpx2.ConnectError):
-        return "connection refused or host unreachable"
-    if isinstance(exc, httpx2.TimeoutException):
-        return "timed out"
-    if isinstance(exc, httpx2.HTTPStatusError):
-        return f"HTTP {exc.response.status_code}"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, OSError):
-        return f"could not start or reach it ({exc.strerror or type(exc).__name__})"
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(_describe(e) for e in exc.exceptions[:3])
-    return type(exc).__name__
 
 
 class UpstreamConnection:
@@ -234,8 +199,8 @@ class UpstreamConnection:
             stop.set()
             if isinstance(exc, anyio.get_cancelled_exc_class()):
                 raise
-            failure = UpstreamUnavailable(self.name, self._with_status(_describe(exc)), _upstream_text(exc))
-            failure.answered = _server_answered(exc)
+            failure = UpstreamUnavailable(self.name, self._with_status(describe(exc)), upstream_text(exc))
+            failure.answered = server_answered(exc)
             raise failure from None
 
     async def _own(self, stop: anyio.Event, sse: bool, *, task_status: anyio.abc.TaskStatus[Client]) -> None:
@@ -265,7 +230,7 @@ class UpstreamConnection:
         except Exception as exc:
             if not started:
                 raise
-            logger.warning("upstream '%s' connection ended: %s", self.name, _describe(exc))
+            logger.warning("upstream '%s' connection ended: %s", self.name, describe(exc))
         finally:
             if started and self._stop is stop:
                 self._client = None
@@ -380,8 +345,8 @@ class UpstreamConnection:
                     raise  # the upstream answered this request with an error; the connection is fine
                 self._mark_broken(stop)
                 if attempt + 1 == attempts:
-                    detail = self._login_needed() or self._ended_why or self._with_status(_upstream_error_kind(exc))
-                    raise UpstreamUnavailable(self.name, detail, _upstream_text(exc)) from None
+                    detail = self._login_needed() or self._ended_why or self._with_status(upstream_error_kind(exc))
+                    raise UpstreamUnavailable(self.name, detail, upstream_text(exc)) from None
             except (ValidationError, NotMCP):
                 # The SDK could not read the answer; pydantic's message quotes the upstream's values,
                 # so none of it is passed on.  The connection itself is fine, unless the answer was an
@@ -393,7 +358,7 @@ class UpstreamConnection:
             except (httpx2.HTTPError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
                 self._mark_broken(stop)
                 if attempt + 1 == attempts:
-                    raise UpstreamUnavailable(self.name, self._login_needed() or _describe(exc)) from None
+                    raise UpstreamUnavailable(self.name, self._login_needed() or describe(exc)) from None
             finally:
                 self.in_flight -= 1
                 self.last_used = time.monotonic()
@@ -407,7 +372,7 @@ class UpstreamConnection:
         """An error that says the connection, not the request, failed: the transport gave up, the HTTP
         exchange failed (the SDK then says only "Server returned an error response"), or the upstream
         forgot our session (it restarted)."""
-        if _sdk_said(exc):
+        if sdk_said(exc):
             return True
         # An HTTP error whose body was a JSON-RPC error is the upstream answering this request; the SDK
         # says only this when the body was something else.
@@ -423,7 +388,7 @@ class UpstreamConnection:
 
     async def list_all_tools(self) -> dict[str, types.Tool]:
         """Every tool over every page; refreshes the cache the pipeline classifies calls with."""
-        self.tools = await self.request(lambda s: _walk(s, "tools"), retry=True)
+        self.tools = await self.request(lambda s: walk(s, "tools"), retry=True)
         self._listed_at = time.monotonic()
         if self.listed is not None:
             self.listed(self.name, "tools", self.tools)
@@ -433,7 +398,7 @@ class UpstreamConnection:
         """Every prompt or resource template over every page (`kind` "prompts" or
         "resource_templates"; none when the upstream does not offer them)."""
         capability = "prompts" if kind == "prompts" else "resources"
-        entries = await self.request(lambda s: _walk(s, kind), retry=True) if await self._offers(capability) else {}
+        entries = await self.request(lambda s: walk(s, kind), retry=True) if await self._offers(capability) else {}
         self.others[kind] = entries
         self._others_at[kind] = time.monotonic()
         if self.listed is not None:
@@ -633,84 +598,6 @@ def _announces(caps: types.ServerCapabilities | None) -> bool:
     )
 
 
-_LISTINGS: dict[str, tuple[Any, type[Any]]] = {
-    "tools": (types.ListToolsRequest, types.ListToolsResult),
-    "prompts": (types.ListPromptsRequest, types.ListPromptsResult),
-    "resources": (types.ListResourcesRequest, types.ListResourcesResult),
-    "resource_templates": (types.ListResourceTemplatesRequest, types.ListResourceTemplatesResult),
-}
-
-
-async def _walk(session: ClientSession, kind: str) -> dict[str, Any]:
-    """Every entry of a listing over every page, by name (at most 1000 pages: an upstream's cursor
-    cannot keep mcp-guard listing for ever)."""
-    entries: dict[str, Any] = {}
-    cursor: str | None = None
-    for _ in range(1000):
-        page = await list_page(session, kind, cursor)
-        entries.update((entry.name, entry) for entry in getattr(page, kind))
-        cursor = page.next_cursor
-        if cursor is None:
-            break
-    return entries
-
-
-async def list_page(session: ClientSession, kind: str, cursor: str | None) -> Any:
-    """One page of a listing (`kind` "tools", "prompts", "resources" or "resource_templates") as the
-    session's `list_*` returns it, with its entries kept once across connections (`_shared`).
-
-    It is asked on the direct path where there is one (upstream_wire), not through the session's
-    `list_*`: the SDK's dispatcher keeps the last message it received until the next one, and a
-    listing kept so by each credential's idle connection cost 120 KB apiece.
-    """
-    request_type, result_type = _LISTINGS[kind]
-    params = types.PaginatedRequestParams(cursor=cursor)
-    page = await _sdk_result(session, request_type(params=params), result_type)
-    if isinstance(page, types.ListToolsResult):
-        page = session._absorb_tool_listing(page, complete=cursor is None and page.next_cursor is None)
-    entries = [_shared(entry) for entry in getattr(page, kind)]
-    if kind == "tools":
-        # The session keeps each tool's output schema too (for results it validates itself): the kept copy.
-        schemas = session._tool_output_schemas
-        for tool in entries:
-            if tool.name in schemas and schemas[tool.name] == tool.output_schema:
-                schemas[tool.name] = tool.output_schema
-    return page.model_copy(update={kind: entries})
-
-
-async def _sdk_result(session: ClientSession, request: Any, result_type: type[R]) -> R:
-    """`request`'s result as `ClientSession.send_request` returns it (same checks, same model), sent
-    by `raw_request`."""
-    raw = await raw_request(session, request)
-    sdk_session._clamp_inbound_ttl(raw)
-    version = session.protocol_version or "2025-11-25"  # the SDK's own fallback
-    method = request.method
-    try:
-        wire_methods.validate_server_result(method, version, raw)
-    except KeyError:
-        pass
-    if not (foreign := sdk_session._later_revision_fields(method, version)).isdisjoint(raw):
-        raw = {key: value for key, value in raw.items() if key not in foreign}
-    return result_type.model_validate(raw, by_name=False)
-
-
-# Every credential has its own connection and listing; an upstream lists the same definitions to
-# all of them, and one SMSAPI listing is about 200 KB of models. Identical entries are kept once.
-_ENTRIES: weakref.WeakValueDictionary[tuple[str, str], Any] = weakref.WeakValueDictionary()
-
-
-def _shared(entry: Any) -> Any:
-    """The one kept copy of a listed entry equal to `entry` (entries are read, never changed)."""
-    try:
-        key = (type(entry).__qualname__, entry.model_dump_json(by_alias=True))
-    except ValueError:  # what pydantic cannot write as JSON (nested too deep) is simply not shared
-        return entry
-    kept = _ENTRIES.get(key)
-    if kept is None:
-        _ENTRIES[key] = kept = entry
-    return kept
-
-
 def _as_event(message: Any) -> ServerEvent:
     if isinstance(message, types.ResourceUpdatedNotification):
         return ResourceUpdated(uri=str(message.params.uri))
@@ -736,83 +623,6 @@ class _InFlight:
 
     def __exit__(self, *exc: object) -> None:
         self._relays.pop(id(self), None)
-
-
-def _server_answered(exc: BaseException) -> bool:
-    if isinstance(exc, MCPError):
-        return True
-    if isinstance(exc, BaseExceptionGroup):
-        return any(_server_answered(e) for e in exc.exceptions)
-    return False
-
-
-# What the SDK itself says when the transport gave up.  An upstream may answer -32000 or -32001 for
-# errors of its own (servers use -32000 for ordinary errors): those are its words, not a lost link.
-_SDK_TIMED_OUT = re.compile(r"Request '[^']*' timed out")
-_SDK_CLOSED = ("Connection closed", "SSE stream ended without a response",
-               "SSE stream ended and reconnection attempts were exhausted")  # fmt: skip
-
-
-def _sdk_said(exc: MCPError) -> bool:
-    if exc.code == CONNECTION_CLOSED:
-        return exc.message in _SDK_CLOSED or exc.message.startswith("SSE stream failed: ")
-    return exc.code == REQUEST_TIMEOUT and _SDK_TIMED_OUT.fullmatch(exc.message) is not None
-
-
-def _upstream_error_kind(exc: MCPError) -> str:
-    if _sdk_said(exc):
-        return "connection closed" if exc.code == CONNECTION_CLOSED else "timed out"
-    return f"it answered with error {exc.code}"
-
-
-def _upstream_text(exc: BaseException) -> str | None:
-    """The upstream's own words in a failure, if it sent any (never our transport's)."""
-    if isinstance(exc, MCPError) and not _sdk_said(exc):
-        return exc.message
-    if isinstance(exc, BaseExceptionGroup):
-        texts = [t for e in exc.exceptions[:3] if (t := _upstream_text(e))]
-        return "\n".join(texts) or None
-    return None
-
-
-async def raw_request(
-    session: ClientSession,
-    request: types.ClientRequest,
-    *,
-    progress: ProgressFnT | None = None,
-    logs: bool = True,
-) -> dict[str, Any]:
-    """Send `request` on the SDK session and return the upstream's result as wire JSON, unvalidated.
-    `logs=False` leaves out the request's 2026-07-28 log opt-in: nobody would receive its log lines.
-
-    The SDK validates a result against the MCP schema before anyone sees it, so one content block
-    of a type it does not know fails the whole result.  mcp-guard reads results through its own
-    allowlist instead (proxy/untrusted.py), which turns such a block into a placeholder.  This stamps
-    the request as `ClientSession.send_request` does (mcp is pinned to one version); a 2026-07-28
-    session over Streamable HTTP then sends it itself (upstream_wire), any other on the SDK dispatcher.
-    """
-    data = request.model_dump(by_alias=True, mode="json", exclude_none=True)
-    opts: CallOptions = {}
-    session._stamp(data, opts)
-    if not logs and isinstance(meta := (data.get("params") or {}).get("_meta"), dict) and LOG_LEVEL_META_KEY in meta:
-        data["params"]["_meta"] = {key: value for key, value in meta.items() if key != LOG_LEVEL_META_KEY}
-    headers = opts.setdefault("headers", {})
-    if (key := type(request).name_param) is not None and MCP_NAME_HEADER not in headers:
-        name = (data.get("params") or {}).get(key)
-        if isinstance(name, str):
-            headers[MCP_NAME_HEADER] = encode_header_value(name)
-    if session._session_read_timeout_seconds is not None:
-        opts["timeout"] = session._session_read_timeout_seconds
-    if progress is not None:
-        opts["on_progress"] = progress
-    wire = upstream_wire.direct(session)
-    if wire is not None:
-        raw = await upstream_wire.send(session, wire, data, opts)
-    else:
-        raw = await session._dispatcher.send_raw_request(data["method"], data.get("params"), opts)
-    if not isinstance(raw, dict):
-        raise NotMCP("a result that is not a JSON object")
-    return raw
 
 
 class _ClosingHttp:

@@ -15,8 +15,8 @@ from proxy.caller import Caller
 from proxy.policy import load_policy
 from proxy.policy.models import Upstream
 from proxy.server import Gateway
-from proxy.upstream import raw_request
 from proxy.upstream_pool import UpstreamPool
+from proxy.upstream_requests import raw_request
 from tests.harness import Proc, write_policy
 
 pytestmark = pytest.mark.anyio
@@ -52,7 +52,7 @@ async def test_credentials_share_one_copy_of_each_definition_and_keep_no_raw_lis
 
 
 def test_a_changed_definition_is_not_shared_with_the_old_one() -> None:
-    from proxy.upstream import _shared
+    from proxy.upstream_requests import _shared
 
     tool = types.Tool(name="t", description="one", input_schema={"type": "object"})
     same = types.Tool(name="t", description="one", input_schema={"type": "object"})
@@ -82,7 +82,7 @@ async def test_a_clients_tools_list_keeps_no_raw_listing_and_no_copy_per_credent
 
 
 def test_a_definition_pydantic_cannot_write_is_kept_as_is_not_shared() -> None:
-    from proxy.upstream import _shared
+    from proxy.upstream_requests import _shared
 
     deep: dict[str, object] = {}
     inner = deep

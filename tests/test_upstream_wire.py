@@ -33,8 +33,11 @@ if __package__ in (None, ""):
 
 from proxy import upstream_wire
 from proxy.policy import Upstream
-from proxy.upstream import NotMCP, Relay, UpstreamConnection, UpstreamUnavailable, current_relay, raw_request
+from proxy.upstream import Relay, UpstreamConnection, current_relay
+from proxy.upstream_errors import UpstreamUnavailable
+from proxy.upstream_requests import raw_request
 from proxy.upstream_transport import SharedTransport
+from proxy.upstream_wire import NotMCP
 from tests.harness import PY, Proc, spawn
 from tests.servers.procs import read_record, wait_for_record
 

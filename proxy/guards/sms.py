@@ -12,7 +12,7 @@ from typing import Any
 
 from proxy import sms
 from proxy.catalog import ToolRule
-from proxy.guards import Admitted, Refusal, Verdict
+from proxy.guards import Admitted, Ask, Refusal, Verdict
 from proxy.policy import SmsPolicy
 
 
@@ -39,6 +39,11 @@ def check_sms(rule: ToolRule, policy: SmsPolicy | None, call: Admitted) -> Verdi
         )
         if checked.problem:
             return _refused(rule, "recipients", checked.problem)
+        countries = policy.recipients.countries
+        if countries and any(arguments.get(name) not in (None, "", []) for name in rule.recipients.group_args):
+            # Who is in the group is the upstream's to know: only a person can vouch for its countries.
+            return Ask(arguments, (f"a group send: its numbers cannot be checked against this team's countries "
+                                   f"({', '.join(countries)})",))  # fmt: skip
     return call
 
 
