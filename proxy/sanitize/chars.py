@@ -55,7 +55,7 @@ _DROP = re.compile(f"[{_CONTROL}{_INVISIBLE}]")
 # or a keycap mark ("🏳️‍🌈").
 _LONE_ZWJ = re.compile(f"\u200d(?:(?<![{_EMOJI}\ufe0f\u20e3]\u200d)|(?![{_EMOJI}]))")
 # Keep VS15/VS16 right after an emoji, or before the keycap mark in "1️⃣"; drop every other one.
-_LONE_VS = re.compile(f"[\ufe00-\ufe0d]|[\ufe0e\ufe0f](?<![{_EMOJI}][\ufe0e\ufe0f])(?!\u20e3)")
+_LONE_VS = re.compile(f"[{_VARIATION}](?<![{_EMOJI}][\ufe0e\ufe0f])(?!(?<=[\ufe0e\ufe0f])\u20e3)")
 
 
 def _strip_controls(text: str) -> str:
