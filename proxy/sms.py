@@ -218,7 +218,7 @@ def check_recipients(values: Iterable[str], *, countries: Iterable[str] = (), bl
             if allowed:
                 return Recipients(problem=f"'{_masked(value)}' is a short code of no known country")
             continue  # a short code this team allows: no country, no E.164 form to record
-        if len(digits) == _AMBIGUOUS_DIGITS and not value.strip().startswith("00"):
+        if len(digits) == _AMBIGUOUS_DIGITS:
             return Recipients(
                 problem=f"'{_masked(value)}' has 9 digits, which SMSAPI reads as a Polish number (+48 …) and "
                 "other upstreams as a number with its country code: write it in international form with its "

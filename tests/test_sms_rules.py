@@ -197,3 +197,11 @@ def test_describe() -> None:
     assert sms.describe(sms.message_parts("a" * 200), 3) == "2 parts × 3 recipients = 6 messages (GSM-7)"
     assert sms.describe(sms.message_parts("Hej"), 1) == "1 part × 1 recipient = 1 message (GSM-7)"
     assert sms.describe(sms.message_parts("a" * 200), 3, 0.16, "PLN").endswith("about 0.96 PLN")
+
+
+def test_a_nine_digit_number_is_refused_as_read_two_ways() -> None:
+    # SMSAPI reads 9 digits as a Polish number; as international digits they may be another country's.
+    for value in ("468123456", "+46 8 123 456", "004681234", "600100200", "+600-100-200"):
+        checked = sms.check_recipients([value], countries=["SE", "PL"])
+        assert checked.problem is not None and "has 9 digits" in checked.problem, value
+    assert sms.check_recipients(["+46 70 123 45 67", "+48 600 100 200"], countries=["SE", "PL"]).problem is None

@@ -42,8 +42,8 @@ def check_sms(rule: ToolRule, policy: SmsPolicy | None, call: Admitted) -> Verdi
         countries = policy.recipients.countries
         if countries and any(arguments.get(name) not in (None, "", []) for name in rule.recipients.group_args):
             # Who is in the group is the upstream's to know: only a person can vouch for its countries.
-            return Ask(arguments, (f"a group send: its numbers cannot be checked against this team's countries "
-                                   f"({', '.join(countries)})",))  # fmt: skip
+            why = f"a group send: its numbers cannot be checked against this team's countries ({', '.join(countries)})"
+            return Ask(arguments, (why,))
     return call
 
 
