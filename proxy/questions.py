@@ -15,7 +15,7 @@ from typing import Any
 import mcp.types as types
 
 from proxy.policy import OutputPolicy
-from proxy.untrusted import Clean, OutputShield
+from proxy.untrusted import Clean, OutputShield, markup_media
 
 JSON = dict[str, Any]
 
@@ -109,7 +109,7 @@ def _block(block: Any, clean: Clean) -> JSON | None:
     if kind in _MEDIA:
         data, mime = block.get("data"), block.get("mimeType")
         good = isinstance(data, str) and len(data) % 4 == 0 and _BASE64.fullmatch(data) is not None
-        if good and isinstance(mime, str) and _MEDIA[kind].fullmatch(mime):
+        if good and isinstance(mime, str) and _MEDIA[kind].fullmatch(mime) and not markup_media(mime):
             return {"type": kind, "data": data, "mimeType": mime}
         return None
     if kind == "tool_use" and isinstance(block.get("input"), dict):

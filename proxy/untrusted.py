@@ -9,6 +9,7 @@ string/JSON functions; this module knows where text sits in each MCP shape.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -240,7 +241,8 @@ class OutputShield:
         if kind in ("image", "audio") and _base64(block.get("data")):
             # An image is an image: "text/html" on one would have a client render the upstream's markup.
             mime = _mime(block.get("mimeType"))
-            return {"type": kind, "data": block["data"], "mimeType": mime} if mime.startswith(f"{kind}/") else None
+            plain = mime.startswith(f"{kind}/") and not markup_media(mime)  # image/svg+xml is markup, scripts and all
+            return {"type": kind, "data": block["data"], "mimeType": mime} if plain else None
         if kind == "resource" and isinstance(block.get("resource"), dict):
             resource = self.contents(block["resource"], source, clean)
             return None if resource is None else {"type": "resource", "resource": resource}
@@ -278,6 +280,13 @@ class OutputShield:
             out["mimeType"] = _mime(item["mimeType"])
         if isinstance(item.get("text"), str):
             out["text"] = self.text(item["text"], source, clean)
+        elif _base64(item.get("blob")) and markup_media(out.get("mimeType", "")):
+            # Text (HTML, SVG, JSON...) in base64 is still text a client renders or a model reads:
+            # it is decoded and cleaned like any text, and one that is not UTF-8 does not pass.
+            decoded = _utf8(item["blob"])
+            if decoded is None:
+                return None
+            out["text"] = self.text(decoded, source, clean)
         elif _base64(item.get("blob")):
             out["blob"] = item["blob"]
         else:
@@ -446,6 +455,23 @@ def _json_value(text: str) -> Any:
 
 def _base64(value: Any) -> bool:
     return isinstance(value, str) and len(value) % 4 == 0 and _BASE64.fullmatch(value) is not None
+
+
+def markup_media(mime: str) -> bool:
+    """Whether a media type is text a client may render: text/*, JSON, XML (SVG), JavaScript."""
+    kind = mime.split(";", 1)[0].strip().lower()
+    return (
+        kind.startswith("text/")
+        or kind.endswith(("+xml", "+json", "/xml", "/json", "/javascript", "/ecmascript"))
+        or kind in ("application/xhtml+xml", "application/x-javascript")
+    )
+
+
+def _utf8(data: str) -> str | None:
+    try:
+        return base64.b64decode(data, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def _mime(value: Any) -> str:

@@ -273,6 +273,25 @@ async def test_input_request_keys_of_an_upstream_are_not_passed_on_raw(
     assert_clean([asked.model_dump(by_alias=True, mode="json", exclude_none=True)])
 
 
+# --- text in base64: an HTML blob is text a client renders (SPEC §5: resource contents are cleaned) ----------
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_an_html_blob_reaches_the_client_as_cleaned_text(
+    transport: str, mode: str, rig: tuple[Path, Proc, Path]
+) -> None:
+    heard = Heard()
+    async with connect(transport, mode, rig, heard) as client:
+        result = await client.call_tool("html_blob", {})
+        read = await client.read_resource("note://html")
+    embedded = result.model_dump(by_alias=True, mode="json", exclude_none=True)["content"][0]["resource"]
+    contents = read.model_dump(by_alias=True, mode="json", exclude_none=True)["contents"][0]
+    for item in (embedded, contents):
+        assert "blob" not in item and "evil" in item["text"] and "script" not in item["text"], item
+    check_everything([embedded, contents])  # enveloped text: E1/E2 hold inside the envelope
+
+
 # --- zero-width characters in a tool result (E2) ------------------------------------------------------------
 
 

@@ -510,3 +510,23 @@ def test_an_upstreams_protocol_meta_keys_stay_with_its_hop() -> None:
     assert shield.meta(stamp) is None
     result = shield.tool_result("a:b", {"content": [], "_meta": {**stamp, "k": "v"}})
     assert result.get("_meta") == {"k": "v"}
+
+
+def test_text_in_a_blob_is_cleaned_as_text_and_an_svg_is_no_image() -> None:
+    import base64
+
+    from proxy.policy import OutputPolicy
+    from proxy.untrusted import OutputShield
+
+    shield, clean = OutputShield(OutputPolicy()), sanitize_text
+    html = base64.b64encode(b"<script>alert(1)</script><b>hi</b> \xe2\x80\xae!").decode()
+    for mime in ("text/html", "image/svg+xml", "application/json; charset=utf-8", "application/xhtml+xml"):
+        out = shield.contents({"uri": "note://x", "mimeType": mime, "blob": html}, "a:b", clean)
+        assert out is not None and "blob" not in out, mime
+        _, _, body = unwrap(out["text"])
+        assert "<" not in body and "\u202e" not in body and "hi" in body, mime
+    binary = base64.b64encode(b"\x89PNG\r\n\x1a\n\x00\xff").decode()
+    assert shield.contents({"uri": "f://x", "mimeType": "image/png", "blob": binary}, "a:b", clean)["blob"] == binary
+    assert shield.contents({"uri": "f://x", "mimeType": "text/plain", "blob": binary}, "a:b", clean) is None
+    svg = shield.block({"type": "image", "data": html, "mimeType": "image/svg+xml"}, "a:b", clean)
+    assert svg["type"] == "text" and "removed a content block" in svg["text"]
