@@ -9,7 +9,6 @@ stream (backchannel.py). Channels carry messages and decide nothing.
 
 from __future__ import annotations
 
-import secrets
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -17,7 +16,14 @@ import mcp.types as types
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel
 
-from proxy.questions import clean_form_schema, clean_url, plain_token, relayed_question, sampling_request, url_question
+from proxy.questions import (
+    clean_form_schema,
+    clean_url,
+    elicitation_id,
+    relayed_question,
+    sampling_request,
+    url_question,
+)
 from proxy.relay import (
     ProgressFn,
     can_elicit_form,
@@ -131,8 +137,7 @@ class Downstream:
         asked = types.ElicitRequestURLParams(
             message=url_question(server, params.message, url),
             url=url,
-            # An id is shown to nobody but kept by the client: only a plain token passes, else ours.
-            elicitation_id=params.elicitation_id if plain_token(params.elicitation_id) else secrets.token_hex(8),
+            elicitation_id=elicitation_id(params.elicitation_id),
         )
         return await self._ask(server, types.ElicitRequest(params=asked), types.ElicitResult, "user")
 

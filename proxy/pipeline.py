@@ -9,7 +9,6 @@ refuses the call (fail closed); the upstream only ever sees calls that passed ev
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -32,7 +31,15 @@ from proxy.guards.visibility import check_visible
 from proxy.listings import BoundedSet
 from proxy.pinning import KINDS, NOUN, Kind, PinCheck, Pins, read_lockfile, terminal_safe
 from proxy.policy import LoadedPolicy
-from proxy.questions import clean_form_schema, clean_url, plain_token, relayed_question, sampling_request, url_question
+from proxy.questions import (
+    clean_form_schema,
+    clean_url,
+    elicitation_id,
+    plain_token,
+    relayed_question,
+    sampling_request,
+    url_question,
+)
 from proxy.relay import (
     PARKED,
     Outcome,
@@ -262,12 +269,9 @@ class Pipeline(Subscriptions):
                 if not call.prompter.can_elicit_url:
                     return refuse("asked to send the user to a URL, but this client cannot")
                 message = url_question(rule.server, request.params.message, url)
-                asked_id = request.params.elicitation_id
-                # An id is shown to nobody but kept by the client: only a plain token passes, else ours.
-                elicitation_id = asked_id if plain_token(asked_id) else secrets.token_hex(8)
-                params = request.params.model_copy(
-                    update={"message": message, "url": url, "elicitation_id": elicitation_id}
-                )
+                relayed_id = elicitation_id(request.params.elicitation_id)
+                update = {"message": message, "url": url, "elicitation_id": relayed_id}
+                params = request.params.model_copy(update=update)
                 requests[key] = types.ElicitRequest(params=params)
             elif isinstance(request, types.CreateMessageRequest) and self.loaded.policy.sampling == "allow":
                 requests[key] = types.CreateMessageRequest(params=sampling_request(request.params))

@@ -3,19 +3,21 @@
 Each is rebuilt from what mcp-guard knows, never copied: a question's words are named as the
 upstream's and cleaned, a form schema has every string and key cleaned, a URL must be plain https,
 and a sampling request keeps only the fields a model needs, each cleaned (bleach's rule: what is not
-allowed never passes). The identifiers an upstream picks and a client echoes back (an elicitation's
-id, the keys of a 2026-07-28 `inputRequests`) must be plain tokens, or the question is not relayed.
+allowed never passes). The identifiers an upstream picks and a client echoes back must be plain
+tokens: an elicitation id that is not is replaced by mcp-guard's own, and a 2026-07-28 request whose
+`inputRequests` key is not is refused (pipeline.py).
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Any
 
 import mcp.types as types
 
 from proxy.policy import OutputPolicy
-from proxy.untrusted import Clean, OutputShield, markup_media
+from proxy.untrusted import Clean, OutputShield, is_base64, markup_media
 
 JSON = dict[str, Any]
 
@@ -25,7 +27,6 @@ _URL = re.compile(
 )
 # An identifier the client hands back unchanged: it is shown to nobody, so nothing but a token passes.
 _TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _MEDIA = {"image": re.compile(r"image/[a-z0-9.+-]{1,64}"), "audio": re.compile(r"audio/[a-z0-9.+-]{1,64}")}
 _PRIORITIES = ("costPriority", "speedPriority", "intelligencePriority")
 
@@ -33,6 +34,12 @@ _PRIORITIES = ("costPriority", "speedPriority", "intelligencePriority")
 def plain_token(value: object) -> bool:
     """Whether an upstream's identifier may be passed on for the client to echo back."""
     return isinstance(value, str) and _TOKEN.fullmatch(value) is not None
+
+
+def elicitation_id(asked: str | None) -> str:
+    """The id a relayed URL elicitation carries: shown to nobody but kept by the client, so the
+    upstream's only when it is a plain token, else mcp-guard's own."""
+    return asked if asked is not None and plain_token(asked) else secrets.token_hex(8)
 
 
 def relayed_question(server: str, message: str) -> str:
@@ -108,8 +115,7 @@ def _block(block: Any, clean: Clean) -> JSON | None:
         return {"type": "text", "text": clean(block["text"])}
     if kind in _MEDIA:
         data, mime = block.get("data"), block.get("mimeType")
-        good = isinstance(data, str) and len(data) % 4 == 0 and _BASE64.fullmatch(data) is not None
-        if good and isinstance(mime, str) and _MEDIA[kind].fullmatch(mime) and not markup_media(mime):
+        if is_base64(data) and isinstance(mime, str) and _MEDIA[kind].fullmatch(mime) and not markup_media(mime):
             return {"type": kind, "data": data, "mimeType": mime}
         return None
     if kind == "tool_use" and isinstance(block.get("input"), dict):
@@ -136,14 +142,9 @@ def _block(block: Any, clean: Clean) -> JSON | None:
 
 
 def _tool(tool: JSON, clean: Clean) -> JSON:
-    """A tool offered to the client's model for this sampling: its name, words and schemas, cleaned."""
-    out: JSON = {"name": clean(str(tool.get("name", "")))}
-    out["inputSchema"] = _SHIELD.schema(tool.get("inputSchema"), clean)
-    for key in ("title", "description"):
-        if isinstance(tool.get(key), str):
-            out[key] = clean(tool[key])
-    if isinstance(tool.get("outputSchema"), dict):
-        out["outputSchema"] = _SHIELD.schema(tool["outputSchema"], clean)
-    if (annotations := _SHIELD.annotations(tool.get("annotations"), {})) is not None:
-        out["annotations"] = annotations
+    """A tool offered to the client's model for this sampling: as tools/list shows one (name, words,
+    schemas and hints cleaned), without its `_meta` and `execution`."""
+    out = _SHIELD.tool(tool, clean(str(tool.get("name", ""))), _SHIELD.annotations(tool.get("annotations"), {}))
+    out.pop("_meta", None)
+    out.pop("execution", None)
     return out

@@ -13,7 +13,7 @@ import fnmatch
 import functools
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,6 +151,12 @@ def _shown(value: str, limit: int = 40) -> str:
 # -- recipients ----------------------------------------------------------------------------------
 
 _SPLIT = re.compile(r"[,;\n\r]+")
+
+
+def names_group(arguments: Mapping[str, Any], group_args: Iterable[str]) -> bool:
+    """Whether a send goes to a group (any of its group arguments given): whose numbers only the
+    upstream knows."""
+    return any(arguments.get(name) not in (None, "", []) for name in group_args)
 
 
 def split_recipients(value: Any) -> list[str]:

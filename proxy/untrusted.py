@@ -238,7 +238,7 @@ class OutputShield:
     def _block(self, block: JSON, kind: Any, source: str, clean: Clean, verbatim: Verbatim | None) -> JSON | None:
         if kind == "text" and isinstance(block.get("text"), str):
             return {"type": "text", "text": self.text(block["text"], source, clean, verbatim)}
-        if kind in ("image", "audio") and _base64(block.get("data")):
+        if kind in ("image", "audio") and is_base64(block.get("data")):
             # An image is an image: "text/html" on one would have a client render the upstream's markup.
             mime = _mime(block.get("mimeType"))
             plain = mime.startswith(f"{kind}/") and not markup_media(mime)  # image/svg+xml is markup, scripts and all
@@ -280,14 +280,14 @@ class OutputShield:
             out["mimeType"] = _mime(item["mimeType"])
         if isinstance(item.get("text"), str):
             out["text"] = self.text(item["text"], source, clean)
-        elif _base64(item.get("blob")) and markup_media(out.get("mimeType", "")):
+        elif is_base64(item.get("blob")) and markup_media(out.get("mimeType", "")):
             # Text (HTML, SVG, JSON...) in base64 is still text a client renders or a model reads:
             # it is decoded and cleaned like any text, and one that is not UTF-8 does not pass.
             decoded = _utf8(item["blob"])
             if decoded is None:
                 return None
             out["text"] = self.text(decoded, source, clean)
-        elif _base64(item.get("blob")):
+        elif is_base64(item.get("blob")):
             out["blob"] = item["blob"]
         else:
             return None
@@ -453,7 +453,7 @@ def _json_value(text: str) -> Any:
         return None
 
 
-def _base64(value: Any) -> bool:
+def is_base64(value: Any) -> bool:
     return isinstance(value, str) and len(value) % 4 == 0 and _BASE64.fullmatch(value) is not None
 
 

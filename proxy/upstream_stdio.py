@@ -27,6 +27,8 @@ from mcp.client import stdio as sdk_stdio
 from mcp.client._transport import TransportStreams
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
+from proxy.upstream_transport import too_large
+
 logger = logging.getLogger(__name__)
 
 Overflow = Callable[[str], None]
@@ -80,8 +82,7 @@ class LineBound(ByteReceiveStream):
         self._broken = True
         self._held = []
         self._held_bytes = 0
-        why = f"its answer is larger than max_result_bytes ({self._limit} bytes) and was refused"
-        self._overflow(why)
+        self._overflow(too_large(self._limit))
         raise anyio.EndOfStream
 
     async def aclose(self) -> None:

@@ -185,11 +185,16 @@ def capping_hook(limit: int) -> Callable[[httpx2.Response], Awaitable[None]]:
     return hook
 
 
+def too_large(limit: int) -> str:
+    """mcp-guard's words for an upstream answer past `max_result_bytes`, on any transport."""
+    return f"its answer is larger than max_result_bytes ({limit} bytes) and was refused"
+
+
 class ResultTooLarge(httpx2.ReadError):
     """An upstream answer past `max_result_bytes`: reading stopped there."""
 
     def __init__(self, limit: int, request: httpx2.Request | None = None) -> None:
-        super().__init__(f"its answer is larger than max_result_bytes ({limit} bytes) and was refused", request=request)
+        super().__init__(too_large(limit), request=request)
         self.limit = limit
 
 

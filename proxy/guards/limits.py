@@ -16,7 +16,7 @@ from proxy.catalog import ToolRule
 from proxy.guards import Admitted, Ask, Refusal, Verdict
 from proxy.guards.sms import message_count
 from proxy.policy import LimitRule
-from proxy.sms import distinct_recipients, split_recipients
+from proxy.sms import distinct_recipients, names_group, split_recipients
 from proxy.state import Full, SharedState, Window
 
 
@@ -34,7 +34,7 @@ def count_recipients(rule: ToolRule, arguments: dict[str, Any]) -> tuple[int, bo
         return 0, False
     values = [arguments.get(name) for name in spec.args]
     unknown = not all(_countable(v) for v in values)
-    if any(arguments.get(name) not in (None, "", []) for name in spec.group_args):
+    if names_group(arguments, spec.group_args):
         unknown = True
     # Separators are commas, semicolons and newlines, never spaces: "+48 600 100 200" is one number.
     return distinct_recipients([n for v in values if _countable(v) for n in split_recipients(v)]), unknown

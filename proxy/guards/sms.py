@@ -40,7 +40,7 @@ def check_sms(rule: ToolRule, policy: SmsPolicy | None, call: Admitted) -> Verdi
         if checked.problem:
             return _refused(rule, "recipients", checked.problem)
         countries = policy.recipients.countries
-        if countries and any(arguments.get(name) not in (None, "", []) for name in rule.recipients.group_args):
+        if countries and sms.names_group(arguments, rule.recipients.group_args):
             # Who is in the group is the upstream's to know: only a person can vouch for its countries.
             why = f"a group send: its numbers cannot be checked against this team's countries ({', '.join(countries)})"
             return Ask(arguments, (why,))
@@ -60,8 +60,7 @@ def recipients_of(rule: ToolRule, arguments: dict[str, Any]) -> tuple[int, bool]
     if rule.recipients is None:
         return 0, False
     values = [v for name in rule.recipients.args for v in sms.split_recipients(arguments.get(name))]
-    group = any(arguments.get(name) not in (None, "", []) for name in rule.recipients.group_args)
-    return sms.distinct_recipients(values), group
+    return sms.distinct_recipients(values), sms.names_group(arguments, rule.recipients.group_args)
 
 
 def parts_of(rule: ToolRule, arguments: dict[str, Any]) -> sms.Parts | None:
