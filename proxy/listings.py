@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import mcp.types as types
@@ -20,7 +21,7 @@ from pydantic import BaseModel
 
 from proxy.caller import Caller
 from proxy.catalog import Catalog, ToolRule
-from proxy.guards.trifecta import Trifecta
+from proxy.guards.trifecta import UNTRUSTED, Trifecta
 from proxy.guards.visibility import granted
 from proxy.pinning import Kind, PinCheck, uri_matches
 from proxy.state import StateUnavailable
@@ -135,17 +136,15 @@ class Listings:
         server, conn = self._single(caller, "resources")
         if conn is None or uri in self._hidden_resources:
             raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown resource")
-        if self.pin_check is not None:
-            await self._refuse_drifted_template(server, conn, uri)
-        raw = await self._ask(
-            server,
-            conn,
-            lambda s: _raw(s, types.ReadResourceRequest(params=types.ReadResourceRequestParams(uri=uri))),
-            retry=True,
-        )
         source = f"{server}:{_source_name(uri)}"
+        legs = self.catalog.resource_legs(server)
+        taint = _Taint(caller, source, legs)
+        if self.pin_check is not None:
+            await self._refuse_drifted_template(server, conn, uri, taint)
+        request = types.ReadResourceRequest(params=types.ReadResourceRequestParams(uri=uri))
+        raw = await self._ask(server, conn, lambda s: _raw(s, request), retry=True, taint=taint)
         result = types.ReadResourceResult(contents=self.shield.resource_contents(source, raw.get("contents")))
-        await self._remember(caller, source, self.catalog.resource_legs(server))
+        await self._remember(caller, source, legs)
         return result
 
     async def list_prompts(self, caller: Caller, cursor: str | None) -> types.ListPromptsResult:
@@ -163,13 +162,15 @@ class Listings:
         server, conn = self._single(caller, "prompts")
         if conn is None or not plain_name(name):
             raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown prompt")
-        if self.pin_check is not None:
-            await self._refuse_unpinned_prompt(server, conn, name)
-        request = types.GetPromptRequest(params=types.GetPromptRequestParams(name=name, arguments=arguments))
-        raw = await self._ask(server, conn, lambda s: _raw(s, request), retry=True)
         source = f"{server}:{name}"
+        legs = self.catalog.prompt_legs(server)
+        taint = _Taint(caller, source, legs)
+        if self.pin_check is not None:
+            await self._refuse_unpinned_prompt(server, conn, name, taint)
+        request = types.GetPromptRequest(params=types.GetPromptRequestParams(name=name, arguments=arguments))
+        raw = await self._ask(server, conn, lambda s: _raw(s, request), retry=True, taint=taint)
         result = types.GetPromptResult.model_validate(self.shield.prompt_result(source, raw))
-        await self._remember(caller, source, self.catalog.prompt_legs(server))
+        await self._remember(caller, source, legs)
         return result
 
     # -- pins on prompts and resource templates ---------------------------------------------------
@@ -177,25 +178,25 @@ class Listings:
     def _unpinned(self, server: str, entry: Any, kind: Kind = "resource_templates") -> str | None:
         return self.pin_check.hides(server, entry, kind) if self.pin_check is not None else None
 
-    async def _refuse_unpinned_prompt(self, server: str, conn: UpstreamConnection, name: str) -> None:
+    async def _refuse_unpinned_prompt(self, server: str, conn: UpstreamConnection, name: str, taint: _Taint) -> None:
         """A prompt is fetched only when its listed definition is what was pinned (the upstream's
         listing, not the client's word, says what the prompt is)."""
         try:
             prompt = (await conn.listed_now("prompts")).get(name)
-        except MCPError as exc:
-            raise self._answered(server, exc) from None
+        except (MCPError, UpstreamUnavailable) as exc:
+            raise await self._failed(server, exc, taint) from None
         if prompt is None:
             raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown prompt (the upstream does not list it)")
         if why := self._unpinned(server, prompt, "prompts"):
             raise MCPError(code=INVALID_PARAMS, message=f"mcp-guard: prompt '{name}' was refused: {why}")
 
-    async def _refuse_drifted_template(self, server: str, conn: UpstreamConnection, uri: str) -> None:
+    async def _refuse_drifted_template(self, server: str, conn: UpstreamConnection, uri: str, taint: _Taint) -> None:
         """A URI that only a hidden resource template describes is not read: the model can know it only
         from a definition nobody approved."""
         try:
             templates = await conn.listed_now("resource_templates")
-        except MCPError as exc:
-            raise self._answered(server, exc) from None
+        except (MCPError, UpstreamUnavailable) as exc:
+            raise await self._failed(server, exc, taint) from None
         hidden = None
         for template in templates.values():
             if not uri_matches(template.uri_template, uri):
@@ -227,13 +228,29 @@ class Listings:
         return types.CompleteResult.model_validate(self.shield.completion(raw))
 
     async def _ask(
-        self, server: str, conn: UpstreamConnection, fn: Callable[[ClientSession], Awaitable[T]], *, retry: bool = False
+        self,
+        server: str,
+        conn: UpstreamConnection,
+        fn: Callable[[ClientSession], Awaitable[T]],
+        *,
+        retry: bool = False,
+        taint: _Taint | None = None,
     ) -> T:
-        """A listing or read: an upstream's error text is untrusted, so it is passed on apart and enveloped."""
+        """A listing or read: an upstream's error text is untrusted, so it is passed on apart and enveloped.
+
+        For a read on a session's behalf (`taint`), that text reaches the model as the content would, so
+        it touches the session's legs as the content would, and untrusted at least."""
         try:
             return await conn.request(fn, retry=retry)
-        except MCPError as exc:
-            raise self._answered(server, exc) from None
+        except (MCPError, UpstreamUnavailable) as exc:
+            raise await self._failed(server, exc, taint) from None
+
+    async def _failed(self, server: str, exc: MCPError | UpstreamUnavailable, taint: _Taint | None) -> Exception:
+        """The error to raise for an upstream's failure; its words, if it sent any, taint `taint`'s session."""
+        words = exc.message if isinstance(exc, MCPError) else exc.upstream_text
+        if taint is not None and words:
+            await self._remember(taint.caller, taint.source, taint.legs | UNTRUSTED)
+        return self._answered(server, exc) if isinstance(exc, MCPError) else exc
 
     def _answered(self, server: str, exc: MCPError) -> MCPError:
         code = exc.code if isinstance(exc.code, int) and -32768 <= exc.code <= -32000 else INTERNAL_ERROR
@@ -325,6 +342,15 @@ def _overrides(upstream: types.ToolAnnotations | None, rule: ToolRule) -> dict[s
     if (read_only, destructive) == (rule.read_only, rule.destructive):
         return {}
     return {"readOnlyHint": rule.read_only, "destructiveHint": rule.destructive}
+
+
+@dataclass(frozen=True)
+class _Taint:
+    """Whose session an upstream's words would reach, as what, and with which legs."""
+
+    caller: Caller
+    source: str
+    legs: frozenset[str]
 
 
 class BoundedSet:

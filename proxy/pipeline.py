@@ -26,7 +26,7 @@ from proxy.guards.confirm import ConfirmGate, Prompter
 from proxy.guards.limits import Limiter, count_recipients
 from proxy.guards.pins import apply_pins
 from proxy.guards.sms import audit_fields, check_sms, cost_facts
-from proxy.guards.trifecta import Trifecta
+from proxy.guards.trifecta import UNTRUSTED, Trifecta
 from proxy.guards.visibility import check_visible
 from proxy.listings import BoundedSet
 from proxy.pinning import KINDS, NOUN, Kind, PinCheck, Pins, read_lockfile, terminal_safe
@@ -126,7 +126,7 @@ class Pipeline(Subscriptions):
         except StateUnavailable as exc:
             verdict = _state_refusal(exc)
         except UpstreamUnavailable as exc:
-            failed = self._failure(exc, f"mcp-guard: {exc}. The tool was not called.")
+            failed = await self._failure(call, rule, exc, f"mcp-guard: {exc}. The tool was not called.")
             return self._finish(call, rule, "error", str(exc), failed)
         except anyio.get_cancelled_exc_class():
             # The client gave up (notifications/cancelled) before the call was admitted: never forwarded.
@@ -156,7 +156,9 @@ class Pipeline(Subscriptions):
         try:
             result = await self.forward(call, rule, verdict.arguments, resume if isinstance(resume, Resume) else None)
         except UpstreamUnavailable as exc:
-            failed = self._failure(
+            failed = await self._failure(
+                call,
+                rule,
                 exc,
                 f"mcp-guard: upstream '{rule.server}' is unavailable or failed ({exc.detail}); the call may or may "
                 "not have reached it, check before retrying.",
@@ -307,10 +309,21 @@ class Pipeline(Subscriptions):
 
         return replace(relay, log=log)
 
-    def _failure(self, exc: UpstreamUnavailable, ours: str) -> types.CallToolResult:
-        """An upstream failure as a result: our words in one block, the upstream's apart and enveloped."""
+    async def _failure(
+        self, call: ToolCall, rule: ToolRule | None, exc: UpstreamUnavailable, ours: str
+    ) -> types.CallToolResult:
+        """An upstream failure as a result: our words in one block, the upstream's apart and enveloped.
+
+        The upstream's words reach the model as a result would, so they touch the session's legs as the
+        tool's result would (untrusted at least); words that cannot be remembered are withheld."""
         blocks = [types.TextContent(text=ours)]
         if exc.upstream_text:
+            legs = rule.legs | UNTRUSTED if rule is not None else UNTRUSTED
+            source = rule.exposed if rule is not None else call.name
+            try:
+                await self.trifecta.record_legs(call.caller.session, source, legs, call.caller.sessionless)
+            except StateUnavailable:
+                return types.CallToolResult(content=blocks, is_error=True)
             blocks.append(types.TextContent(text=self.shield.upstream_words(f"{exc.server}:error", exc.upstream_text)))
         return types.CallToolResult(content=blocks, is_error=True)
 
@@ -399,13 +412,14 @@ class Pipeline(Subscriptions):
         except RelayRefused as exc:
             return _error(f"{exc} '{rule.exposed}' did not complete; the upstream saw the call but got no answer.")
         except MCPError as exc:
-            return types.CallToolResult(
-                content=[
-                    types.TextContent(text=f"mcp-guard: upstream '{rule.server}' refused the call."),
-                    types.TextContent(text=self.shield.upstream_words(source, exc.message)),
-                ],
-                is_error=True,
-            )
+            ours = types.TextContent(text=f"mcp-guard: upstream '{rule.server}' refused the call.")
+            try:
+                # Its words reach the model whatever the tool's legs: untrusted at least.
+                await self.trifecta.record_legs(call.caller.session, rule.exposed, UNTRUSTED, call.caller.sessionless)
+            except StateUnavailable:
+                return types.CallToolResult(content=[ours], is_error=True)
+            words = types.TextContent(text=self.shield.upstream_words(source, exc.message))
+            return types.CallToolResult(content=[ours, words], is_error=True)
         if isinstance(raw, types.InputRequiredResult):
             return raw
         tool = conn.tools.get(rule.name)

@@ -233,3 +233,53 @@ async def test_resources_and_prompts_taint_the_session(transport: str, mode: str
         blocked, reached = outcomes[read]
         assert blocked.is_error and reached == 0, read
         assert culprit in blocked.content[0].text  # type: ignore[union-attr]
+
+
+ERROR_PROFILE = """
+version: 1
+name: hostile
+tools:
+  fail_tool: {legs: [], annotations: {readOnlyHint: true}}
+  get_blocks: {legs: [sensitive], annotations: {readOnlyHint: true}}
+  send_sms: {legs: [external], annotations: {readOnlyHint: false, destructiveHint: false}}
+"""
+
+
+@pytest.mark.parametrize(("transport", "mode"), COMBOS)
+@pytest.mark.parametrize("failing", ["tool", "resource", "prompt"])
+async def test_an_upstream_error_text_taints_the_session(
+    failing: str, transport: str, mode: str, tmp_path: Path
+) -> None:
+    # 7: an upstream's error text reaches the model as its content would, so it counts as untrusted
+    # content even from a tool whose own legs are none: after it and a sensitive read, the external
+    # call that would complete the trifecta is blocked and the upstream never sees it.
+    record = tmp_path / "upstream.jsonl"
+    (tmp_path / "hostile-profile.yaml").write_text(ERROR_PROFILE)
+    policy = write_policy(
+        tmp_path / "trifecta.yaml",
+        {"hostile": {"command": [*HOSTILE, "--record", str(record)], "profile": "./hostile-profile.yaml"}},
+        scopes=[],
+        tools={"unlisted": "allow"},
+        confirm={"destructive": False},
+        trifecta={"action": "block"},
+    )
+    with proxy_http(policy) as http:
+        async with through(transport, policy, http, mode) as client:
+            if failing == "tool":
+                failed = await client.call_tool("fail_tool", {})
+                assert failed.is_error
+                check_everything(dumped(failed))
+                culprit = "fail_tool"
+            else:
+                with pytest.raises(MCPError) as raised:
+                    if failing == "resource":
+                        await client.read_resource("boom://x")
+                    else:
+                        await client.get_prompt("boom", {})
+                check_text(raised.value.error.message, "$.error")
+                culprit = "hostile:boom" if failing == "prompt" else "hostile:boom://x"
+            await client.call_tool("get_blocks", {})
+            result = await client.call_tool("send_sms", {})
+    assert result.is_error
+    assert culprit in result.content[0].text  # type: ignore[union-attr]
+    assert upstream_calls(record, "send_sms") == []

@@ -19,6 +19,8 @@ from proxy.guards import Admitted, Ask, Refusal, Verdict
 from proxy.state import SharedState
 
 LEGS = ("untrusted", "sensitive", "external")
+# What an upstream's own words (an error text) count as when nothing better is known of them.
+UNTRUSTED: frozenset[str] = frozenset({"untrusted"})
 
 
 class Trifecta:
