@@ -25,6 +25,7 @@ from mcp.client.auth.utils import (
     validate_metadata_issuer,
 )
 from mcp.shared.auth import OAuthClientInformationFull, OAuthMetadata, OAuthToken
+from mcp.shared.auth_utils import check_resource_allowed, resource_url_from_server_url
 from pydantic import AnyUrl, ValidationError
 
 from proxy.oauth_client import client_metadata
@@ -82,6 +83,13 @@ async def discover(url: str) -> tuple[OAuthMetadata, str]:
                 found = await handle_protected_resource_response(await http.get(candidate))
                 if found is not None:
                     resource, servers = str(found.resource), [str(s) for s in found.authorization_servers]
+                    # RFC 9728 §3.3: metadata naming another resource would have mcp-guard ask for
+                    # tokens meant elsewhere and send them here (the confused deputy).
+                    if not check_resource_allowed(resource_url_from_server_url(url), resource):
+                        raise FederationError(
+                            f"the upstream's protected resource metadata names the resource {resource[:200]!r}, "
+                            "not this upstream's URL: refused"
+                        )
                     break
             issuer = servers[0] if servers else None
             for candidate in build_oauth_authorization_server_metadata_discovery_urls(issuer, url):

@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
+from proxy import credentials
+
 KEY_ENV = "MCP_GUARD_STORE_KEY"
 _MAGIC = b"mcpg-grant-v1"
 
@@ -62,11 +64,14 @@ class GrantStore:
 
     async def get_tokens(self) -> OAuthToken | None:
         raw = self.read().get("tokens")
-        return OAuthToken.model_validate(raw) if raw else None
+        tokens = OAuthToken.model_validate(raw) if raw else None
+        _withhold(tokens)
+        return tokens
 
     async def set_tokens(self, tokens: OAuthToken) -> None:
         # `expires_in` is relative to when the token was issued; the absolute time lets a process
         # started later refresh before the upstream has to refuse the old token.
+        _withhold(tokens)
         expires_at = time.time() + tokens.expires_in if tokens.expires_in is not None else None
         self.update(tokens=tokens.model_dump(mode="json", exclude_none=True), expires_at=expires_at)
 
@@ -76,9 +81,12 @@ class GrantStore:
 
     async def get_client_info(self) -> OAuthClientInformationFull | None:
         raw = self.read().get("client")
-        return OAuthClientInformationFull.model_validate(raw) if raw else None
+        info = OAuthClientInformationFull.model_validate(raw) if raw else None
+        credentials.register(info.client_secret if info is not None else None)
+        return info
 
     async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        credentials.register(client_info.client_secret)
         self.update(client=client_info.model_dump(mode="json", exclude_none=True))
 
     # -- the file ----------------------------------------------------------------------------------
@@ -125,3 +133,10 @@ class GrantStore:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
+
+
+def _withhold(tokens: OAuthToken | None) -> None:
+    """A grant's tokens are sent upstream: an upstream that echoes one never shows it downstream."""
+    if tokens is not None:
+        credentials.register(tokens.access_token, lasting=False)
+        credentials.register(tokens.refresh_token, lasting=False)

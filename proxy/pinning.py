@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 LOCK_VERSION = 1
 Kind = Literal["tools", "prompts", "resource_templates"]
@@ -47,6 +47,17 @@ class Pin(BaseModel):
 
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     definition: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _copy_is_what_is_pinned(self) -> Pin:
+        # A reviewer reads the copy, serve enforces the digest: a lockfile where they disagree
+        # (the copy edited to read "harmless") would approve something nobody read.
+        if digest(self.definition) != self.sha256:
+            raise ValueError(
+                "the readable definition does not match its sha256 (edited by hand?); restore the file from "
+                "version control, or delete it and pin again after review"
+            )
+        return self
 
 
 class UpstreamPins(BaseModel):
@@ -94,7 +105,8 @@ def read_lockfile(path: Path) -> Lockfile:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "the file"
-        raise LockError(f"{path}: not an mcp-guard lockfile ({where}: {first['msg']})") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise LockError(f"{path}: not a valid mcp-guard lockfile ({where}: {message})") from None
 
 
 def write_lockfile(path: Path, lock: Lockfile) -> None:

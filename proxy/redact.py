@@ -211,7 +211,7 @@ class _Matcher:
 _EMPTY = _Matcher((), None, None)
 
 
-def _replace_spans(text: str, spans: list[tuple[int, int]]) -> str:
+def _replace_spans(text: str, spans: list[tuple[int, int]], marker: str = MARKER) -> str:
     if not spans:
         return text
     spans.sort()
@@ -222,10 +222,10 @@ def _replace_spans(text: str, spans: list[tuple[int, int]]) -> str:
         if s <= end:  # overlapping or touching forms become one marker
             end = max(end, e)
             continue
-        out += [text[pos:start], MARKER]
+        out += [text[pos:start], marker]
         pos = end
         start, end = s, e
-    out += [text[pos:start], MARKER, text[end:]]
+    out += [text[pos:start], marker, text[end:]]
     return "".join(out)
 
 

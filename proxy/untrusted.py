@@ -21,6 +21,7 @@ from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 from referencing import Registry
 
+from proxy import credentials
 from proxy.envelope import envelope
 from proxy.json_clean import Verbatim, clean_json_text, dump_json, escape_json_text, sanitize_json
 from proxy.policy import OutputPolicy
@@ -59,11 +60,11 @@ SCHEMA_MISSING = (
 
 
 def plain_name(name: object) -> bool:
-    return isinstance(name, str) and PLAIN_NAME.fullmatch(name) is not None
+    return isinstance(name, str) and PLAIN_NAME.fullmatch(name) is not None and not credentials.holds(name)
 
 
 def plain_resource_name(name: object) -> bool:
-    return isinstance(name, str) and PLAIN_RESOURCE_NAME.fullmatch(name) is not None
+    return isinstance(name, str) and PLAIN_RESOURCE_NAME.fullmatch(name) is not None and not credentials.holds(name)
 
 
 _VERDICT_CHARS = 4_000_000  # the most text `unchanged` remembers verdicts on
@@ -76,21 +77,33 @@ class OutputShield:
         self._short: dict[str, str] = {}  # short strings already cleaned: the same function, any result
         self._verdicts: dict[tuple[str, ...], bool] = {}  # see `unchanged`
         self._verdict_chars = 0
+        self._credentials = credentials.version()
 
     # -- strings ---------------------------------------------------------------------------------
 
     def clean(self, text: str, budget: ParserBudget | None = None) -> str:
-        return sanitize_text(
+        cleaned = sanitize_text(
             text,
             strip_html=self.cfg.strip_html,
             strip_markdown=self.cfg.strip_markdown,
             max_chars=self.cfg.max_chars,
             parser_budget=budget,
         )
+        # After sanitising: removing an invisible character can join a credential's two halves.
+        return credentials.withhold(cleaned)
+
+    def _fresh(self) -> None:
+        """Forget remembered verdicts once a credential was registered since: they may let it through."""
+        if self._credentials != credentials.version():
+            self._credentials = credentials.version()
+            self._short.clear()
+            self._verdicts.clear()
+            self._verdict_chars = 0
 
     def result_clean(self) -> Clean:
         """`clean` for the strings of one result: one markdown parser budget, JSON text inside a
         string parsed and cleaned as JSON, each string cleaned once."""
+        self._fresh()
         plain = partial(self.clean, budget=ParserBudget())
         seen: dict[str, str] = {}
         short = self._short
@@ -136,11 +149,12 @@ class OutputShield:
         Recent verdicts are remembered by their texts: a result's text block usually repeats its
         structuredContent, whose strings are then asked about again, slice by slice, in the same order.
         """
+        self._fresh()
         key = tuple(texts)
         verdict = self._verdicts.get(key)
         if verdict is not None:
             return verdict
-        verdict = all_unchanged(texts, self.cfg.max_chars, reject=_JSON_LINE)
+        verdict = all_unchanged(texts, self.cfg.max_chars, reject=_JSON_LINE) and not any(map(credentials.holds, texts))
         size = sum(map(len, key))
         if self._verdict_chars + size > _VERDICT_CHARS:
             self._verdicts.clear()

@@ -180,7 +180,7 @@ def test_an_unreadable_lockfile_stops_start_up(tmp_path: Path) -> None:
     (tmp_path / "team.lock.json").write_text('{"upstreams": {"notes": {"tools": {"x": {"sha256": "nope"}}}}}')
     done = run([PY, "-m", "proxy", "serve", "--policy", str(policy), "--port", "0"], timeout=30)
     assert done.returncode == 2
-    assert "team.lock.json" in done.stderr and "not an mcp-guard lockfile" in done.stderr
+    assert "team.lock.json" in done.stderr and "not a valid mcp-guard lockfile" in done.stderr
     assert "Traceback" not in done.stderr
 
 

@@ -121,6 +121,10 @@ def load_policy(path: str | Path, *, env: Mapping[str, str] | None = None, requi
     policy = _validate(Policy, data, lines, file, interp.errors)
     profiles = _load_profiles(policy, lines, path)
     _check_scopes(policy, profiles, lines, file)
+    from proxy import credentials  # lazily: the policy package does not depend on the proxy's runtime
+
+    for name, upstream in policy.upstreams.items():
+        credentials.register_upstream(upstream, interp.templates, interp.env, f"upstreams.{name}")
     return LoadedPolicy(
         policy=_resolve_cwds(policy, path.parent),
         path=path,
