@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from proxy import credentials
+
 logger = logging.getLogger("mcp_guard.audit")
 
 # 7+ digits, optionally with + and separators: phone numbers in any format SMS APIs accept.
@@ -60,6 +62,8 @@ def digest_session(session: str) -> str:
 
 
 def _free_text(value: str) -> str:
+    # Before the cut, which could leave half a credential that no longer matches.
+    value = credentials.withhold(value)  # an upstream's error text may quote our credential
     if len(value) > _MAX_TEXT:
         value = value[:_MAX_TEXT] + "…"
     return mask_phone(value)

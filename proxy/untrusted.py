@@ -83,7 +83,7 @@ class OutputShield:
 
     def clean(self, text: str, budget: ParserBudget | None = None) -> str:
         cleaned = sanitize_text(
-            text,
+            credentials.withhold(text),  # before max_chars could cut one in half
             strip_html=self.cfg.strip_html,
             strip_markdown=self.cfg.strip_markdown,
             max_chars=self.cfg.max_chars,

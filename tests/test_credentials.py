@@ -108,3 +108,26 @@ def test_a_verbatim_value_holding_a_credential_is_cleaned() -> None:
         "up:get", {"content": [{"type": "text", "text": json.dumps({"id": secret})}]}, verbatim=verbatim
     )
     assert secret not in json.dumps(out)
+
+
+def test_a_credential_cut_by_the_length_limit_leaves_no_part_of_it() -> None:
+    secret = "cut-in-half-" + secrets.token_hex(12)
+    credentials.register(secret)
+    shield = OutputShield(OutputPolicy(max_chars=40))
+    out = shield.clean("x" * 20 + secret)
+    assert secret[:12] not in out and secret[-8:] not in out
+
+
+def test_the_audit_log_never_holds_a_reflected_credential(tmp_path: Path) -> None:
+    from proxy.audit import AuditLog
+
+    secret = "audited-" + secrets.token_hex(12)
+    credentials.register(secret)
+    log = AuditLog(tmp_path / "audit.jsonl")
+    from proxy.audit import _MAX_TEXT
+
+    # The first occurrence straddles the cut: its first half would survive a cut made first.
+    assert log.write(event="call", reason="y" * (_MAX_TEXT - 10) + secret + " and " + secret)
+    log.close()
+    text = (tmp_path / "audit.jsonl").read_text()
+    assert secret[:8] not in text and "y" * (_MAX_TEXT - 10) in text
