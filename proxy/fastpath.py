@@ -59,9 +59,11 @@ from mcp_types import (
     PROTOCOL_VERSION_META_KEY,
     SERVER_INFO_META_KEY,
     ErrorData,
+    jsonrpc_message_adapter,
 )
 from mcp_types import methods as wire_methods
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -151,9 +153,12 @@ class FastPath:
         decoded = None
         if whole and len(body) <= self.max_body_bytes:
             decoded = await self._decode(scope, body, modern=modern)
-            if isinstance(decoded, _Unparsable):
-                await _refuse(PARSE_ERROR, f"Parse error: {decoded.reason}", send)
-                return
+            if isinstance(decoded, _Refused):
+                # A handshake-era session that is not this caller's is the SDK's to answer (404) first.
+                if modern or self.session_open(session_id or "", scope):
+                    await _refuse(decoded.code, decoded.message, send, None if modern else session_id)
+                    return
+                decoded = None
         claimed = None
         if decoded is not None and session_id is not None and not modern:
             claimed = self._claim(decoded, session_id, scope)
@@ -164,6 +169,10 @@ class FastPath:
             taken = None  # a request with `Mcp-Param-*` headers is the SDK's to check against the tool's schema
             if decoded is not None and not any(k.startswith(_PARAM_PREFIX.encode()) for k, _ in scope["headers"]):
                 taken = self._modern(decoded, scope) if modern else self._handshake(decoded, scope, session_id or "")
+            if taken is None and handshake and decoded is not None and not _message(decoded):
+                if self.session_open(session_id or "", scope):
+                    await _refuse(INVALID_REQUEST, _NOT_A_MESSAGE, send, session_id)
+                    return
             if taken is None:
                 await self.app(scope, _replay(body, whole, receive), send)
             elif taken is True:
@@ -178,7 +187,7 @@ class FastPath:
 
     # -- which requests -------------------------------------------------------------------------------
 
-    async def _decode(self, scope: Scope, body: bytes, *, modern: bool) -> dict[str, Any] | _Unparsable | None:
+    async def _decode(self, scope: Scope, body: bytes, *, modern: bool) -> dict[str, Any] | _Refused | None:
         """The JSON-RPC body of a POST the SDK's transport would accept; None when it would not.
 
         Bodies are parsed as the SDK's handshake-era transport parses them (`pydantic_core`): UTF-8,
@@ -187,7 +196,9 @@ class FastPath:
         surrogate cannot be encoded for the audit digest or the upstream; a value nested past
         pydantic's serialisation limit cannot be forwarded) as an internal error. So a 2026-07-28
         body that only `json.loads` can read is refused here, for the SDK's path too, as a parse
-        error (`_Unparsable`); one neither can read goes to the SDK, for its own words.
+        error; one neither can read goes to the SDK, for its own words. A handshake-era body that is
+        no JSON-RPC 2.0 object (a batch, a number) is refused as an invalid request: that transport
+        would answer with pydantic's whole report, the input echoed (the 2026-07-28 one says -32600).
         """
         http = Request(scope)
         if await self.security.validate_request(http, is_post=True) is not None:
@@ -197,9 +208,9 @@ class FastPath:
         try:
             decoded = pydantic_core.from_json(body)
         except ValueError as exc:
-            return _Unparsable(str(exc)) if modern and _lenient_json(body) else None
+            return _Refused(PARSE_ERROR, f"Parse error: {exc}") if modern and _lenient_json(body) else None
         if not isinstance(decoded, dict) or decoded.get("jsonrpc") != "2.0":
-            return None
+            return None if modern else _Refused(INVALID_REQUEST, _NOT_A_MESSAGE)
         return decoded
 
     def _claim(self, decoded: dict[str, Any], session_id: str, scope: Scope) -> tuple[str, str | int] | str | None:
@@ -433,10 +444,24 @@ _HANDLERS: dict[str, Callable[[Pipeline, Caller, _Request, Channel], Awaitable[t
 
 
 @dataclass(frozen=True)
-class _Unparsable:
-    """A body mcp-guard refuses to parse, and why."""
+class _Refused:
+    """A body mcp-guard refuses before the SDK sees it, in its own words."""
 
-    reason: str
+    code: int
+    message: str
+
+
+_NOT_A_MESSAGE = "Invalid Request: the body must be one JSON-RPC 2.0 message object"
+
+
+def _message(decoded: dict[str, Any]) -> bool:
+    """Whether the SDK's handshake-era transport reads `decoded` as a JSON-RPC message (what it
+    refuses, it refuses with pydantic's report). Checked only for what the fast path replays."""
+    try:
+        jsonrpc_message_adapter.validate_python(decoded, by_name=False)
+    except ValidationError:
+        return False
+    return True
 
 
 def _lenient_json(body: bytes) -> bool:

@@ -422,6 +422,9 @@ class Pipeline(Subscriptions):
             return types.CallToolResult(content=[ours, words], is_error=True)
         if isinstance(raw, types.InputRequiredResult):
             return raw
+        if not isinstance(raw.get("content", []), list):
+            # Read as "no content" it would pass for a success that says nothing: the answer is unknown.
+            raise UpstreamUnavailable(rule.server, "it sent a tool result that is not valid MCP")
         tool = conn.tools.get(rule.name)
         schema = tool.output_schema if tool is not None else None
         cleaned = self.shield.tool_result(source, raw, schema, rule.verbatim)

@@ -28,7 +28,7 @@ from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import INTERNAL_ERROR
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from proxy import __version__
 from proxy.audit import AuditLog, digest_arguments, digest_session
@@ -309,6 +309,20 @@ def _remember_connections(gateway: Gateway) -> ServerMiddleware[Any]:
     return middleware
 
 
+async def _internal_errors(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Middleware: an exception no handler answered is an internal error in our words. The SDK would
+    answer a handshake-era request with `{"code": 0, "message": str(exc)}`: empty, or internals."""
+    try:
+        return await call_next(ctx)
+    except (MCPError, ValidationError):
+        raise  # answered as such by the SDK, without pydantic's report
+    except Exception:
+        logger.exception("%s failed inside mcp-guard", ctx.method)
+        raise MCPError(
+            code=INTERNAL_ERROR, message="mcp-guard: internal error; the request was not completed"
+        ) from None
+
+
 def _audit_refused_state(gateway: Gateway) -> ServerMiddleware[Any]:
     """Middleware outside `RequestStateBoundary`: a confirmation state it rejects is an audited refusal too."""
 
@@ -450,11 +464,14 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
     ) -> types.SubscriptionsListenResult:
         caller, pipeline = pipe(ctx)
         uris = list(params.notifications.resource_subscriptions or ())
-        async with pipeline.listening(caller, uris) as bus:
-            handler = _LISTEN_HANDLERS.get(bus)
-            if handler is None:
-                handler = _LISTEN_HANDLERS[bus] = ListenHandler(bus)
-            return await handler(ctx, params)
+        try:
+            async with pipeline.listening(caller, uris) as bus:
+                handler = _LISTEN_HANDLERS.get(bus)
+                if handler is None:
+                    handler = _LISTEN_HANDLERS[bus] = ListenHandler(bus)
+                return await handler(ctx, params)
+        except UpstreamUnavailable as exc:
+            raise pipeline.upstream_error(exc) from None
 
     async def on_set_logging_level(
         ctx: ServerRequestContext[Any, Any], params: types.SetLevelRequestParams
@@ -506,6 +523,7 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
     announce = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
     server.create_initialization_options = partial(server.create_initialization_options, announce)  # type: ignore[method-assign]
     timeout = max(p.policy.confirm.timeout_seconds for p in gateway.policies.values())
+    server.middleware.append(_internal_errors)
     server.middleware.append(_remember_connections(gateway))
     server.middleware.append(_audit_refused_state(gateway))
     ttl = timeout + 60

@@ -12,7 +12,7 @@ import anyio
 import mcp.types as types
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS
+from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND
 
 from proxy.caller import Caller
 from proxy.listings import Listings
@@ -37,21 +37,49 @@ class Subscriptions(Listings):
             self.pool.get(server, caller).listeners.add(listener)
 
     async def subscribe(self, caller: Caller, uri: str, relay: Relay | None = None) -> None:
-        server, conn = self._single(caller, "resources")
-        if conn is None or uri in self._hidden_resources:
+        if uri in self._hidden_resources:
             raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown resource")
+        server, conn = await self._subscriber(caller, METHOD_NOT_FOUND)
         try:
             await self._relaying(conn, relay, lambda: conn.subscribe(uri))
         except MCPError as exc:
             raise self._answered(server, exc) from None
 
     async def unsubscribe(self, caller: Caller, uri: str, relay: Relay | None = None) -> None:
-        server, conn = self._single(caller, "resources")
-        if conn is not None:
-            try:
-                await self._relaying(conn, relay, lambda: conn.unsubscribe(uri))
-            except MCPError as exc:
-                raise self._answered(server, exc) from None
+        for server in self.pool.servers:  # the connection that holds the subscription, whatever it offers now
+            conn = self.pool.get(server, caller)
+            if uri in conn.subscribed:
+                break
+        else:
+            return
+        try:
+            await self._relaying(conn, relay, lambda: conn.unsubscribe(uri))
+        except MCPError as exc:
+            raise self._answered(server, exc) from None
+
+    async def _subscriber(self, caller: Caller, code: int) -> tuple[str, UpstreamConnection]:
+        """The upstream that takes resource subscriptions: the first whose capabilities offer them.
+
+        Not the first with resources (`_single`): one without subscriptions would be asked for what
+        it cannot do (a 2026-07-28 one has no change stream to take the filter, and the request would
+        wait out its timeout). One not connected yet is connected to learn what it offers; when none
+        offers subscriptions, the first that could not be reached is the answer, else `code`.
+        """
+        unreachable: UpstreamUnavailable | None = None
+        for server in self.pool.servers:
+            conn = self.pool.get(server, caller)
+            caps = conn.capabilities()
+            if caps is None:
+                try:
+                    caps = (await conn.session()).server_capabilities
+                except UpstreamUnavailable as exc:
+                    unreachable = unreachable or exc
+                    continue
+            if caps is not None and caps.resources is not None and caps.resources.subscribe:
+                return server, conn
+        if unreachable is not None:
+            raise unreachable
+        raise MCPError(code=code, message="mcp-guard: no upstream offers resource subscriptions")
 
     async def _relaying(self, conn: UpstreamConnection, relay: Relay | None, fn: Callable[[], Awaitable[T]]) -> T:
         """Run `fn` with the upstream's log lines meanwhile relayed, cleaned, to the request's client."""
@@ -64,11 +92,13 @@ class Subscriptions(Listings):
     async def listening(self, caller: Caller, uris: list[str]) -> AsyncIterator[InMemorySubscriptionBus]:
         """A 2026-07-28 client's change stream: the upstream subscribed to `uris` while it lasts, and
         the bus its connection publishes announcements on (one per credential: nobody hears another's)."""
-        server, conn = self._single(caller, "resources")
-        if conn is None:
-            conn = self.pool.get(self.pool.servers[0], caller)
         if any(uri in self._hidden_resources for uri in uris):
             raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown resource")
+        if uris:
+            server, conn = await self._subscriber(caller, INVALID_PARAMS)
+        else:
+            server, found = self._single(caller, "resources")
+            conn = found if found is not None else self.pool.get(self.pool.servers[0], caller)
         done: list[str] = []
         try:
             for uri in uris:

@@ -48,6 +48,7 @@ from proxy.policy import Upstream
 from proxy.upstream_errors import (
     UpstreamUnavailable,
     describe,
+    not_mcp,
     sdk_said,
     server_answered,
     upstream_error_kind,
@@ -149,6 +150,7 @@ class UpstreamConnection:
         self._refilter = anyio.Event()  # set: the change stream (2026-07-28) is to be opened anew
         self._acked = anyio.Event()  # set once the change stream took the latest filter (or failed)
         self._listen_failed = False
+        self._subscribing = anyio.Lock()  # one subscription change at a time (see `subscribe`)
         # The SDK turns an upstream's HTTP error into "Server returned an error response"; the status
         # (401 bad token, 403 missing scope) is what a person needs to fix it, so we note it here.
         self.http_status: int | None = None
@@ -220,7 +222,7 @@ class UpstreamConnection:
                     started = True
                     if _modern(client.session) and _announces(client.session.server_capabilities):
                         async with anyio.create_task_group() as tg:
-                            tg.start_soon(self._listen, client.session)
+                            tg.start_soon(self._listen, client.session, stop)
                             await stop.wait()
                             tg.cancel_scope.cancel()
                     else:
@@ -341,6 +343,8 @@ class UpstreamConnection:
             try:
                 return await fn(session)
             except MCPError as exc:
+                if not_mcp(exc):
+                    raise UpstreamUnavailable(self.name, "it sent a response that is not valid MCP") from None
                 if not self._connection_level(exc):
                     raise  # the upstream answered this request with an error; the connection is fine
                 self._mark_broken(stop)
@@ -508,64 +512,86 @@ class UpstreamConnection:
     # -- subscriptions ---------------------------------------------------------------------------
 
     async def subscribe(self, uri: str) -> None:
-        session = await self.session()
-        if self.subscribed.get(uri, 0) == 0:
-            if _modern(session):
-                self.subscribed[uri] = 1
-                await self._relisten()
-                return
-            await self.request(lambda s: s.subscribe_resource(uri))
-        self.subscribed[uri] = self.subscribed.get(uri, 0) + 1
+        """Subscribe the upstream to `uri`; counted only once it took it, so a failure is never
+        reported as done to the next subscriber. One change at a time: a 2026-07-28 filter change
+        waits for its own acknowledgement, which a concurrent change would replace."""
+        async with self._subscribing:
+            session = await self.session()
+            if self.subscribed.get(uri, 0) == 0:
+                if _modern(session):
+                    if not _announces(session.server_capabilities):
+                        raise UpstreamUnavailable(self.name, "it has no change stream to take resource subscriptions")
+                    self.subscribed[uri] = 0  # in the filter `_listen` opens, not yet counted
+                    try:
+                        await self._relisten()
+                    except BaseException:
+                        self.subscribed.pop(uri, None)
+                        raise
+                else:
+                    await self.request(lambda s: s.subscribe_resource(uri))
+            self.subscribed[uri] = self.subscribed.get(uri, 0) + 1
 
     async def unsubscribe(self, uri: str) -> None:
-        count = self.subscribed.get(uri, 0)
-        if count <= 1:
+        async with self._subscribing:
+            count = self.subscribed.get(uri, 0)
+            if count > 1:
+                self.subscribed[uri] = count - 1
+                return
             self.subscribed.pop(uri, None)
             if count == 1:
                 session = await self.session()
-                if _modern(session):
-                    await self._relisten()
-                else:
+                if not _modern(session):
                     await self.request(lambda s: s.unsubscribe_resource(uri))
-        else:
-            self.subscribed[uri] = count - 1
+                elif _announces(session.server_capabilities):  # else no stream holds the filter now
+                    await self._relisten()
 
     async def _relisten(self) -> None:
         """A 2026-07-28 upstream takes subscriptions as a filter of one `subscriptions/listen` stream:
         it is opened again with the new filter, and this returns once the upstream acknowledged it."""
         acked = self._acked = anyio.Event()
         self._refilter.set()
-        with anyio.fail_after(self.config.timeout_seconds):
-            await acked.wait()
+        try:
+            with anyio.fail_after(self.config.timeout_seconds):
+                await acked.wait()
+        except TimeoutError:
+            # Left to the SDK, a bare TimeoutError is answered `{"code": 0, "message": ""}`.
+            raise UpstreamUnavailable(self.name, "it did not acknowledge the resource subscription in time") from None
         if self._listen_failed:
             raise UpstreamUnavailable(self.name, "it did not accept the resource subscription")
 
-    async def _listen(self, session: ClientSession) -> None:
+    async def _listen(self, session: ClientSession, stop: anyio.Event) -> None:
         """The `subscriptions/listen` stream of a 2026-07-28 upstream, relayed as notifications."""
-        while True:
-            self._refilter = anyio.Event()
-            uris = sorted(self.subscribed)
-            try:
-                async with listen(
-                    session,
-                    tools_list_changed=True,
-                    prompts_list_changed=True,
-                    resources_list_changed=True,
-                    resource_subscriptions=uris,
-                ) as sub:
-                    self._listen_failed = False
+        try:
+            while True:
+                self._refilter = anyio.Event()
+                uris = sorted(self.subscribed)
+                try:
+                    async with listen(
+                        session,
+                        tools_list_changed=True,
+                        prompts_list_changed=True,
+                        resources_list_changed=True,
+                        resource_subscriptions=uris,
+                    ) as sub:
+                        self._listen_failed = False
+                        self._acked.set()
+                        async with anyio.create_task_group() as tg:
+                            tg.start_soon(_cancel_on, self._refilter, tg.cancel_scope)
+                            async for _event in sub:
+                                pass  # the session hands each notification to `_on_message` as well
+                            tg.cancel_scope.cancel()
+                except (MCPError, SubscriptionLost, ListenNotSupportedError, TimeoutError) as exc:
+                    logger.warning("upstream '%s' ended its change stream: %s", self.name, type(exc).__name__)
+                    self._listen_failed = True
                     self._acked.set()
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(_cancel_on, self._refilter, tg.cancel_scope)
-                        async for _event in sub:
-                            pass  # the session hands each notification to `_on_message` as well
-                        tg.cancel_scope.cancel()
-            except (MCPError, SubscriptionLost, ListenNotSupportedError, TimeoutError) as exc:
-                logger.warning("upstream '%s' ended its change stream: %s", self.name, type(exc).__name__)
+                if not self._refilter.is_set():
+                    await self._refilter.wait()  # nothing to listen for until the filter changes
+        finally:
+            # The stream is gone (its connection ended, or it broke): whoever waits for it to take a
+            # filter is told now, not at its timeout; unless a newer connection (its own stream) took over.
+            if self._stop is stop:
                 self._listen_failed = True
                 self._acked.set()
-            if not self._refilter.is_set():
-                await self._refilter.wait()  # nothing to listen for until the filter changes
 
     async def _resubscribe(self, session: ClientSession) -> None:
         # A new upstream session knows nothing of the old one's subscriptions: they are made again.

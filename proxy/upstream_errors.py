@@ -11,7 +11,7 @@ import re
 
 import httpx2
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+from mcp_types import CONNECTION_CLOSED, PARSE_ERROR, REQUEST_TIMEOUT
 from pydantic import ValidationError
 
 from proxy.upstream_transport import ResultTooLarge
@@ -77,6 +77,18 @@ def sdk_said(exc: MCPError) -> bool:
     return exc.code == REQUEST_TIMEOUT and _SDK_TIMED_OUT.fullmatch(exc.message) is not None
 
 
+NOT_MCP = object()
+"""The `data` of the error mcp-guard's stdio reader puts in place of an answer that is not JSON-RPC."""
+# The SDK's HTTP transport answers a body it cannot parse with this, quoting the body in pydantic's words.
+_SDK_UNPARSED = ("Failed to parse JSON response: ", "Failed to parse SSE message: ")
+
+
+def not_mcp(exc: MCPError) -> bool:
+    """The request's answer could not be read as JSON-RPC. An upstream can send these words as its
+    own error, and gains nothing by it: its words are then dropped."""
+    return exc.data is NOT_MCP or (exc.code == PARSE_ERROR and exc.message.startswith(_SDK_UNPARSED))
+
+
 def upstream_error_kind(exc: MCPError) -> str:
     if sdk_said(exc):
         return "connection closed" if exc.code == CONNECTION_CLOSED else "timed out"
@@ -85,7 +97,7 @@ def upstream_error_kind(exc: MCPError) -> str:
 
 def upstream_text(exc: BaseException) -> str | None:
     """The upstream's own words in a failure, if it sent any (never our transport's)."""
-    if isinstance(exc, MCPError) and not sdk_said(exc):
+    if isinstance(exc, MCPError) and not sdk_said(exc) and not not_mcp(exc):
         return exc.message
     if isinstance(exc, BaseExceptionGroup):
         texts = [t for e in exc.exceptions[:3] if (t := upstream_text(e))]

@@ -15,6 +15,7 @@ function it calls is wrapped once, and acts only inside `stdio_upstream` (a cont
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -26,7 +27,10 @@ from anyio.abc import ByteReceiveStream
 from mcp.client import stdio as sdk_stdio
 from mcp.client._transport import TransportStreams
 from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.shared.message import SessionMessage
+from mcp_types import INTERNAL_ERROR, ErrorData, JSONRPCError
 
+from proxy.upstream_errors import NOT_MCP
 from proxy.upstream_transport import too_large
 
 logger = logging.getLogger(__name__)
@@ -107,6 +111,37 @@ async def _spawn(*args: Any, **kwargs: Any) -> Any:
 
 
 sdk_stdio._create_platform_compatible_process = _spawn
+
+
+_sdk_parse_line = sdk_stdio._parse_line
+
+
+def _parse_line(line: str) -> Any:
+    """The SDK's parse of one line; an answer to one of our requests that is not valid JSON-RPC
+    becomes an error for that request.
+
+    The SDK drops a line it cannot read, so the request it answered would wait for its timeout
+    (30 s by default) and then blame the connection. A line that names the request by its `id` but
+    carries neither a valid result nor a valid error fails that request now, in mcp-guard's words.
+    """
+    parsed = _sdk_parse_line(line)
+    if not isinstance(parsed, Exception):
+        return parsed
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return parsed  # not JSON at all: a stray print, answering nothing we could name
+    if isinstance(message, dict) and "method" not in message and _request_id(message.get("id")):
+        error = ErrorData(code=INTERNAL_ERROR, message="an answer that is not valid JSON-RPC", data=NOT_MCP)
+        return SessionMessage(JSONRPCError(jsonrpc="2.0", id=message["id"], error=error))
+    return parsed
+
+
+def _request_id(value: object) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+sdk_stdio._parse_line = _parse_line
 
 
 @asynccontextmanager
