@@ -182,8 +182,10 @@ def _effective_hints(entry: ProfileTool | None, ro: bool | None, de: bool | None
     """(read_only, destructive) after profile overrides, with the MCP spec defaults for missing hints."""
     override = entry.annotations if entry is not None else None
     if override is not None:
-        ro = override.read_only_hint if override.read_only_hint is not None else ro
-        de = override.destructive_hint if override.destructive_hint is not None else de
+        # The profile's annotations are the whole claim: a hint they leave out takes MCP's default,
+        # never the upstream's current word, which a rug pull could flip (readOnlyHint false alone
+        # keeps the tool destructive whatever destructiveHint the upstream sends).
+        ro, de = override.read_only_hint, override.destructive_hint
     read_only = ro is True
     # MCP defaults: readOnlyHint false, destructiveHint true, so an unannotated tool is destructive.
     return read_only, not read_only and de is not False

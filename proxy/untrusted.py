@@ -46,6 +46,13 @@ _SHORT = 64
 _SHORT_KEPT = 8192
 _ROLES = frozenset({"user", "assistant"})
 _RESERVED_META = "io.modelcontextprotocol/"
+# A block type named in our placeholder: words joined by single "_" or "-", which no markdown
+# reads as emphasis ("__strong__" is bold).
+SHOWN_KIND = re.compile(r"[A-Za-z][A-Za-z0-9]{0,31}(?:[_-][A-Za-z0-9]{1,31}){0,3}")
+# What a resource, resource template or prompt entry may carry (besides `_meta`); the rest is dropped.
+_LISTED = frozenset(
+    {"uri", "uriTemplate", "name", "title", "description", "mimeType", "size", "annotations", "arguments"}
+)
 
 SCHEMA_BROKEN = (
     "mcp-guard: the tool's structured output no longer matches its outputSchema once its untrusted text was "
@@ -241,7 +248,7 @@ class OutputShield:
         except (TypeError, ValueError, KeyError):
             out = None
         if out is None:
-            shown = kind if plain_name(kind) else "unnamed"
+            shown = kind if isinstance(kind, str) and SHOWN_KIND.fullmatch(kind) else "unnamed"
             return _text(f"[mcp-guard removed a content block of type '{shown}' that it does not pass on]")
         if (meta := self.meta(block.get("_meta"), clean)) is not None:
             out["_meta"] = meta
@@ -441,8 +448,15 @@ class OutputShield:
         return sanitize_json(_without_changed_patterns(schema, clean), clean, self.unchanged)
 
     def listed(self, item: Mapping[str, Any]) -> JSON:
-        """A resource, template or prompt entry: every string and key of it cleaned."""
-        return self.json(dict(item))
+        """A resource, template or prompt entry: the fields a listing has, every string and key of
+        them cleaned. `icons` never pass: a client fetches or renders their URLs (`javascript:`, an
+        SVG `data:` URL), and cleaning text cannot make a URL safe to load."""
+        clean = self.result_clean()
+        out: JSON = self.json({k: v for k, v in item.items() if k in _LISTED}, clean)
+        meta = self.meta(item.get("_meta"), clean)
+        if meta is not None:
+            out["_meta"] = meta
+        return out
 
     def annotations(self, upstream: Mapping[str, Any] | None, overrides: Mapping[str, bool]) -> JSON | None:
         """Tool annotations: hints are booleans, the title is cleaned, anything else is dropped."""

@@ -250,3 +250,15 @@ def test_rule_is_cached_per_annotations(tmp_path: Path) -> None:
 def test_unknown_server_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(KeyError):
         catalog(tmp_path).rule("nope", "x", None)
+
+
+def test_a_hint_the_profile_leaves_out_is_not_the_upstreams_to_set(tmp_path: Path) -> None:
+    """A profile that says only `readOnlyHint: false`: the upstream's `destructiveHint: false` (a rug
+    pull away) must not ungate the tool, nor its `readOnlyHint: true` make it a read."""
+    profile = "  writes:\n    annotations: {readOnlyHint: false}\n  reads:\n    annotations: {readOnlyHint: true}\n"
+    (tmp_path / "p.yaml").write_text(f"version: 1\nname: p\ntools:\n{profile}", encoding="utf-8")
+    cat = catalog(tmp_path, upstreams="  up:\n    command: [x]\n    profile: ./p.yaml\n", scopes="[]")
+    for claim in (NOT_DESTRUCTIVE, READ_ONLY, ToolAnnotations(readOnlyHint=True, destructiveHint=False)):
+        rule = cat.rule("up", "writes", claim)
+        assert rule.destructive and not rule.read_only and rule.gated, claim
+    assert not cat.rule("up", "reads", DESTRUCTIVE).gated

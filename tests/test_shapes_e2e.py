@@ -59,6 +59,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from mcp_types.jsonrpc import JSONRPCRequest
 
+from proxy.untrusted import SHOWN_KIND
 from tests.harness import PY, REPO, all_tools, proxy_http, proxy_stdio, records, spawn, write_policy
 from tests.invariants import envelope_body, is_envelope, violations, wire_violations
 from tests.strategies import IDENTIFIER, shapes
@@ -356,8 +357,8 @@ async def _call(rig: Rig, check: Check, name: str, call: dict[str, Any], expect:
                 if not (isinstance(got, types.TextContent) and f"type '{kind}'" in got.text):
                     check.fail(f"{where} content[{i}]: {kind} with media type {sent_block.get('mimeType')!a} passed")
             if kind not in ("text", "image", "audio", "resource_link", "resource"):
-                # A plain type name must be named in the placeholder; a hostile one only cleaned.
-                named = not IDENTIFIER.fullmatch(kind) or (isinstance(got, types.TextContent) and kind in got.text)
+                # A plain type name must be named in the placeholder; any other is not shown.
+                named = not SHOWN_KIND.fullmatch(kind) or (isinstance(got, types.TextContent) and kind in got.text)
                 if not isinstance(got, types.TextContent) or not named:
                     check.fail(f"{where} content[{i}]: unknown block type {kind!a} not replaced by a placeholder")
     if "structured_id" in expect and not sent.get("isError"):
