@@ -32,7 +32,7 @@ from proxy.pipeline import Caller, Pipeline, ToolCall  # noqa: E402
 from proxy.policy import OutputPolicy, load_policy  # noqa: E402
 from proxy.sanitize import sanitize_text  # noqa: E402
 from proxy.untrusted import OutputShield  # noqa: E402
-from proxy.upstream import Relay  # noqa: E402
+from proxy.upstream_changes import Relay  # noqa: E402
 from proxy.upstream_pool import UpstreamPool  # noqa: E402
 
 RESULT_CHARS = 2048

@@ -39,7 +39,7 @@ from proxy.pipeline import Pipeline, ToolCall  # noqa: E402
 from proxy.policy import load_policy  # noqa: E402
 from proxy.redis_state import RedisState  # noqa: E402
 from proxy.state import MemoryState, SharedState  # noqa: E402
-from proxy.upstream import Relay  # noqa: E402
+from proxy.upstream_changes import Relay  # noqa: E402
 from proxy.upstream_pool import UpstreamPool  # noqa: E402
 
 CASES = {

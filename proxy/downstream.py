@@ -32,7 +32,7 @@ from proxy.relay import (
     refuse_sampling,
     relay_refusal,
 )
-from proxy.upstream import Relay
+from proxy.upstream_changes import Relay
 
 R = TypeVar("R", bound=BaseModel)
 

@@ -54,7 +54,7 @@ from proxy.resume import Resume, ResumeStates
 from proxy.state import MemoryState, SharedState, StateUnavailable
 from proxy.subscriptions import Subscriptions
 from proxy.untrusted import OutputShield, plain_name
-from proxy.upstream import Relay
+from proxy.upstream_changes import Relay
 from proxy.upstream_errors import UpstreamUnavailable
 from proxy.upstream_pool import UpstreamPool
 

@@ -26,7 +26,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp.client.session import ClientSession
 from mcp_types import INVALID_PARAMS
 
-from proxy.upstream import Relay, UpstreamConnection, current_relay
+from proxy.upstream import UpstreamConnection
+from proxy.upstream_changes import Relay, current_relay
 from proxy.upstream_requests import raw_request
 
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]

@@ -39,7 +39,7 @@ from proxy.oauth_server import AuthStore
 from proxy.pipeline import Caller, Pipeline, ToolCall
 from proxy.policy import LoadedPolicy
 from proxy.state import MemoryState, SharedState
-from proxy.upstream import Relay
+from proxy.upstream_changes import Relay
 from proxy.upstream_errors import UpstreamUnavailable
 from proxy.upstream_pool import UpstreamPool
 

@@ -17,7 +17,8 @@ from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND
 from proxy.caller import Caller
 from proxy.listings import Listings
 from proxy.relay import Pending, within
-from proxy.upstream import Listener, Relay, UpstreamConnection
+from proxy.upstream import UpstreamConnection
+from proxy.upstream_changes import Listener, Relay
 from proxy.upstream_errors import UpstreamUnavailable
 
 logger = logging.getLogger(__name__)

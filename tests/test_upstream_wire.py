@@ -33,7 +33,8 @@ if __package__ in (None, ""):
 
 from proxy import upstream_wire
 from proxy.policy import Upstream
-from proxy.upstream import Relay, UpstreamConnection, current_relay
+from proxy.upstream import UpstreamConnection
+from proxy.upstream_changes import Relay, current_relay
 from proxy.upstream_errors import UpstreamUnavailable
 from proxy.upstream_requests import raw_request
 from proxy.upstream_transport import SharedTransport
