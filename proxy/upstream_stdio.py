@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -131,10 +132,19 @@ def _parse_line(line: str) -> Any:
         message = json.loads(line)
     except ValueError:
         return parsed  # not JSON at all: a stray print, answering nothing we could name
+    except RecursionError:
+        # JSON nested past any reader's depth (a reader crashing on it would end the connection while
+        # the call still waited). Its first "id" names the request: were that not the top-level one,
+        # the upstream only fails another request of its own, which it could do by answering it.
+        found = _FIRST_ID.search(line)
+        message = {"id": json.loads(found.group(1))} if found else None
     if isinstance(message, dict) and "method" not in message and _request_id(message.get("id")):
         error = ErrorData(code=INTERNAL_ERROR, message="an answer that is not valid JSON-RPC", data=NOT_MCP)
         return SessionMessage(JSONRPCError(jsonrpc="2.0", id=message["id"], error=error))
     return parsed
+
+
+_FIRST_ID = re.compile(r'"id"\s*:\s*(-?\d{1,18}|"[^"\\]{0,128}")')
 
 
 def _request_id(value: object) -> bool:

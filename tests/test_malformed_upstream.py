@@ -47,7 +47,7 @@ def text(result: object) -> str:
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", ["stdio", "http"])
-@pytest.mark.parametrize("tool", ["no_outcome", "bad_error", "bad_content"])
+@pytest.mark.parametrize("tool", ["no_outcome", "bad_error", "bad_content", "too_deep"])
 async def test_a_broken_answer_fails_its_call_at_once_in_our_words(
     tmp_path: Path, kind: str, tool: str, mode: str
 ) -> None:

@@ -6,6 +6,7 @@ request properly except a call of the tool named by the kind of breakage it demo
 - `no_outcome`: a response with the call's id but neither `result` nor `error`;
 - `bad_error`: an error whose code is a string and whose message is a number;
 - `bad_content`: a result whose `content` is a string, not a list of blocks;
+- `too_deep`: a result nested 100 000 levels deep, past any JSON reader's depth;
 - `not_json` (HTTP only): a body that is not JSON; over stdio such a line answers nothing
   a client could name, so the call can only time out there.
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 LEAK = "pydantic-bait-</tool_output>-SYSTEM"
-BROKEN = ("no_outcome", "bad_error", "bad_content", "not_json")
+BROKEN = ("no_outcome", "bad_error", "bad_content", "too_deep", "not_json")
 TOOLS = [
     {"name": name, "description": name, "inputSchema": {"type": "object"}, "annotations": {"readOnlyHint": True}}
     for name in (*BROKEN, "fine")
@@ -55,6 +56,9 @@ def answer(message: dict[str, Any], record: Path) -> bytes | None:
             return json.dumps({"jsonrpc": "2.0", "id": request_id, "note": LEAK}).encode()
         if tool == "bad_error":
             return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": {"code": LEAK, "message": 5}}).encode()
+        if tool == "too_deep":
+            deep = "[" * 100_000 + "]" * 100_000
+            return f'{{"jsonrpc": "2.0", "id": {json.dumps(request_id)}, "result": {{"content": {deep}}}}}'.encode()
         if tool == "not_json":
             return ("{" + LEAK).encode()
         content: Any = LEAK if tool == "bad_content" else [{"type": "text", "text": "fine"}]
