@@ -299,7 +299,8 @@ def test_an_untouched_value_under_a_cleaned_schema_is_still_checked() -> None:
 @given(st.lists(st.lists(st.text(max_size=12), max_size=4), min_size=1, max_size=6))
 def test_the_remembered_verdict_is_always_the_one_asked_for(asked: list[list[str]]) -> None:
     from proxy.policy import OutputPolicy
-    from proxy.untrusted import _JSON_LINE, OutputShield
+    from proxy.untrusted import OutputShield
+    from proxy.untrusted_text import _JSON_LINE
 
     shield = OutputShield(OutputPolicy())
     for texts in [*asked, *asked]:  # each list asked again after others, and in a row
