@@ -1,6 +1,6 @@
 """In-process costs, no network: the guard pipeline on a 2 KB SMSAPI result, and sanitise + envelope by size.
 
-The guard pipeline is timed on the proxy's own objects, built the way `proxy.server.Gateway`
+The guard pipeline is timed on the proxy's own objects, built the way `proxy.gateway.Gateway`
 builds them from a policy file: `Pipeline.guard` (visibility → pins → limits → trifecta; a
 read tool needs no confirmation) and `OutputShield.tool_result` on a real sandbox result
 trimmed to about 2 KB (text content and structuredContent), plus the bookkeeping after the

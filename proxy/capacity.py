@@ -21,8 +21,8 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.fastpath import routing
+from proxy.gateway import IDENTITY_KEY, Gateway
 from proxy.policy import CapacityPolicy
-from proxy.server import IDENTITY_KEY, Gateway
 
 logger = logging.getLogger("mcp_guard.capacity")
 

@@ -184,7 +184,7 @@ def _cmd_stdio(args: argparse.Namespace) -> int:
     _warn_unpinned(loaded)
 
     async def run() -> None:
-        from proxy.server import Gateway
+        from proxy.gateway import Gateway
         from proxy.stdio import serve_stdio
 
         # A team's stdio processes may share limits and history too; each seals only its own states.
@@ -262,9 +262,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _serve_http(
     loaded: list[LoadedPolicy], args: argparse.Namespace, *, demo: bool = False, keyring: KeyRing | None = None
 ) -> int:
+    from proxy.gateway import Gateway
     from proxy.http import LOOPBACK, build_http_app
     from proxy.netutil import HEADER_TIMEOUT, bind, run_until_signalled, serve_asgi
-    from proxy.server import Gateway
 
     header_timeout = getattr(args, "header_timeout", None)  # `demo` has no such option
     if header_timeout is None:
@@ -445,7 +445,8 @@ async def _probe(
     Returns the upstreams' instructions and the features they offer (None when one could not be
     asked): mcp-guard advertises only what some upstream offers.
     """
-    from proxy.server import Gateway, offered_by
+    from proxy.gateway import Gateway
+    from proxy.server import offered_by
     from proxy.upstream_errors import UpstreamUnavailable
 
     gateway = Gateway(loaded, store_key=store_key)

@@ -69,8 +69,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.backchannel import Backchannel, NoBackchannel, ResponseStream, WireChannel
 from proxy.downstream import Channel, Downstream
+from proxy.gateway import IDENTITY_KEY, Gateway, Identity, caller_for
 from proxy.pipeline import Caller, Pipeline, ToolCall
-from proxy.server import IDENTITY_KEY, Gateway, Identity, caller_for, listener_for
+from proxy.server import listener_for
 from proxy.upstream_errors import UpstreamUnavailable
 
 logger = logging.getLogger(__name__)

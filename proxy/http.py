@@ -25,8 +25,9 @@ from proxy import __version__
 from proxy.auth import KeyRing
 from proxy.capacity import Capacity
 from proxy.fastpath import FastPath, SessionCheck
+from proxy.gateway import IDENTITY_KEY, Gateway, Identity
 from proxy.oauth_http import OAuthFront
-from proxy.server import IDENTITY_KEY, Gateway, Identity, build_server
+from proxy.server import build_server
 from proxy.upstream import credential_key
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

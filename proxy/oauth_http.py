@@ -25,9 +25,9 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from proxy.consent import Consent
+from proxy.gateway import Gateway, Identity
 from proxy.oauth_server import GuardAuthProvider
 from proxy.policy import LoadedPolicy
-from proxy.server import Gateway, Identity
 
 AS_METADATA = "/.well-known/oauth-authorization-server"
 

@@ -36,7 +36,7 @@ Listed = dict[str, dict[Kind, dict[str, Any]]]  # server -> kind -> name -> entr
 
 
 async def pin(loaded: LoadedPolicy, diff: bool, approve: list[str], store_key: bytes | None = None) -> int:
-    from proxy.server import Gateway
+    from proxy.gateway import Gateway
     from proxy.upstream_errors import UpstreamUnavailable
 
     path = loaded.lockfile_path

@@ -27,8 +27,9 @@ from mcp.shared.message import SessionMessage
 from mcp_types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError, jsonrpc_message_adapter
 from pydantic import ValidationError
 
+from proxy.gateway import Gateway
 from proxy.http import MAX_BODY_BYTES
-from proxy.server import Gateway, build_server
+from proxy.server import build_server
 
 LINE_LIMIT = MAX_BODY_BYTES
 _SKIP = 65536  # how much of an overlong line is read (and dropped) at a time

@@ -13,8 +13,8 @@ from mcp import Client
 from starlette.types import Message, Receive, Scope, Send
 
 from proxy.capacity import Capacity
+from proxy.gateway import IDENTITY_KEY, Identity
 from proxy.policy import CapacityPolicy
-from proxy.server import IDENTITY_KEY, Identity
 from tests.harness import proxy_http, write_policy
 from tests.test_malformed import HEADERS, INIT
 from tests.test_policies_e2e import bearer, text

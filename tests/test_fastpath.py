@@ -16,9 +16,10 @@ from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOC
 from starlette.types import Message, Receive, Scope, Send
 
 from proxy.fastpath import FastPath
+from proxy.gateway import IDENTITY_KEY, Gateway, Identity
 from proxy.http import MAX_BODY_BYTES, transport_security
 from proxy.policy import load_policy
-from proxy.server import IDENTITY_KEY, Gateway, Identity, build_server
+from proxy.server import build_server
 from tests.harness import Proc, proxy_http, write_policy
 
 pytestmark = pytest.mark.anyio

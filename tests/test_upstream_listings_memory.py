@@ -12,9 +12,9 @@ import mcp.types as types
 import pytest
 
 from proxy.caller import Caller
+from proxy.gateway import Gateway
 from proxy.policy import load_policy
 from proxy.policy.models import Upstream
-from proxy.server import Gateway
 from proxy.upstream_pool import UpstreamPool
 from proxy.upstream_requests import raw_request
 from tests.harness import Proc, write_policy
