@@ -14,12 +14,7 @@ against guessing, and withholding every "48" or "true" from results would garble
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from urllib.parse import parse_qsl, urlsplit
-
-from proxy.policy.interpolation import env_names
-from proxy.policy.models import Upstream
-from proxy.redact import SecretRegistry, _replace_spans, secret_name
+from proxy.redact import SecretRegistry, _replace_spans
 
 WITHHELD = "[mcp-guard withheld a credential]"
 MIN_CHARS = 8
@@ -66,35 +61,3 @@ withhold = CREDENTIALS.withhold
 
 def version() -> int:
     return CREDENTIALS.version
-
-
-def register_upstream(upstream: Upstream, templates: Mapping[str, str], env: Mapping[str, str], where: str) -> None:
-    """Register what one upstream's configuration sends as credentials.
-
-    A header or environment value counts if its name says it is a credential (`Authorization`,
-    `X-Api-Key`, `ELKS_PASSWORD`) or if it came from `${VAR}`, the policy format's way to keep a
-    secret out of the file; in a URL, the userinfo and secret-named query values, and every `${VAR}`.
-    `templates` maps each interpolated location (`upstreams.NAME.headers.X`) to its text as written.
-    """
-    for location, template in templates.items():
-        if location.startswith(where + ".") and location[len(where) + 1 :].split(".")[0] in _SENDS:
-            for name in env_names(template):
-                register(env.get(name))
-    for name, value in upstream.headers.items():
-        if secret_name(name):
-            register(value)
-            register(value.partition(" ")[2].strip())  # "Bearer abc...": the token alone, too
-    for name, value in upstream.env.items():
-        if secret_name(name):
-            register(value)
-    if upstream.url is not None:
-        parts = urlsplit(upstream.url)
-        register(parts.password)
-        for name, value in parse_qsl(parts.query, keep_blank_values=False):
-            if secret_name(name):
-                register(value)
-    if upstream.oauth is not None:
-        register(upstream.oauth.client_secret)
-
-
-_SENDS = frozenset({"url", "headers", "env", "oauth"})

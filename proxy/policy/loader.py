@@ -12,11 +12,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import proxy
-from proxy.policy.interpolation import _interpolate
-from proxy.policy.models import _SLUG, Policy, Profile
+from proxy import credentials
+from proxy.policy.interpolation import _interpolate, env_names
+from proxy.policy.models import _SLUG, Policy, Profile, Upstream
 from proxy.policy.source import Loc, PolicyError, _line_for, _read_yaml, _validate
+from proxy.redact import secret_name
 
 # --------------------------------------------------------------------------- loaded result
 
@@ -121,10 +124,8 @@ def load_policy(path: str | Path, *, env: Mapping[str, str] | None = None, requi
     policy = _validate(Policy, data, lines, file, interp.errors)
     profiles = _load_profiles(policy, lines, path)
     _check_scopes(policy, profiles, lines, file)
-    from proxy import credentials  # lazily: the policy package does not depend on the proxy's runtime
-
     for name, upstream in policy.upstreams.items():
-        credentials.register_upstream(upstream, interp.templates, interp.env, f"upstreams.{name}")
+        _register_credentials(upstream, interp.templates, interp.env, f"upstreams.{name}")
     return LoadedPolicy(
         policy=_resolve_cwds(policy, path.parent),
         path=path,
@@ -180,3 +181,35 @@ def _resolve_cwds(policy: Policy, base_dir: Path) -> Policy:
         for name, up in policy.upstreams.items()
     }
     return policy.model_copy(update={"upstreams": upstreams})
+
+
+def _register_credentials(upstream: Upstream, templates: Mapping[str, str], env: Mapping[str, str], where: str) -> None:
+    """What one upstream's configuration sends as credentials, so no answer shows it (proxy.credentials).
+
+    A header or environment value counts if its name says it is a credential (`Authorization`,
+    `X-Api-Key`, `ELKS_PASSWORD`) or if it came from `${VAR}`, the policy format's way to keep a
+    secret out of the file; in a URL, the userinfo and secret-named query values, and every `${VAR}`.
+    `templates` maps each interpolated location (`upstreams.NAME.headers.X`) to its text as written.
+    """
+    for location, template in templates.items():
+        if location.startswith(where + ".") and location[len(where) + 1 :].split(".")[0] in _SENDS:
+            for name in env_names(template):
+                credentials.register(env.get(name))
+    for name, value in upstream.headers.items():
+        if secret_name(name):
+            credentials.register(value)
+            credentials.register(value.partition(" ")[2].strip())  # "Bearer abc...": the token alone, too
+    for name, value in upstream.env.items():
+        if secret_name(name):
+            credentials.register(value)
+    if upstream.url is not None:
+        parts = urlsplit(upstream.url)
+        credentials.register(parts.password)
+        for name, value in parse_qsl(parts.query, keep_blank_values=False):
+            if secret_name(name):
+                credentials.register(value)
+    if upstream.oauth is not None:
+        credentials.register(upstream.oauth.client_secret)
+
+
+_SENDS = frozenset({"url", "headers", "env", "oauth"})  # the parts of an upstream's entry sent to it
