@@ -31,15 +31,7 @@ from proxy.guards.visibility import check_visible
 from proxy.listings import BoundedSet
 from proxy.pinning import KINDS, NOUN, Kind, PinCheck, Pins, read_lockfile, terminal_safe
 from proxy.policy import LoadedPolicy
-from proxy.questions import (
-    clean_form_schema,
-    clean_url,
-    elicitation_id,
-    plain_token,
-    relayed_question,
-    sampling_request,
-    url_question,
-)
+from proxy.questions import relayed_inputs
 from proxy.relay import (
     PARKED,
     Outcome,
@@ -241,49 +233,16 @@ class Pipeline(Subscriptions):
         self, call: ToolCall, rule: ToolRule, asked: types.InputRequiredResult, decision: str, why: str
     ) -> types.CallToolResult | types.InputRequiredResult:
         """The upstream's questions, named and sanitised, as our own InputRequiredResult (2026-07-28 client)."""
-        requests: dict[str, Any] = {}
-
-        def refuse(what: str) -> types.CallToolResult:
+        policy = self.loaded.policy
+        requests = relayed_inputs(
+            asked.input_requests, rule.server, can_elicit=call.prompter.can_elicit,
+            can_elicit_url=call.prompter.can_elicit_url, url_allowed=policy.url_elicitation == "allow",
+            sampling_allowed=policy.sampling == "allow",
+        )  # fmt: skip
+        if isinstance(requests, str):
             if (asked.request_state or "").startswith(PARKED):
                 self.parked.cancel(asked.request_state.removeprefix(PARKED))  # type: ignore[union-attr]
-            return self._refuse_relay(call, rule, what)
-
-        for key, request in (asked.input_requests or {}).items():
-            if not plain_token(key):
-                # The client answers under the same key: an upstream's text in it would pass unseen.
-                return refuse("asked for input under a key that is no plain token")
-            if isinstance(request, types.ElicitRequest) and isinstance(request.params, types.ElicitRequestFormParams):
-                if not call.prompter.can_elicit:
-                    return refuse("asked the user a question, but this client cannot elicit")
-                params = request.params.model_copy(
-                    update={
-                        "message": relayed_question(rule.server, request.params.message),
-                        "requested_schema": clean_form_schema(request.params.requested_schema),
-                    }
-                )
-                requests[key] = types.ElicitRequest(params=params)
-            elif isinstance(request, types.ElicitRequest) and isinstance(request.params, types.ElicitRequestURLParams):
-                if self.loaded.policy.url_elicitation != "allow":
-                    return refuse("asked to send the user to a URL, which this policy refuses")
-                url = clean_url(request.params.url)
-                if url is None:
-                    return refuse("asked to send the user to a URL that is no plain https URL")
-                if not call.prompter.can_elicit_url:
-                    return refuse("asked to send the user to a URL, but this client cannot")
-                message = url_question(rule.server, request.params.message, url)
-                relayed_id = elicitation_id(request.params.elicitation_id)
-                update = {"message": message, "url": url, "elicitation_id": relayed_id}
-                params = request.params.model_copy(update=update)
-                requests[key] = types.ElicitRequest(params=params)
-            elif isinstance(request, types.CreateMessageRequest) and self.loaded.policy.sampling == "allow":
-                requests[key] = types.CreateMessageRequest(params=sampling_request(request.params))
-            else:
-                kind = (
-                    "sampling, which this team's policy refuses"
-                    if isinstance(request, types.CreateMessageRequest)
-                    else "a request mcp-guard does not relay"
-                )
-                return refuse(f"asked for {kind}")
+            return self._refuse_relay(call, rule, requests)
         state = self.resumes.mint(call.caller.session, asked.request_state, decision, why)
         self._audit(call, rule, "pending", f"upstream '{rule.server}' asked the human")
         return types.InputRequiredResult(input_requests=requests, request_state=state)

@@ -5,13 +5,14 @@ upstream's and cleaned, a form schema has every string and key cleaned, a URL mu
 and a sampling request keeps only the fields a model needs, each cleaned (bleach's rule: what is not
 allowed never passes). The identifiers an upstream picks and a client echoes back must be plain
 tokens: an elicitation id that is not is replaced by mcp-guard's own, and a 2026-07-28 request whose
-`inputRequests` key is not is refused (pipeline.py).
+`inputRequests` key is not is refused (`relayed_inputs`).
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 import mcp.types as types
@@ -104,6 +105,56 @@ def sampling_request(params: types.CreateMessageRequestParams) -> types.CreateMe
     if isinstance(choice := raw.get("toolChoice"), dict) and choice.get("mode") in ("auto", "required", "none"):
         out["toolChoice"] = {"mode": choice["mode"]}
     return types.CreateMessageRequestParams.model_validate(out)
+
+
+def relayed_inputs(
+    asked: Mapping[str, Any] | None,
+    server: str,
+    *,
+    can_elicit: bool,
+    can_elicit_url: bool,
+    url_allowed: bool,
+    sampling_allowed: bool,
+) -> dict[str, Any] | str:
+    """A 2026-07-28 upstream's `inputRequests`, rebuilt for the client; or why they are refused (in
+    words that follow "upstream 'X' "). All or nothing: one request that cannot be relayed refuses all."""
+    requests: dict[str, Any] = {}
+    for key, request in (asked or {}).items():
+        if not plain_token(key):
+            # The client answers under the same key: an upstream's text in it would pass unseen.
+            return "asked for input under a key that is no plain token"
+        if isinstance(request, types.ElicitRequest) and isinstance(request.params, types.ElicitRequestFormParams):
+            if not can_elicit:
+                return "asked the user a question, but this client cannot elicit"
+            params = request.params.model_copy(
+                update={
+                    "message": relayed_question(server, request.params.message),
+                    "requested_schema": clean_form_schema(request.params.requested_schema),
+                }
+            )
+            requests[key] = types.ElicitRequest(params=params)
+        elif isinstance(request, types.ElicitRequest) and isinstance(request.params, types.ElicitRequestURLParams):
+            if not url_allowed:
+                return "asked to send the user to a URL, which this policy refuses"
+            url = clean_url(request.params.url)
+            if url is None:
+                return "asked to send the user to a URL that is no plain https URL"
+            if not can_elicit_url:
+                return "asked to send the user to a URL, but this client cannot"
+            message = url_question(server, request.params.message, url)
+            relayed_id = elicitation_id(request.params.elicitation_id)
+            update = {"message": message, "url": url, "elicitation_id": relayed_id}
+            requests[key] = types.ElicitRequest(params=request.params.model_copy(update=update))
+        elif isinstance(request, types.CreateMessageRequest) and sampling_allowed:
+            requests[key] = types.CreateMessageRequest(params=sampling_request(request.params))
+        else:
+            kind = (
+                "sampling, which this team's policy refuses"
+                if isinstance(request, types.CreateMessageRequest)
+                else "a request mcp-guard does not relay"
+            )
+            return f"asked for {kind}"
+    return requests
 
 
 def _block(block: Any, clean: Clean) -> JSON | None:
