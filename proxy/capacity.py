@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.fastpath import routing
+from proxy.fastpath_wire import routing
 from proxy.gateway import IDENTITY_KEY, Gateway
 from proxy.policy import CapacityPolicy
 

@@ -59,16 +59,26 @@ from mcp_types import (
     PROTOCOL_VERSION_META_KEY,
     SERVER_INFO_META_KEY,
     ErrorData,
-    jsonrpc_message_adapter,
 )
 from mcp_types import methods as wire_methods
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
-from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.backchannel import Backchannel, NoBackchannel, ResponseStream, WireChannel
 from proxy.downstream import Channel, Downstream
+from proxy.fastpath_wire import (
+    NOT_A_MESSAGE,
+    Refused,
+    json_rpc_message,
+    lenient_json,
+    plain_id,
+    read_body,
+    refuse,
+    replay_body,
+    routing,
+    valid_request,
+)
 from proxy.gateway import IDENTITY_KEY, Gateway, Identity, caller_for
 from proxy.pipeline import Caller, Pipeline, ToolCall
 from proxy.server import listener_for
@@ -150,32 +160,32 @@ class FastPath:
         if not (modern or handshake):
             await self.app(scope, receive, send)
             return
-        body, whole = await _read_body(receive, self.max_body_bytes)
+        body, whole = await read_body(receive, self.max_body_bytes)
         decoded = None
         if whole and len(body) <= self.max_body_bytes:
             decoded = await self._decode(scope, body, modern=modern)
-            if isinstance(decoded, _Refused):
+            if isinstance(decoded, Refused):
                 # A handshake-era session that is not this caller's is the SDK's to answer (404) first.
                 if modern or self.session_open(session_id or "", scope):
-                    await _refuse(decoded.code, decoded.message, send, None if modern else session_id)
+                    await refuse(decoded.code, decoded.message, send, None if modern else session_id)
                     return
                 decoded = None
         claimed = None
         if decoded is not None and session_id is not None and not modern:
             claimed = self._claim(decoded, session_id, scope)
             if isinstance(claimed, str):
-                await _refuse(INVALID_REQUEST, f"Invalid Request: {claimed}", send, session_id)
+                await refuse(INVALID_REQUEST, f"Invalid Request: {claimed}", send, session_id)
                 return
         try:
             taken = None  # a request with `Mcp-Param-*` headers is the SDK's to check against the tool's schema
             if decoded is not None and not any(k.startswith(_PARAM_PREFIX.encode()) for k, _ in scope["headers"]):
                 taken = self._modern(decoded, scope) if modern else self._handshake(decoded, scope, session_id or "")
-            if taken is None and handshake and decoded is not None and not _message(decoded):
+            if taken is None and handshake and decoded is not None and not json_rpc_message(decoded):
                 if self.session_open(session_id or "", scope):
-                    await _refuse(INVALID_REQUEST, _NOT_A_MESSAGE, send, session_id)
+                    await refuse(INVALID_REQUEST, NOT_A_MESSAGE, send, session_id)
                     return
             if taken is None:
-                await self.app(scope, _replay(body, whole, receive), send)
+                await self.app(scope, replay_body(body, whole, receive), send)
             elif taken is True:
                 await send({"type": "http.response.start", "status": 202, "headers": []})
                 await send({"type": "http.response.body", "body": b""})
@@ -188,7 +198,7 @@ class FastPath:
 
     # -- which requests -------------------------------------------------------------------------------
 
-    async def _decode(self, scope: Scope, body: bytes, *, modern: bool) -> dict[str, Any] | _Refused | None:
+    async def _decode(self, scope: Scope, body: bytes, *, modern: bool) -> dict[str, Any] | Refused | None:
         """The JSON-RPC body of a POST the SDK's transport would accept; None when it would not.
 
         Bodies are parsed as the SDK's handshake-era transport parses them (`pydantic_core`): UTF-8,
@@ -209,9 +219,9 @@ class FastPath:
         try:
             decoded = pydantic_core.from_json(body)
         except ValueError as exc:
-            return _Refused(PARSE_ERROR, f"Parse error: {exc}") if modern and _lenient_json(body) else None
+            return Refused(PARSE_ERROR, f"Parse error: {exc}") if modern and lenient_json(body) else None
         if not isinstance(decoded, dict) or decoded.get("jsonrpc") != "2.0":
-            return None if modern else _Refused(INVALID_REQUEST, _NOT_A_MESSAGE)
+            return None if modern else Refused(INVALID_REQUEST, NOT_A_MESSAGE)
         return decoded
 
     def _claim(self, decoded: dict[str, Any], session_id: str, scope: Scope) -> tuple[str, str | int] | str | None:
@@ -227,7 +237,7 @@ class FastPath:
         if "id" not in decoded or not isinstance(method, str) or not self.session_open(session_id, scope):
             return None
         request_id = decoded["id"]
-        if not _plain_id(request_id):
+        if not plain_id(request_id):
             if method.startswith("notifications/"):
                 return None  # a notification with a stray id: the SDK ignores the id, harmlessly
             return "a request id must be a string or an integer"
@@ -241,7 +251,7 @@ class FastPath:
         request_id, method, params = decoded.get("id"), decoded.get("method"), decoded.get("params")
         if not isinstance(method, str) or method not in self.methods:  # a list or an object is not hashable
             return None
-        if not isinstance(params, dict) or not _plain_id(request_id):
+        if not isinstance(params, dict) or not plain_id(request_id):
             return None
         meta = params.get("_meta")
         if not isinstance(meta, dict) or "progressToken" in meta or LOG_LEVEL_META_KEY in meta:
@@ -254,7 +264,7 @@ class FastPath:
         route = classify_inbound_request(decoded, headers=dict(raw_headers))
         if isinstance(route, InboundLadderRejection):
             return None
-        if not _valid(method, route.protocol_version, params):
+        if not valid_request(method, route.protocol_version, params):
             return None
         connection = Connection.from_envelope(route.protocol_version, route.client_info, route.client_capabilities)
         assert isinstance(request_id, str | int)
@@ -276,7 +286,7 @@ class FastPath:
             running.cancel()
             return True
         request_id = decoded.get("id")
-        if not isinstance(method, str) or method not in self.methods or not _plain_id(request_id):
+        if not isinstance(method, str) or method not in self.methods or not plain_id(request_id):
             return None
         if not (params is None or isinstance(params, dict)):
             return None
@@ -287,7 +297,7 @@ class FastPath:
         ):
             return None  # the SDK refuses a 2026-07-28 envelope on a handshake-era session
         version = connection.protocol_version
-        if not _valid(method, version, params):
+        if not valid_request(method, version, params):
             return None
         assert isinstance(request_id, str | int)
         token = progress_token_from_params(params)
@@ -444,103 +454,7 @@ _HANDLERS: dict[str, Callable[[Pipeline, Caller, _Request, Channel], Awaitable[t
 }
 
 
-@dataclass(frozen=True)
-class _Refused:
-    """A body mcp-guard refuses before the SDK sees it, in its own words."""
-
-    code: int
-    message: str
-
-
-_NOT_A_MESSAGE = "Invalid Request: the body must be one JSON-RPC 2.0 message object"
-
-
-def _message(decoded: dict[str, Any]) -> bool:
-    """Whether the SDK's handshake-era transport reads `decoded` as a JSON-RPC message (what it
-    refuses, it refuses with pydantic's report). Checked only for what the fast path replays."""
-    try:
-        jsonrpc_message_adapter.validate_python(decoded, by_name=False)
-    except ValidationError:
-        return False
-    return True
-
-
-def _lenient_json(body: bytes) -> bool:
-    """Whether `json.loads` (the SDK's 2026-07-28 parser) reads the body."""
-    try:
-        json.loads(body)
-    except (ValueError, RecursionError):
-        return False
-    return True
-
-
-async def _refuse(code: int, message: str, send: Send, session_id: str | None = None) -> None:
-    """A 400 with a JSON-RPC error without an id, as the SDK's transports answer a body they refuse."""
-    body = json.dumps(
-        {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}, separators=(",", ":")
-    ).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if session_id is not None:
-        headers.append((b"mcp-session-id", session_id.encode("latin-1")))
-    await send({"type": "http.response.start", "status": 400, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def routing(scope: Scope) -> tuple[str | None, str | None]:
-    """The protocol version and session id headers."""
-    version = session_id = None
-    for name, value in scope["headers"]:
-        if name == b"mcp-protocol-version":
-            version = value.decode("latin-1")
-        elif name == b"mcp-session-id":
-            session_id = value.decode("latin-1")
-    return version, session_id
-
-
-def _valid(method: str, version: str, params: dict[str, Any] | None) -> bool:
-    try:
-        wire_methods.validate_client_request(method, version, params)
-    except Exception:
-        return False  # the SDK words the refusal
-    return True
-
-
-def _plain_id(value: object) -> bool:
-    return isinstance(value, str | int) and not isinstance(value, bool)
-
-
 def _internal(exc: Exception) -> ErrorData:
     # The SDK would put str(exc) on the wire; a proxy's internals stay in its log.
     logger.error("fast path: %s raised %s", "handler", type(exc).__name__, exc_info=exc)
     return ErrorData(code=INTERNAL_ERROR, message="Internal error")
-
-
-async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
-    """The request body, read until it ends or passes `limit` bytes, and whether it ended."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks), False
-        chunk = message.get("body", b"")
-        chunks.append(chunk)
-        size += len(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks), True
-        if size > limit:
-            return b"".join(chunks), False
-
-
-def _replay(body: bytes, whole: bool, receive: Receive) -> Receive:
-    """A `receive` that hands the SDK the body already read, then the rest of the exchange."""
-    given = False
-
-    async def replay() -> Message:
-        nonlocal given
-        if not given:
-            given = True
-            return {"type": "http.request", "body": body, "more_body": not whole}
-        return await receive()
-
-    return replay
