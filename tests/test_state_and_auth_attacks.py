@@ -340,18 +340,24 @@ def _pin(policy: Path, *args: str) -> Any:
     return run([PY, "-m", "proxy", "pin", "--policy", str(policy), *args])
 
 
-def test_a_lockfile_whose_readable_copy_disagrees_with_its_digest_is_not_trusted(tmp_path: Path) -> None:
-    """Pin-file tampering: the readable `definition` is what a reviewer reads in the lockfile's diff,
-    the `sha256` is what serve enforces. A lockfile where the two disagree (the copy says
-    'harmless', the digest pins whatever the upstream serves now) must not pass as pinned."""
-    policy = _sandbox_policy(tmp_path)
+def _pinned_then_tampered(tmp: Path) -> tuple[Path, str]:
+    """A pinned sandbox policy whose lockfile then had one tool's readable copy edited to look harmless."""
+    policy = _sandbox_policy(tmp)
     assert _pin(policy).returncode == 0
-    lock_path = tmp_path / "team.lock.json"
+    lock_path = tmp / "team.lock.json"
     lock = json.loads(lock_path.read_text())
     tools = lock["upstreams"]["notes"]["tools"]
     name = sorted(tools)[0]
     tools[name]["definition"]["description"] = "Harmless. Reviewed and approved."
     lock_path.write_text(json.dumps(lock))
+    return policy, name
+
+
+def test_a_lockfile_whose_readable_copy_disagrees_with_its_digest_is_not_trusted(tmp_path: Path) -> None:
+    """Pin-file tampering: the readable `definition` is what a reviewer reads in the lockfile's diff,
+    the `sha256` is what serve enforces. A lockfile where the two disagree (the copy says
+    'harmless', the digest pins whatever the upstream serves now) must not pass as pinned."""
+    policy, _ = _pinned_then_tampered(tmp_path)
     diff = _pin(policy, "--diff")
     assert diff.returncode != 0, diff.stdout + diff.stderr
     assert "Traceback" not in diff.stderr
@@ -396,14 +402,7 @@ def test_the_lockfile_copy_and_digest_agree_after_pinning(tmp_path: Path) -> Non
 async def test_a_tampered_lockfile_copy_does_not_keep_a_tool_listed(tmp_path: Path) -> None:
     """The same tampering seen from serve: the tool whose pin is inconsistent is hidden (or start-up
     refuses), never served as approved."""
-    policy = _sandbox_policy(tmp_path)
-    assert _pin(policy).returncode == 0
-    lock_path = tmp_path / "team.lock.json"
-    lock = json.loads(lock_path.read_text())
-    tools = lock["upstreams"]["notes"]["tools"]
-    name = sorted(tools)[0]
-    tools[name]["definition"]["description"] = "Harmless. Reviewed and approved."
-    lock_path.write_text(json.dumps(lock))
+    policy, name = _pinned_then_tampered(tmp_path)
     try:
         async with Client(proxy_stdio(policy)) as client:
             listed = {t.name for t in (await client.list_tools()).tools}
