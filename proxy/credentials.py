@@ -33,8 +33,10 @@ class Credentials:
         (OAuth grants): those are kept in a bounded most-recently-used set instead."""
         if value is None or len(value.strip()) < MIN_CHARS:
             return
-        self._registry.add(value) if lasting else self._registry.add_client(value)
-        self.version += 1
+        known = self._registry.knows(value)
+        self._registry.add(value) if lasting else self._registry.add_client(value)  # a token kept recent
+        if not known:
+            self.version += 1  # only news makes the shield forget what it cleaned (a grant is read per call)
 
     def holds(self, text: str) -> bool:
         return self.version > 0 and bool(self._registry.matcher().spans(text))

@@ -267,6 +267,10 @@ class SecretRegistry:
                 self._clients.popitem(last=False)
             self._matcher = None
 
+    def knows(self, value: str) -> bool:
+        with self._lock:
+            return value in self._policy or value in self._clients
+
     def matcher(self) -> _Matcher:
         matcher = self._matcher
         if matcher is not None:

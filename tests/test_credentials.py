@@ -131,3 +131,15 @@ def test_the_audit_log_never_holds_a_reflected_credential(tmp_path: Path) -> Non
     log.close()
     text = (tmp_path / "audit.jsonl").read_text()
     assert secret[:8] not in text and "y" * (_MAX_TEXT - 10) in text
+
+
+def test_registering_a_known_value_again_keeps_the_shields_caches() -> None:
+    """A grant's tokens are registered each time the grant is read (every upstream call): only a
+    new value may make the shield forget its cleaned strings."""
+    found = Credentials()
+    found.register("first-" + "a" * 10, lasting=False)
+    seen = found.version
+    found.register("first-" + "a" * 10, lasting=False)
+    assert found.version == seen
+    found.register("second-" + "b" * 10, lasting=False)
+    assert found.version == seen + 1
