@@ -201,21 +201,27 @@ tools:
 """
 
 
-@pytest.mark.parametrize(("transport", "mode"), COMBOS)
-async def test_resources_and_prompts_taint_the_session(transport: str, mode: str, tmp_path: Path) -> None:
-    # 8: what resources/read and prompts/get return is untrusted: after a sensitive read, the external
-    # call that would complete the trifecta is blocked, and the upstream never sees it. Without the
-    # resource or prompt read the same two calls go through, so the read is what tainted the session.
-    record = tmp_path / "upstream.jsonl"
-    (tmp_path / "hostile-profile.yaml").write_text(PROFILE)
+def blocking_trifecta(tmp: Path, profile: str) -> tuple[Path, Path]:
+    """The hostile upstream under `profile`, the trifecta blocking, no confirmation: (record, policy)."""
+    record = tmp / "upstream.jsonl"
+    (tmp / "hostile-profile.yaml").write_text(profile)
     policy = write_policy(
-        tmp_path / "trifecta.yaml",
+        tmp / "trifecta.yaml",
         {"hostile": {"command": [*HOSTILE, "--record", str(record)], "profile": "./hostile-profile.yaml"}},
         scopes=[],
         tools={"unlisted": "allow"},
         confirm={"destructive": False},
         trifecta={"action": "block"},
     )
+    return record, policy
+
+
+@pytest.mark.parametrize(("transport", "mode"), COMBOS)
+async def test_resources_and_prompts_taint_the_session(transport: str, mode: str, tmp_path: Path) -> None:
+    # 8: what resources/read and prompts/get return is untrusted: after a sensitive read, the external
+    # call that would complete the trifecta is blocked, and the upstream never sees it. Without the
+    # resource or prompt read the same two calls go through, so the read is what tainted the session.
+    record, policy = blocking_trifecta(tmp_path, PROFILE)
     outcomes = {}
     for read in ("nothing", "resource", "prompt"):
         with proxy_http(policy) as http:
@@ -253,16 +259,7 @@ async def test_an_upstream_error_text_taints_the_session(
     # 7: an upstream's error text reaches the model as its content would, so it counts as untrusted
     # content even from a tool whose own legs are none: after it and a sensitive read, the external
     # call that would complete the trifecta is blocked and the upstream never sees it.
-    record = tmp_path / "upstream.jsonl"
-    (tmp_path / "hostile-profile.yaml").write_text(ERROR_PROFILE)
-    policy = write_policy(
-        tmp_path / "trifecta.yaml",
-        {"hostile": {"command": [*HOSTILE, "--record", str(record)], "profile": "./hostile-profile.yaml"}},
-        scopes=[],
-        tools={"unlisted": "allow"},
-        confirm={"destructive": False},
-        trifecta={"action": "block"},
-    )
+    record, policy = blocking_trifecta(tmp_path, ERROR_PROFILE)
     with proxy_http(policy) as http:
         async with through(transport, policy, http, mode) as client:
             if failing == "tool":
