@@ -76,6 +76,8 @@ def valid_request(method: str, version: str, params: dict[str, Any] | None) -> b
 
 
 def plain_id(value: object) -> bool:
+    """A JSON-RPC request id as mcp-guard takes one, from a client or an upstream: a string or an
+    integer (a bool is no integer here)."""
     return isinstance(value, str | int) and not isinstance(value, bool)
 
 

@@ -14,7 +14,7 @@ from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
 from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -174,11 +174,9 @@ def build_http_app(
         oauth = OAuthFront(gateway, loaded)
     mcp_app = IdentityMiddleware(capped, gateway, keyring, oauth)
 
-    rebinding = TransportSecurityMiddleware(security)
-
     async def healthz(request: Request) -> Response:
         # The MCP endpoint's DNS-rebinding check: a page rebound to 127.0.0.1 reads nothing here either.
-        refused = await rebinding.validate_request(request, is_post=False)
+        refused = await fast.security.validate_request(request, is_post=False)
         if refused is not None:
             return refused
         body: dict[str, object] = {"status": "ok", "version": __version__}  # no team names: not a caller's to see

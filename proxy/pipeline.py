@@ -275,15 +275,24 @@ class Pipeline(Subscriptions):
 
         The upstream's words reach the model as a result would, so they touch the session's legs as the
         tool's result would (untrusted at least); words that cannot be remembered are withheld."""
+        if not exc.upstream_text:
+            return types.CallToolResult(content=[types.TextContent(text=ours)], is_error=True)
+        legs = rule.legs | UNTRUSTED if rule is not None else UNTRUSTED
+        tainted = rule.exposed if rule is not None else call.name
+        return await self._with_words(call, tainted, legs, ours, f"{exc.server}:error", exc.upstream_text)
+
+    async def _with_words(
+        self, call: ToolCall, tainted: str, legs: frozenset[str], ours: str, source: str, words: str
+    ) -> types.CallToolResult:
+        """An error result: our words, then the upstream's, enveloped. Its words reach the model as a
+        result would, so `legs` are recorded against `tainted` first; when that cannot be recorded,
+        the words are withheld."""
         blocks = [types.TextContent(text=ours)]
-        if exc.upstream_text:
-            legs = rule.legs | UNTRUSTED if rule is not None else UNTRUSTED
-            source = rule.exposed if rule is not None else call.name
-            try:
-                await self.trifecta.record_legs(call.caller.session, source, legs, call.caller.sessionless)
-            except StateUnavailable:
-                return types.CallToolResult(content=blocks, is_error=True)
-            blocks.append(types.TextContent(text=self.shield.upstream_words(f"{exc.server}:error", exc.upstream_text)))
+        try:
+            await self.trifecta.record_legs(call.caller.session, tainted, legs, call.caller.sessionless)
+        except StateUnavailable:
+            return types.CallToolResult(content=blocks, is_error=True)
+        blocks.append(types.TextContent(text=self.shield.upstream_words(source, words)))
         return types.CallToolResult(content=blocks, is_error=True)
 
     async def find_rule(self, caller: Caller, exposed: str) -> ToolRule | None:
@@ -371,14 +380,9 @@ class Pipeline(Subscriptions):
         except RelayRefused as exc:
             return _error(f"{exc} '{rule.exposed}' did not complete; the upstream saw the call but got no answer.")
         except MCPError as exc:
-            ours = types.TextContent(text=f"mcp-guard: upstream '{rule.server}' refused the call.")
-            try:
-                # Its words reach the model whatever the tool's legs: untrusted at least.
-                await self.trifecta.record_legs(call.caller.session, rule.exposed, UNTRUSTED, call.caller.sessionless)
-            except StateUnavailable:
-                return types.CallToolResult(content=[ours], is_error=True)
-            words = types.TextContent(text=self.shield.upstream_words(source, exc.message))
-            return types.CallToolResult(content=[ours, words], is_error=True)
+            ours = f"mcp-guard: upstream '{rule.server}' refused the call."
+            # Its words reach the model whatever the tool's legs: untrusted at least.
+            return await self._with_words(call, rule.exposed, UNTRUSTED, ours, source, exc.message)
         if isinstance(raw, types.InputRequiredResult):
             return raw
         if not isinstance(raw.get("content", []), list):

@@ -27,6 +27,7 @@ from mcp.shared.message import SessionMessage
 from mcp_types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError, jsonrpc_message_adapter
 from pydantic import ValidationError
 
+from proxy.fastpath_wire import plain_id
 from proxy.gateway import Gateway
 from proxy.http import MAX_BODY_BYTES
 from proxy.server import build_server
@@ -37,10 +38,6 @@ _SKIP = 65536  # how much of an overlong line is read (and dropped) at a time
 
 def _refusal(code: int, message: str, request_id: str | int | None = None) -> JSONRPCError:
     return JSONRPCError(jsonrpc="2.0", id=request_id, error=ErrorData(code=code, message=message))
-
-
-def _plain_id(value: object) -> bool:
-    return isinstance(value, str | int) and not isinstance(value, bool)
 
 
 def parse_line(line: bytes) -> SessionMessage | JSONRPCError:
@@ -55,7 +52,7 @@ def parse_line(line: bytes) -> SessionMessage | JSONRPCError:
         raw = pydantic_core.from_json(line)
     except ValueError:
         return _refusal(PARSE_ERROR, "Parse error: the line is not valid JSON")
-    if isinstance(raw, dict) and "method" in raw and "id" in raw and not _plain_id(raw["id"]):
+    if isinstance(raw, dict) and "method" in raw and "id" in raw and not plain_id(raw["id"]):
         return _refusal(INVALID_REQUEST, "Invalid Request: a request id must be a string or an integer")
     try:
         return SessionMessage(jsonrpc_message_adapter.validate_python(raw, by_name=False))
@@ -71,7 +68,7 @@ def _id_of(line: bytes) -> str | int | None:
     except (ValueError, RecursionError):
         return None
     request_id = raw.get("id") if isinstance(raw, dict) else None
-    if not _plain_id(request_id):
+    if not plain_id(request_id):
         return None
     if isinstance(request_id, str):
         try:

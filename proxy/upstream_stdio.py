@@ -31,6 +31,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.shared.message import SessionMessage
 from mcp_types import INTERNAL_ERROR, ErrorData, JSONRPCError
 
+from proxy.fastpath_wire import plain_id
 from proxy.upstream_errors import NOT_MCP
 from proxy.upstream_transport import too_large
 
@@ -138,17 +139,13 @@ def _parse_line(line: str) -> Any:
         # the upstream only fails another request of its own, which it could do by answering it.
         found = _FIRST_ID.search(line)
         message = {"id": json.loads(found.group(1))} if found else None
-    if isinstance(message, dict) and "method" not in message and _request_id(message.get("id")):
+    if isinstance(message, dict) and "method" not in message and plain_id(message.get("id")):
         error = ErrorData(code=INTERNAL_ERROR, message="an answer that is not valid JSON-RPC", data=NOT_MCP)
         return SessionMessage(JSONRPCError(jsonrpc="2.0", id=message["id"], error=error))
     return parsed
 
 
 _FIRST_ID = re.compile(r'"id"\s*:\s*(-?\d{1,18}|"[^"\\]{0,128}")')
-
-
-def _request_id(value: object) -> bool:
-    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
 sdk_stdio._parse_line = _parse_line
