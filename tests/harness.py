@@ -42,13 +42,18 @@ class Proc:
     lines: list[str] = field(default_factory=list)
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        stop_process(self.popen)
+
+
+def stop_process(popen: subprocess.Popen[Any]) -> None:
+    """Terminate a process we started, killing it if it does not end within 10 s."""
+    if popen.poll() is None:
+        popen.terminate()
+        try:
+            popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait()
 
 
 def env_with(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -147,3 +152,15 @@ async def all_tools(client: Client) -> list[types.Tool]:
         cursor = page.next_cursor
         if cursor is None:
             return tools
+
+
+def jsonrpc_messages(response: Any) -> list[Any]:
+    """The JSON-RPC messages of an HTTP answer (an httpx2 response), JSON or event stream."""
+    if not response.content:
+        return []
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        # SSE ends lines at CR, LF or CRLF only; str.splitlines would also split inside a JSON string
+        # at U+0085 or U+2028, which an id may hold raw.
+        lines = re.split(r"\r\n|\r|\n", response.text)
+        return [json.loads(line[5:]) for line in lines if line.startswith("data:") and line[5:].strip()]
+    return [response.json()]

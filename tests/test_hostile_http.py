@@ -18,7 +18,6 @@ replayed to the SDK's transport.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from hypothesis import strategies as st
 from mcp import Client
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
 
-from tests.harness import FEATURES, SANDBOX, Proc, proxy_http, spawn, write_policy
+from tests.harness import FEATURES, SANDBOX, Proc, jsonrpc_messages, proxy_http, spawn, write_policy
 
 pytestmark = pytest.mark.anyio
 
@@ -107,18 +106,6 @@ def _open_session(url: str) -> str:
 # -- what every answer must be ----------------------------------------------------------------------------
 
 
-def _messages(response: httpx2.Response) -> list[Any]:
-    """The JSON-RPC messages of a JSON or event-stream answer."""
-    if not response.content:
-        return []
-    if response.headers.get("content-type", "").startswith("text/event-stream"):
-        # SSE ends lines at CR, LF or CRLF only; str.splitlines would also split inside a JSON string
-        # at U+0085 or U+2028, which an id may hold raw.
-        lines = re.split(r"\r\n|\r|\n", response.text)
-        return [json.loads(line[5:]) for line in lines if line.startswith("data:") and line[5:].strip()]
-    return [response.json()]
-
-
 def _no_leak(text: str) -> None:
     assert "Traceback" not in text, text[:2000]
     assert 'File "/' not in text, text[:2000]
@@ -130,7 +117,7 @@ def assert_refused(response: httpx2.Response) -> None:
     assert response.status_code < 500, (response.status_code, response.text[:2000])
     if 400 <= response.status_code < 500:
         return
-    messages = _messages(response)
+    messages = jsonrpc_messages(response)
     assert messages and isinstance(messages[-1], dict), (response.status_code, response.text[:2000])
     error = messages[-1].get("error")
     assert isinstance(error, dict) and isinstance(error.get("code"), int), (response.status_code, response.text[:2000])
@@ -142,7 +129,7 @@ def assert_answered(response: httpx2.Response, request_id: Any) -> None:
     assert response.status_code < 500, (response.status_code, response.text[:2000])
     if 400 <= response.status_code < 500:
         return
-    final = _messages(response)[-1]
+    final = jsonrpc_messages(response)[-1]
     assert final["id"] == request_id and ("result" in final) != ("error" in final), final
 
 
@@ -423,7 +410,7 @@ async def test_a_request_id_already_in_flight_on_the_session_is_refused(target: 
             # fresh one: the refusal above is for ids in flight, with no memory of answered ones.)
             for i, body in enumerate(again[:2]):
                 fresh = await http.post(target.url, json={**body, "id": 42 + i}, headers=headers)
-                assert fresh.status_code == 200 and _messages(fresh)[-1]["id"] == 42 + i, fresh.text
+                assert fresh.status_code == 200 and jsonrpc_messages(fresh)[-1]["id"] == 42 + i, fresh.text
 
 
 # -- headers and methods ----------------------------------------------------------------------------------

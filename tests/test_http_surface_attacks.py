@@ -10,7 +10,6 @@ Several principals are simulated with passthrough `Authorization` headers (one p
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,7 +33,19 @@ from proxy.policy import Upstream
 from proxy.stdio import parse_line
 from proxy.upstream import UpstreamConnection
 from proxy.upstream_errors import UpstreamUnavailable
-from tests.harness import FEATURES, PY, REPO, Proc, env_with, proxy_http, records, spawn, write_policy
+from tests.harness import (
+    FEATURES,
+    PY,
+    REPO,
+    Proc,
+    env_with,
+    jsonrpc_messages,
+    proxy_http,
+    records,
+    spawn,
+    stop_process,
+    write_policy,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -138,12 +149,7 @@ async def open_session(
 
 def messages(response: httpx2.Response) -> list[dict[str, Any]]:
     SEEN.append(response.text)
-    if not response.content:
-        return []
-    if response.headers.get("content-type", "").startswith("text/event-stream"):
-        lines = re.split(r"\r\n|\r|\n", response.text)
-        return [json.loads(line[5:]) for line in lines if line.startswith("data:") and line[5:].strip()]
-    return [response.json()]
+    return jsonrpc_messages(response)
 
 
 async def post(http: httpx2.AsyncClient, url: str, body: Any, headers: dict[str, str]) -> httpx2.Response:
@@ -285,12 +291,7 @@ class StdioProxy:
                 return seen
 
     def close(self) -> None:
-        self.popen.terminate()
-        try:
-            self.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
+        stop_process(self.popen)
 
 
 @pytest.fixture
