@@ -71,6 +71,8 @@ def test_wheel_ships_profiles_policies_and_schema(installed: Installed) -> None:
         "proxy/policies/demo.yaml",
         "proxy/policies/schema/policy.schema.json",
         "proxy/backends/sandbox.py",
+        "proxy/backends/sandbox_core.py",
+        "proxy/backends/sandbox_messaging.py",
         *teams,
     }
     assert len(teams) >= 4
