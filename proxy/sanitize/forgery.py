@@ -5,7 +5,8 @@ real tag; it can try look-alikes.  "＜/ｔｏｏｌ＿output＞" spelled with b
 folded to the ASCII tag (`_defang_lookalike_tags`), so the tag stripper and the output escaping
 treat it as the real one, and "< /tool_output>", which no parser takes for a tag but a reader
 might, loses its "<" (`_NEAR_TAG`).  A line that reads "SYSTEM:" once folded (any case, behind
-blanks or combining marks, with any character whose NFKC form starts with "s") gets an
+blanks or combining marks, with any character whose NFKC form starts with "s", spelled with
+Cyrillic, Greek or Cherokee look-alike letters, accents or a look-alike colon) gets an
 "(untrusted) " prefix, so it cannot pass for an instruction from the operator.
 """
 
@@ -22,21 +23,37 @@ _MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f\u280
 
 
 def _s_lookalikes() -> str:
-    # Characters whose NFKC+casefold starts with "s" ("ſ", "ｓ", "𝐒", "Ⓢ", ...) can start a forged
+    # Characters whose NFKD+casefold starts with "s" ("ſ", "ｓ", "𝐒", "Ⓢ", "Ś", ...) can start a forged
     # "SYSTEM:" line.  They all live in these blocks (tests check every code point).
     blocks = [(0x80, 0x2FF), (0x1D00, 0x1EFF), (0x2000, 0x33FF), (0xFB00, 0xFFEF), (0x1D400, 0x1D7FF)]
     blocks.append((0x1F100, 0x1F1FF))
     found = []
     for start, end in blocks:
         for cp in range(start, end + 1):
-            if unicodedata.normalize("NFKC", chr(cp)).casefold().startswith("s"):
+            if unicodedata.normalize("NFKD", chr(cp)).casefold().startswith("s"):
                 found.append(chr(cp))
     return "".join(found)
 
 
 _S_LIKE = _s_lookalikes()
+# Letters that NFKC leaves alone but a reader takes for the Latin ones of "system:" (Unicode's
+# confusables for s, y, t, e, m and the colon, from the scripts a model reads: Cyrillic, Greek,
+# Armenian, Cherokee, Georgian, Lisu, IPA).  Casefolded text is translated, so lower case suffices
+# where casefold maps the capital onto it.
+_SYSTEM_CONFUSABLES = str.maketrans(
+    {
+        **dict.fromkeys("\u0455\u057f\u13da\ua731\u01bd", "s"),
+        **dict.fromkeys("\u0443\u04af\u03c5\u03b3\u10e7\u0263\u028f\u13a9\u1eff\uab8e", "y"),
+        **dict.fromkeys("\u0442\u03c4\u13a2\uab72\u1d1b", "t"),
+        **dict.fromkeys("\u0435\u04bd\u03b5\u13ac\uab7c\u1d07", "e"),
+        **dict.fromkeys("\u043c\u03bc\u13b7\uabb7\u1d0d", "m"),
+        **dict.fromkeys("\u2236\u02d0\u02f8\ua789\u0589\u05c3\u205a\u16ec\u2982\ua4fd\u0703\u0704", ":"),
+    }
+)
+# Capitals of the look-alike s that casefold does not reach from the capital itself.
+_S_CONFUSABLE = "\u0405\u0455\u054f\u13da\ua731\u01bd\uabaa"
 _LEAD = rf"[^\S\n]|[{_MARKS}]"
-_SYSTEM_HINT = rf"(?:{_LEAD})*(?:[sS](?:[yY]|[^\x00-\x7f])|[{_S_LIKE}])"
+_SYSTEM_HINT = rf"(?:{_LEAD})*(?:[sS{_S_CONFUSABLE}](?:[yY]|[^\x00-\x7f])|[{_S_LIKE}])"
 
 _LOOK_START = re.compile(f"[{_LOOK_OPEN}]")
 _LOOK_SPAN = re.compile(f"[{_LOOK_OPEN}][^\n{_LOOK_OPEN}>{_LOOK_CLOSE}]{{0,254}}[>{_LOOK_CLOSE}]?")
@@ -87,7 +104,9 @@ def _defang_system_lines(text: str) -> str:
 
 def _mark_forged_system(match: re.Match[str]) -> str:
     head = match.string[match.start() : match.end() + 48].split("\n", 1)[0]
-    folded = unicodedata.normalize("NFKC", head).casefold()
+    folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", head).casefold())
+    # Accents and look-alike letters do not change what a reader takes the word for.
+    folded = "".join(c for c in folded if not unicodedata.combining(c)).translate(_SYSTEM_CONFUSABLES)
     folded = folded[_SYSTEM_LEAD.match(folded).end() :]  # type: ignore[union-attr]
     if _SYSTEM_WORD.match(folded):
         return _FORGED_PREFIX + match.group()
