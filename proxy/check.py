@@ -15,7 +15,7 @@ from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from proxy.catalog import Catalog, ToolRule, first_match
-from proxy.pinning import NOUN, LockError, read_lockfile, terminal_safe
+from proxy.pinning import NOUN, LockError, read_lockfile
 from proxy.policy import (
     LEGS,
     LimitRule,
@@ -27,6 +27,7 @@ from proxy.policy import (
     env_names,
     load_policy,
 )
+from proxy.redact import printable
 from proxy.untrusted import plain_name
 
 _WIDTH = 100
@@ -136,11 +137,11 @@ def _pin_lines(loaded: LoadedPolicy) -> list[str]:
     lines = [f"pinning    {name}; new tools {pinning.new_tools}, drift {pinning.on_drift}"]
     for server in loaded.policy.upstreams:
         pins = lock.upstreams.get(server)
-        tools = ", ".join(terminal_safe(t) for t in sorted(pins.tools)) if pins else "(none)"
+        tools = ", ".join(printable(t) for t in sorted(pins.tools)) if pins else "(none)"
         lines += _wrap(f"  {server}: pinned {tools}")
         for kind in ("prompts", "resource_templates"):
             if pins is not None and (names := pins.of(kind)):
-                lines += _wrap(f"  {server}: pinned {NOUN[kind]}s {', '.join(terminal_safe(n) for n in sorted(names))}")
+                lines += _wrap(f"  {server}: pinned {NOUN[kind]}s {', '.join(printable(n) for n in sorted(names))}")
     return lines
 
 

@@ -355,7 +355,8 @@ def _cmd_login(args: argparse.Namespace) -> int:
     except GrantError as exc:
         raise StartupError(f"mcp-guard: {exc}") from None
     except Exception as exc:  # the flow failed: say so plainly, never with a token in it
-        print(f"mcp-guard: login to '{server}' failed: {redact.redact(_cause(exc))[:300]}", file=sys.stderr)
+        why = redact.printable(redact.redact(_cause(exc))[:300])
+        print(f"mcp-guard: login to '{server}' failed: {why}", file=sys.stderr)
         return 1
     granted = " ".join(sorted(scopes)) or "(the server did not say)"
     print(f"mcp-guard: logged in to '{server}'; granted scopes: {granted}; grant stored encrypted in {store.path}")
@@ -466,7 +467,7 @@ async def _probe(
                     if _unreachable(exc):
                         failure = f"mcp-guard: {exc} (team '{team}')"
                         break
-                    print(f"mcp-guard: WARNING {exc}; will retry on first use", file=sys.stderr)
+                    print(f"mcp-guard: WARNING {redact.printable(str(exc))}; will retry on first use", file=sys.stderr)
                     features = None
                     continue
                 if features is not None:

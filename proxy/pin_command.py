@@ -23,10 +23,10 @@ from proxy.pinning import (
     describe_drift,
     read_lockfile,
     relock,
-    terminal_safe,
     write_lockfile,
 )
 from proxy.policy import LoadedPolicy
+from proxy.redact import printable
 
 EXIT_DRIFT = 1
 EXIT_ERROR = 2
@@ -62,7 +62,7 @@ async def pin(loaded: LoadedPolicy, diff: bool, approve: list[str], store_key: b
                     "resource_templates": await conn.list_all("resource_templates"),
                 }
             except (UpstreamUnavailable, MCPError) as exc:
-                print(f"mcp-guard: {terminal_safe(str(exc))}", file=sys.stderr)
+                print(f"mcp-guard: {printable(str(exc))}", file=sys.stderr)
                 return EXIT_ERROR
     if diff:
         return _diff(lock, listed)
@@ -79,7 +79,7 @@ async def pin(loaded: LoadedPolicy, diff: bool, approve: list[str], store_key: b
 
 
 def _label(server: str, kind: Kind, name: str) -> str:
-    shown = terminal_safe(f"{server}:{name}")
+    shown = printable(f"{server}:{name}")
     return shown if kind == "tools" else f"{shown} ({NOUN[kind]})"
 
 
@@ -119,7 +119,7 @@ def _approve(lock: Lockfile, listed: Listed, names: list[str], path: Path) -> in
         if not any(_qualified(n, s) in entries for s, kinds in listed.items() for entries in kinds.values())
     ]
     if unknown:
-        shown = ", ".join(terminal_safe(n) for n in unknown)
+        shown = ", ".join(printable(n) for n in unknown)
         print(f"mcp-guard: no upstream lists {shown}; nothing was approved", file=sys.stderr)
         return EXIT_ERROR
     for server, kinds in listed.items():
@@ -128,7 +128,7 @@ def _approve(lock: Lockfile, listed: Listed, names: list[str], path: Path) -> in
             if only:
                 lock = relock(lock, server, entries.values(), only=only, kind=kind)
     write_lockfile(path, lock)
-    print(f"mcp-guard: re-pinned {', '.join(terminal_safe(n) for n in names)} in {path}")
+    print(f"mcp-guard: re-pinned {', '.join(printable(n) for n in names)} in {path}")
     return 0
 
 

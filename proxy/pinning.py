@@ -16,13 +16,14 @@ import json
 import os
 import re
 import tempfile
-import unicodedata
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from proxy.redact import printable
 
 LOCK_VERSION = 1
 Kind = Literal["tools", "prompts", "resource_templates"]
@@ -179,11 +180,7 @@ def describe_drift(old: Mapping[str, Any], new: Mapping[str, Any], kind: Kind = 
             for path, was, now in _json_changes(before, after, "$"):
                 lines.append(f"{field} {path}: {_show(was)} → {_show(now)}")
     # The upstream wrote these words: an escape sequence or a bidi control must not reach a terminal.
-    return [terminal_safe(line) for line in lines]
-
-
-def terminal_safe(text: str) -> str:
-    return "".join(ch if unicodedata.category(ch)[0] not in "CZ" or ch == " " else f"\\u{ord(ch):04x}" for ch in text)
+    return [printable(line) for line in lines]
 
 
 def _word_diff(before: str, after: str) -> str:

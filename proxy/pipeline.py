@@ -29,9 +29,10 @@ from proxy.guards.sms import audit_fields, check_sms, cost_facts
 from proxy.guards.trifecta import UNTRUSTED, Trifecta
 from proxy.guards.visibility import check_visible
 from proxy.listings import BoundedSet
-from proxy.pinning import KINDS, NOUN, Kind, PinCheck, Pins, read_lockfile, terminal_safe
+from proxy.pinning import KINDS, NOUN, Kind, PinCheck, Pins, read_lockfile
 from proxy.policy import LoadedPolicy
 from proxy.questions import relayed_inputs
+from proxy.redact import printable
 from proxy.relay import (
     PARKED,
     Outcome,
@@ -334,7 +335,7 @@ class Pipeline(Subscriptions):
         noun = NOUN[kind]
         logger.warning(
             "upstream '%s': %s %s %s; %s",
-            server, noun, terminal_safe(name[:200]), what, "hidden" if hidden else "allowed",
+            server, noun, printable(name[:200]), what, "hidden" if hidden else "allowed",
         )  # fmt: skip
         self.audit.write(
             team=self.team, principal="mcp-guard", session="-", server=server,

@@ -31,6 +31,11 @@ miss its tracebacks. The same cleaning is also a `logging.Filter` on the root ha
 records made some other way. A record is cleaned only once a logger decided to emit it, so at
 the default WARNING level debug chatter costs nothing. Cleaning never raises: if it fails, the
 whole message is replaced by `WITHHELD`.
+
+Log lines also carry text mcp-guard did not write (a tool name a model chose, an upstream's error
+words), so control and invisible characters are written as escapes (`\\x1b`, `\\u202e`): such text
+can neither forge a second log line nor drive the operator's terminal (ANSI and OSC sequences).
+A traceback keeps its line breaks.
 """
 
 from __future__ import annotations
@@ -114,6 +119,26 @@ _KW = re.compile(rf"(?<![\w.\-])(?P<name>{_NAME})=(?!b?['\"])(?P<value>[^&\s'\"<
 _HEADER_LINE = re.compile(rf"(?<![\w\-])(?P<name>{_NAME})[ \t]*:[ \t]*(?P<value>[^\r\n]+)")
 _SCHEME_TOKEN = re.compile(r"\b(?P<scheme>bearer|basic)(?P<sp>\s+)(?P<value>[^\s'\"\\]+)", re.I)
 _EXC_FORMATTER = logging.Formatter()
+
+
+def _escape_char(char: str) -> str:
+    if char in "\n\r\t":
+        return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def printable(text: str, *, lines: bool = False) -> str:
+    """`text` with every control, format, private, unassigned and separator character but the space
+    written as an escape (`str.isprintable`'s rule); line breaks are kept when `lines`.
+
+    For what lands in a log or on a terminal: text nobody vetted can neither start a line of its own
+    nor carry an escape sequence or a bidirectional override."""
+    if text.isprintable():
+        return text
+    if lines:
+        return "\n".join(printable(line) for line in text.split("\n"))
+    return "".join(ch if ch.isprintable() else _escape_char(ch) for ch in text)
 
 
 def secret_name(name: str) -> bool:
@@ -390,12 +415,12 @@ def scrub(record: logging.LogRecord, registry: SecretRegistry | None = None) -> 
     reg = registry or REGISTRY
     try:
         # Frozen into text now: an argument's str() could differ by the time a handler formats it.
-        message = reg.redact(record.getMessage())
+        message = printable(reg.redact(record.getMessage()))
         exc_text = record.exc_text
         if record.exc_info and not exc_text:
             exc_text = _EXC_FORMATTER.formatException(record.exc_info)
-        exc_text = reg.redact(exc_text) if exc_text else None
-        stack = reg.redact(record.stack_info) if record.stack_info else None
+        exc_text = printable(reg.redact(exc_text), lines=True) if exc_text else None
+        stack = printable(reg.redact(record.stack_info), lines=True) if record.stack_info else None
     except Exception:
         message, exc_text, stack = WITHHELD, None, None
     record.msg = message

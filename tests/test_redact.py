@@ -65,6 +65,28 @@ def encoded(secret: str) -> set[str]:
     return {secret, quote(secret, safe=""), quote_plus(secret), quote(secret)}
 
 
+# --------------------------------------------------------------------------- text nobody vetted
+
+
+@given(st.text())
+def test_a_log_message_is_one_line_without_controls(words: str) -> None:
+    # A tool name or an upstream's error words in a message can neither start a forged line nor
+    # reach the terminal as an escape sequence.
+    out = emit(SecretRegistry(), msg="upstream said: %s", args=(words,))
+    assert out.endswith("\n")
+    assert out[:-1].isprintable()
+
+
+def test_a_traceback_keeps_its_lines_but_loses_its_escapes() -> None:
+    try:
+        raise RuntimeError("bad \x1b]52;c;ZXZpbA==\x07 answer\u202e")
+    except RuntimeError:
+        out = emit(SecretRegistry(), msg="failed\nforged", exc_info=True)
+    assert out.startswith("failed\\nforged\nTraceback")
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "bad \\x1b]52;c;ZXZpbA==\\x07 answer\\u202e" in out
+
+
 # --------------------------------------------------------------------------- the forms
 
 
