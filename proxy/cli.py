@@ -443,8 +443,8 @@ async def _probe(
 ) -> tuple[str | None, frozenset[str] | None]:
     """Connect to every upstream once before serving: an unreachable one stops start-up.
 
-    Returns the upstreams' instructions and the features they offer (None when one could not be
-    asked): mcp-guard advertises only what some upstream offers.
+    Returns the upstreams' instructions (with one team only) and the features they offer (None
+    when one could not be asked): mcp-guard advertises only what some upstream offers.
     """
     from proxy.gateway import Gateway
     from proxy.server import offered_by
@@ -472,7 +472,10 @@ async def _probe(
                     continue
                 if features is not None:
                     features |= offered_by(pipeline.pool.get(server).capabilities())
-            if failure is None and (text := await pipeline.instructions()) is not None:
+            # One instructions text answers every client's `initialize`, before mcp-guard knows its
+            # team: an upstream's guidance to the team that chose it would reach every other team's
+            # model too. With several teams, no upstream's instructions are passed on.
+            if failure is None and len(loaded) == 1 and (text := await pipeline.instructions()) is not None:
                 parts.append(text)
     if failure is not None:
         raise StartupError(failure)

@@ -11,6 +11,7 @@ import logging
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -46,6 +47,11 @@ class Identity:
     forward: str | None = None
     grant: str | None = None  # auth.mode oauth: whose upstream grant (a login's principal id)
     scopes: frozenset[str] | None = None  # auth.mode oauth: what that login was granted
+
+
+# The identity of the HTTP request being served, for what the SDK asks without a request context
+# (the input schema a tools/call's `Mcp-Param-*` headers are checked against).
+current_identity: ContextVar[Identity | None] = ContextVar("mcp_guard_identity", default=None)
 
 
 # -- the teams one process serves ------------------------------------------------------------------

@@ -25,7 +25,7 @@ from proxy import __version__
 from proxy.auth import KeyRing
 from proxy.capacity import Capacity
 from proxy.fastpath import FastPath, SessionCheck
-from proxy.gateway import IDENTITY_KEY, Gateway, Identity
+from proxy.gateway import IDENTITY_KEY, Gateway, Identity, current_identity
 from proxy.oauth_http import OAuthFront
 from proxy.server import build_server
 from proxy.upstream import credential_key
@@ -80,9 +80,11 @@ class IdentityMiddleware:
             user = AuthenticatedUser(AccessToken(token=identity.principal, client_id=identity.principal, scopes=[]))
             scope["user"] = user
         token = auth_context_var.set(user)
+        known = current_identity.set(identity)
         try:
             await self.app(scope, receive, send)
         finally:
+            current_identity.reset(known)
             auth_context_var.reset(token)
 
     def _identify(self, authorization: str | None) -> Identity | None:

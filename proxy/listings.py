@@ -98,11 +98,13 @@ class Listings:
         return shown
 
     def tool_schema(self, exposed: str) -> dict[str, Any] | None:
+        """The tool's input schema as tools/list showed it, cleaned: the client names its `Mcp-Param-*`
+        headers after that one, and the SDK's refusal of a header quotes the schema's property names."""
         target = self.catalog.resolve(exposed)
         if target is None:
             return None
         schema = self.pool.any_tool_schema(*target)
-        return dict(schema) if schema is not None else None
+        return self.shield.schema(schema) if schema is not None else None
 
     async def list_resources(self, caller: Caller, cursor: str | None) -> types.ListResourcesResult:
         server, conn = self._single(caller, "resources")
@@ -283,7 +285,9 @@ class Listings:
         for server in self.pool.servers:
             text = self.pool.get(server).instructions()
             if text:
-                parts.append(f"[{server}] {self.shield.instructions(text)}")
+                # Every line is named: a line break in one upstream's words must not start a line that
+                # names another upstream, whose instructions the model would then take them for.
+                parts.extend(f"[{server}] {line}" for line in (self.shield.instructions(text) or "").splitlines())
         return "\n".join(parts) or None
 
 

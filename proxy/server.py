@@ -29,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 from proxy import __version__
 from proxy.audit import digest_arguments, digest_session
 from proxy.downstream import Downstream
-from proxy.gateway import IDENTITY_KEY, Gateway, Identity, caller_for
+from proxy.gateway import IDENTITY_KEY, Gateway, Identity, caller_for, current_identity
 from proxy.pipeline import Caller, Pipeline, ToolCall
 from proxy.upstream_changes import Relay
 from proxy.upstream_errors import UpstreamUnavailable
@@ -323,11 +323,12 @@ def build_server(gateway: Gateway, *, instructions: str | None = None) -> Server
         return types.EmptyResult()
 
     def tool_schema(name: str) -> Mapping[str, Any] | None:
-        # Not scoped to a caller (the SDK calls it before middleware); schemas are not secret.
-        for pipeline in gateway.pipelines.values():
-            if (schema := pipeline.tool_schema(name)) is not None:
-                return schema
-        return None
+        # The SDK asks before any middleware, with no request context: the caller's team comes from
+        # the HTTP request's identity. Another team's tool of that name is another upstream's.
+        identity = current_identity.get()
+        if identity is None or identity.team not in gateway.pipelines:
+            return None  # no caller known: no schema that could be another team's
+        return gateway.pipelines[identity.team].tool_schema(name)
 
     @asynccontextmanager
     async def lifespan(_: Server[Gateway]) -> AsyncIterator[Gateway]:

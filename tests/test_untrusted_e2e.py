@@ -328,8 +328,10 @@ async def test_descriptions_and_instructions_get_e2_without_an_envelope(
     for tool in listed:
         assert tool.description == sanitize_text(originals[tool.name].description or "")
         assert PREAMBLE not in (tool.description or "") and "tool_output" not in (tool.description or "")
-    assert instructions == f"[features] {sanitize_text(FEATURES_MOD.INSTRUCTIONS)}"
-    assert_e2(instructions.removeprefix("[features] "))
+    # Every line is named by its upstream (a line break in its words cannot start another upstream's line).
+    lines = sanitize_text(FEATURES_MOD.INSTRUCTIONS).splitlines()
+    assert instructions == "\n".join(f"[features] {line}" for line in lines)
+    assert_e2("\n".join(line.removeprefix("[features] ") for line in instructions.splitlines()))
     assert "attacker.example/i" not in instructions and PREAMBLE not in instructions
     for resource in resources:
         if resource.description:
