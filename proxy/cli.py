@@ -1,7 +1,8 @@
-"""The `mcp-guard` command line.
+"""The `mcp-guard` command line: its parser and one function per command.
 
 Start-up failures (a bad policy, a missing variable, an unreachable upstream) are one clear
-line on stderr and exit code 2, never a traceback.
+line on stderr and exit code 2, never a traceback; what is settled before serving, and how it
+fails, is `proxy.startup`.
 """
 
 from __future__ import annotations
@@ -9,26 +10,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from proxy import __version__, redact
+from proxy import __version__, redact, startup
 from proxy.grants import GrantError
 from proxy.policy import AuditPolicy, LoadedPolicy, PolicyError, load_policy, policies_dir
+from proxy.startup import StartupError
 
 if TYPE_CHECKING:
     from proxy.auth import KeyRing
 
 EXIT_INVALID = 2
-
-
-class StartupError(Exception):
-    """A reason not to start, phrased for the person who ran the command."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -156,8 +153,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_pin(args: argparse.Namespace) -> int:
     from proxy.pin_command import pin
 
-    (loaded,), store_key = _grants([load_policy(args.policy)], args)
-    return int(_run(pin, loaded, args.diff, args.approve or [], store_key))
+    (loaded,), store_key = startup.policies_with_grants([load_policy(args.policy)], args)
+    return int(startup.run(pin, loaded, args.diff, args.approve or [], store_key))
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -177,65 +174,34 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def _cmd_stdio(args: argparse.Namespace) -> int:
-    loaded, store_key = _grants([load_policy(args.policy)], args)
-    _stdio_grant(loaded[0], store_key)
-    _read_lockfiles(loaded)
-    instructions, offered = _run(_probe, loaded, store_key)
-    _warn_unpinned(loaded)
+    loaded, store_key = startup.policies_with_grants([load_policy(args.policy)], args)
+    startup.stdio_grant(loaded[0], store_key)
+    startup.read_lockfiles(loaded)
+    instructions, offered = startup.run(startup.probe, loaded, store_key)
+    startup.warn_unpinned(loaded)
 
     async def run() -> None:
         from proxy.gateway import Gateway
         from proxy.stdio import serve_stdio
 
         # A team's stdio processes may share limits and history too; each seals only its own states.
-        state, _ = _shared_state(loaded, args, need_key=False)
+        state, _ = startup.shared_state(loaded, args, need_key=False)
         gateway = Gateway(loaded, offered=offered, check_pins=True, state=state, store_key=store_key)
         await serve_stdio(gateway, instructions=instructions)
 
-    _run(run)
+    startup.run(run)
     return 0
-
-
-def _stdio_grant(loaded: LoadedPolicy, store_key: bytes | None) -> None:
-    """Under auth.mode oauth clients log in over HTTP; stdio has no client login, so it needs a grant
-    of mcp-guard's own (`mcp-guard login`) for the federated upstream."""
-    from proxy.oauth_client import grant_store
-
-    policy = loaded.policy
-    federated = policy.federated_upstream if policy.auth.mode == "oauth" else None
-    if federated is not None and store_key is not None and not grant_store(loaded, federated, store_key).exists():
-        raise StartupError(
-            f"mcp-guard: {loaded.path} sets auth.mode oauth, whose clients log in over HTTP (`serve`); for stdio, "
-            f"log mcp-guard itself in to '{federated}' first: `mcp-guard login --policy {loaded.path}`"
-        )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     loaded = [load_policy(path) for path in args.policy]
-    keyring = _keyring(args.keys, loaded) if args.keys else None
+    keyring = startup.keyring(args.keys, loaded) if args.keys else None
     if keyring is None:
         if len(loaded) > 1:
             raise StartupError("mcp-guard: several --policy files need --keys (proxy keys per team)")
         if loaded[0].policy.auth.mode == "keys":
             raise StartupError(f"mcp-guard: {loaded[0].path} sets auth.mode keys; pass --keys FILE")
     return _serve_http(loaded, args, keyring=keyring)
-
-
-def _keyring(path: str, loaded: list[LoadedPolicy]) -> KeyRing:
-    from proxy.auth import KeyRing, load_keys
-
-    teams = [p.policy.team for p in loaded]
-    if len(set(teams)) != len(teams):
-        raise StartupError("mcp-guard: two --policy files name the same team")
-    for p in loaded:
-        if p.policy.auth.mode != "keys":
-            raise StartupError(
-                f"mcp-guard: {p.path} sets auth.mode {p.policy.auth.mode}; with --keys set auth: {{mode: keys}}"
-            )
-    ring = KeyRing(load_keys(Path(path)))
-    for team in sorted(set(teams) - ring.teams()):
-        print(f"mcp-guard: WARNING no key in {path} opens team '{team}'", file=sys.stderr)
-    return ring
 
 
 def _cmd_keys_new(args: argparse.Namespace) -> int:
@@ -271,11 +237,11 @@ def _serve_http(
         header_timeout = HEADER_TIMEOUT
     elif not 0 < header_timeout < float("inf"):
         raise StartupError("mcp-guard: --header-timeout must be a positive number of seconds")
-    loaded, store_key = _grants(loaded, args)
-    _read_lockfiles(loaded)
-    instructions, offered = _run(_probe, loaded, store_key)
+    loaded, store_key = startup.policies_with_grants(loaded, args)
+    startup.read_lockfiles(loaded)
+    instructions, offered = startup.run(startup.probe, loaded, store_key)
     if not demo:  # the demo's sandbox is ours: nothing to pin against
-        _warn_unpinned(loaded)
+        startup.warn_unpinned(loaded)
     if args.host not in LOOPBACK and not args.allowed_host:
         print(
             f"mcp-guard: WARNING serving on {args.host} without --allowed-host: only loopback Host headers are "
@@ -288,7 +254,7 @@ def _serve_http(
             "a TLS-terminating proxy is in front (see README, Deployment).",
             file=sys.stderr,
         )
-    state, state_key = _shared_state(loaded, args)
+    state, state_key = startup.shared_state(loaded, args)
     gateway = Gateway(loaded, offered=offered, check_pins=True, state=state, state_key=state_key, store_key=store_key)
     app = build_http_app(
         gateway, host=args.host, allowed_hosts=args.allowed_host, instructions=instructions, keyring=keyring
@@ -319,20 +285,6 @@ def _store_key_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _grants(loaded: list[LoadedPolicy], args: argparse.Namespace) -> tuple[list[LoadedPolicy], bytes | None]:
-    """Policies as their OAuth grants allow, and the key that opens the grants (None: no OAuth upstream)."""
-    from proxy.grants import GrantError, store_key
-    from proxy.oauth_client import oauth_servers, with_grants
-
-    if not any(oauth_servers(p) for p in loaded):
-        return loaded, None
-    try:
-        key = store_key(getattr(args, "store_key_file", None))
-        return [with_grants(p, key) for p in loaded], key
-    except GrantError as exc:
-        raise StartupError(f"mcp-guard: {exc}") from None
-
-
 def _cmd_login(args: argparse.Namespace) -> int:
     from proxy.grants import GrantError, store_key
     from proxy.oauth_client import grant_store, login, oauth_servers
@@ -351,7 +303,7 @@ def _cmd_login(args: argparse.Namespace) -> int:
     try:
         key = store_key(args.store_key_file)
         store = grant_store(loaded, server, key)
-        scopes = _run(partial(login, browser=not args.no_browser), loaded, server, store)
+        scopes = startup.run(partial(login, browser=not args.no_browser), loaded, server, store)
     except GrantError as exc:
         raise StartupError(f"mcp-guard: {exc}") from None
     except Exception as exc:  # the flow failed: say so plainly, never with a token in it
@@ -368,120 +320,3 @@ def _cause(exc: BaseException) -> str:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return str(exc) or type(exc).__name__
-
-
-def _shared_state(
-    loaded: list[LoadedPolicy], args: argparse.Namespace, *, need_key: bool = True
-) -> tuple[Any, bytes | None]:
-    """The state backend and request-state key `serve` runs with (SPEC §12)."""
-    urls = {p.policy.state.url for p in loaded}
-    url = getattr(args, "state", None) or (urls.pop() if len(urls) == 1 else None)
-    if url is None and len(urls) > 1:
-        raise StartupError("mcp-guard: the --policy files name different state.url; pass one --state")
-    key = _state_key(getattr(args, "state_key_file", None))
-    if url is None:
-        return None, key
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise StartupError("mcp-guard: --state takes a redis://, rediss:// or unix:// URL")
-    if key is None and need_key:
-        raise StartupError(
-            "mcp-guard: shared state needs the key every replica seals request states with: "
-            "--state-key-file FILE or MCP_GUARD_STATE_KEY (at least 32 bytes; it is never written to Redis)"
-        )
-    from proxy.redis_state import RedisState
-
-    prefixes = {p.policy.state.prefix for p in loaded}
-    return RedisState(url, prefix=prefixes.pop() if len(prefixes) == 1 else "mcp-guard"), key
-
-
-def _state_key(path: str | None) -> bytes | None:
-    if path is not None:
-        try:
-            raw = Path(path).read_bytes().strip()
-        except OSError as exc:
-            raise StartupError(f"mcp-guard: cannot read --state-key-file {path}: {exc.strerror}") from None
-    else:
-        raw = os.environ.get("MCP_GUARD_STATE_KEY", "").strip().encode()
-        if not raw:
-            return None
-    if len(raw) < 32:
-        raise StartupError("mcp-guard: the state key must be at least 32 bytes of secret randomness")
-    return raw
-
-
-def _run(fn: Any, *args: Any) -> Any:
-    from proxy.netutil import run_async
-
-    return run_async(fn, *args)
-
-
-def _read_lockfiles(loaded: list[LoadedPolicy]) -> None:
-    """A lockfile that cannot be read stops start-up."""
-    from proxy.pinning import LockError, read_lockfile
-
-    for policy in loaded:
-        if policy.lockfile_path.exists():
-            try:
-                read_lockfile(policy.lockfile_path)
-            except LockError as exc:
-                raise StartupError(f"mcp-guard: {exc}") from None
-
-
-def _warn_unpinned(loaded: list[LoadedPolicy]) -> None:
-    """A missing lockfile is one warning: pinning is off."""
-    for policy in loaded:
-        if not policy.lockfile_path.exists():
-            print(
-                f"mcp-guard: WARNING no lockfile for team '{policy.policy.team}' ({policy.lockfile_path}): tool "
-                f"pinning is off; run `mcp-guard pin --policy {policy.path}`",
-                file=sys.stderr,
-            )
-
-
-async def _probe(
-    loaded: list[LoadedPolicy], store_key: bytes | None = None
-) -> tuple[str | None, frozenset[str] | None]:
-    """Connect to every upstream once before serving: an unreachable one stops start-up.
-
-    Returns the upstreams' instructions (with one team only) and the features they offer (None
-    when one could not be asked): mcp-guard advertises only what some upstream offers.
-    """
-    from proxy.gateway import Gateway
-    from proxy.server import offered_by
-    from proxy.upstream_errors import UpstreamUnavailable
-
-    gateway = Gateway(loaded, store_key=store_key)
-    parts: list[str] = []
-    features: set[str] | None = set()
-    failure: str | None = None
-    # Errors are raised after the task group closes, so they leave as themselves, not as a group.
-    async with gateway.running():
-        for team, pipeline in gateway.pipelines.items():
-            for server in pipeline.pool.servers:
-                if pipeline.opened_by_logins_only(server):
-                    features = None  # only a client's own login opens it: asked on first use
-                    continue
-                try:
-                    await pipeline.pool.get(server).session()
-                except UpstreamUnavailable as exc:
-                    if _unreachable(exc):
-                        failure = f"mcp-guard: {exc} (team '{team}')"
-                        break
-                    print(f"mcp-guard: WARNING {redact.printable(str(exc))}; will retry on first use", file=sys.stderr)
-                    features = None
-                    continue
-                if features is not None:
-                    features |= offered_by(pipeline.pool.get(server).capabilities())
-            # One instructions text answers every client's `initialize`, before mcp-guard knows its
-            # team: an upstream's guidance to the team that chose it would reach every other team's
-            # model too. With several teams, no upstream's instructions are passed on.
-            if failure is None and len(loaded) == 1 and (text := await pipeline.instructions()) is not None:
-                parts.append(text)
-    if failure is not None:
-        raise StartupError(failure)
-    return "\n".join(parts) or None, frozenset(features) if features is not None else None
-
-
-def _unreachable(exc: Exception) -> bool:
-    detail = getattr(exc, "detail", "")
-    return any(word in detail for word in ("refused", "unreachable", "timed out", "could not start", "connection"))
