@@ -46,7 +46,7 @@ from proxy.upstream_errors import (
 )
 from proxy.upstream_requests import walk
 from proxy.upstream_stdio import stdio_upstream
-from proxy.upstream_transport import SharedTransport
+from proxy.upstream_transport import Lean, SharedTransport
 from proxy.upstream_wire import NotMCP
 
 logger = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ class UpstreamConnection(Announcements):
                     # Requests of a 2026-07-28 session go out on the transport's own client (upstream_wire).
                     lean = None
                     if isinstance(self._transport, SharedTransport):
-                        lean = upstream_wire.Lean.of(cm.http, cm.url, self._transport, self._note_code)
+                        lean = Lean.of(cm.http, cm.url, self._transport, self._note_code)
                     upstream_wire.attach(client.session, cm.http, cm.url, lean)
                 try:
                     task_status.started(client)
