@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # One definition of "emoji" for the project: the sanitiser keeps a variation selector after these too.
-from proxy.sanitize import _EMOJI, sanitize_text
+from proxy.sanitize import _EMOJI, ParserBudget, sanitize_text
 
 FENCE = "```"
 SHOWN_CHARS = 500  # rendered characters of one value; enough for an SMS, short enough to read
@@ -113,8 +113,12 @@ def has_hidden(text: str) -> bool:
     return False
 
 
-def markup_kinds(text: str) -> list[str]:
-    """The kinds of markup in `text` that a renderer would hide, change or follow; [] if none."""
+def markup_kinds(text: str, budget: ParserBudget | None = None) -> list[str]:
+    """The kinds of markup in `text` that a renderer would hide, change or follow; [] if none.
+
+    `budget`, shared by the texts of one prompt, bounds the markdown parser's time as it does for a
+    result: a call's arguments can hold a thousand texts of dense markdown, read before anyone is asked.
+    """
     kinds = []
     if _TAG.search(text):
         kinds.append("an HTML tag or comment")
@@ -122,14 +126,15 @@ def markup_kinds(text: str) -> list[str]:
         kinds.append("an HTML entity")
     if _MD_LINK.search(text):
         kinds.append("a markdown image or link")
-    if not kinds and _changed_by_sanitizer(text):
+    if not kinds and _changed_by_sanitizer(text, budget):
         kinds.append("markdown or other formatting")
     return kinds
 
 
-def _changed_by_sanitizer(text: str) -> bool:
+def _changed_by_sanitizer(text: str, budget: ParserBudget | None = None) -> bool:
     """Would the output sanitiser, the project's model of a renderer, change more than whitespace?"""
-    cleaned = html.unescape(sanitize_text(text))  # its output is entity-escaped once; decode to compare
+    # Its output is entity-escaped once; decode to compare.
+    cleaned = html.unescape(sanitize_text(text, parser_budget=budget))
     return _comparable(cleaned) != _comparable(text)
 
 
@@ -254,7 +259,7 @@ class _Argument:
     escaped: bool  # shows a \\u escape a reader needs the legend for
 
     @classmethod
-    def of(cls, position: int, name: str, value: Any) -> _Argument:
+    def of(cls, position: int, name: str, value: Any, budget: ParserBudget | None = None) -> _Argument:
         texts = [name, *_strings(value)]
         plain = _PLAIN_NAME.fullmatch(name)
         label = f'argument "{name}"' if plain else f"argument #{position} (its name is in the block above)"
@@ -263,7 +268,7 @@ class _Argument:
             label=label,
             key=literal(name, NAME_CHARS),
             value=literal(value),
-            markup=list(dict.fromkeys(kind for text in texts for kind in markup_kinds(text))),
+            markup=list(dict.fromkeys(kind for text in texts for kind in markup_kinds(text, budget))),
             hidden=hidden,
             escaped=hidden or any(c in text for text in texts for c in _MARKUP_CHARS),
         )
@@ -306,7 +311,8 @@ class Prompt:
     closing: str = "Confirm only if you asked for exactly this."
 
     def render(self) -> str:
-        shown = [_Argument.of(n, str(name), value) for n, (name, value) in enumerate(self.arguments.items(), 1)]
+        budget = ParserBudget()
+        shown = [_Argument.of(n, str(name), value, budget) for n, (name, value) in enumerate(self.arguments.items(), 1)]
         lines = [inert(self.intro)]
         lines += [f"{label}: {inert(text)}" for label, text in self.facts]
         lines += ["Arguments:", FENCE, *_block(shown), FENCE]
