@@ -57,13 +57,17 @@ async def refuse(code: int, message: str, send: Send, session_id: str | None = N
 
 
 def routing(scope: Scope) -> tuple[str | None, str | None]:
-    """The protocol version and session id headers."""
+    """The protocol version and session id headers, each the first of its name, as the SDK's session
+    manager reads them: a later duplicate must not make a request that opens a handshake-era session
+    look like a sessionless 2026-07-28 one here (it would escape the session cap)."""
     version = session_id = None
     for name, value in scope["headers"]:
         if name == b"mcp-protocol-version":
-            version = value.decode("latin-1")
+            if version is None:
+                version = value.decode("latin-1")
         elif name == b"mcp-session-id":
-            session_id = value.decode("latin-1")
+            if session_id is None:
+                session_id = value.decode("latin-1")
     return version, session_id
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
+import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -26,7 +28,7 @@ from proxy.guards.visibility import granted
 from proxy.pinning import Kind, PinCheck, uri_matches
 from proxy.state import StateUnavailable
 from proxy.untrusted import OutputShield, plain_name, plain_resource_name
-from proxy.upstream import UpstreamConnection
+from proxy.upstream import TOOLS_TTL, UpstreamConnection
 from proxy.upstream_errors import UpstreamUnavailable
 from proxy.upstream_pool import UpstreamPool
 from proxy.upstream_requests import list_page, raw_request
@@ -45,6 +47,8 @@ class Listings:
     trifecta: Trifecta
     pin_check: PinCheck | None
     _hidden_resources: BoundedSet
+    # When each upstream connection's whole resource listing was last read (each credential may see its own).
+    _resources_walked: weakref.WeakKeyDictionary[UpstreamConnection, float]
     _odd_names: BoundedSet
 
     async def list_tools(self, caller: Caller, cursor: str | None) -> types.ListToolsResult:
@@ -136,11 +140,12 @@ class Listings:
 
     async def read_resource(self, caller: Caller, uri: str) -> types.ReadResourceResult:
         server, conn = self._single(caller, "resources")
-        if conn is None or uri in self._hidden_resources:
+        if conn is None:
             raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown resource")
         source = f"{server}:{_source_name(uri)}"
         legs = self.catalog.resource_legs(server)
         taint = _Taint(caller, source, legs)
+        await self.refuse_hidden_resources(server, conn, [uri], taint)
         if self.pin_check is not None:
             await self._refuse_drifted_template(server, conn, uri, taint)
         request = types.ReadResourceRequest(params=types.ReadResourceRequestParams(uri=uri))
@@ -148,6 +153,36 @@ class Listings:
         result = types.ReadResourceResult(contents=self.shield.resource_contents(source, raw.get("contents")))
         await self._remember(caller, source, legs)
         return result
+
+    async def refuse_hidden_resources(
+        self, server: str, conn: UpstreamConnection, uris: list[str], taint: _Taint | None = None
+    ) -> None:
+        """Refuse any of `uris` that the upstream lists under a name that is no plain identifier.
+
+        What a client's own listing showed is not enough to go by: a client that never listed
+        resources, or listed only their first page, would otherwise read a hidden one. So the whole
+        listing is read here when it was not within the last TOOLS_TTL seconds."""
+        if not uris:
+            return
+        if time.monotonic() - self._resources_walked.get(conn, -TOOLS_TTL - 1) > TOOLS_TTL:
+            hidden: list[str] = []
+
+            async def walk(session: ClientSession) -> None:
+                caps = session.server_capabilities
+                if caps is not None and caps.resources is None:
+                    return  # it lists no resources, so it hides none (a completion's upstream may offer none)
+                cursor: str | None = None
+                for _ in range(1000):  # as `walk`: an upstream's cursor cannot keep mcp-guard listing for ever
+                    page = await list_page(session, "resources", cursor)
+                    hidden.extend(str(r.uri) for r in page.resources if not plain_resource_name(r.name))
+                    if (cursor := page.next_cursor) is None:
+                        return
+
+            await self._ask(server, conn, walk, retry=True, taint=taint)
+            self._hidden_resources.update(hidden)
+            self._resources_walked[conn] = time.monotonic()
+        if any(uri in self._hidden_resources for uri in uris):
+            raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown resource")
 
     async def list_prompts(self, caller: Caller, cursor: str | None) -> types.ListPromptsResult:
         server, conn = self._single(caller, "prompts")
@@ -180,7 +215,9 @@ class Listings:
     def _unpinned(self, server: str, entry: Any, kind: Kind = "resource_templates") -> str | None:
         return self.pin_check.hides(server, entry, kind) if self.pin_check is not None else None
 
-    async def _refuse_unpinned_prompt(self, server: str, conn: UpstreamConnection, name: str, taint: _Taint) -> None:
+    async def _refuse_unpinned_prompt(
+        self, server: str, conn: UpstreamConnection, name: str, taint: _Taint | None
+    ) -> None:
         """A prompt is fetched only when its listed definition is what was pinned (the upstream's
         listing, not the client's word, says what the prompt is)."""
         try:
@@ -225,9 +262,32 @@ class Listings:
         server, conn = self._single(caller, "completions")
         if conn is None:
             return types.CompleteResult(completion=types.Completion(values=[]))
+        await self._refuse_hidden_reference(server, conn, params.ref)
         request = types.CompleteRequest(params=params.model_copy(update={"meta": None}))
         raw = await self._ask(server, conn, lambda s: _raw(s, request), retry=True)
         return types.CompleteResult.model_validate(self.shield.completion(raw))
+
+    async def _refuse_hidden_reference(
+        self, server: str, conn: UpstreamConnection, ref: types.PromptReference | types.ResourceTemplateReference
+    ) -> None:
+        """A completion is asked only for what the client could get: the upstream's completion handler
+        for a hidden prompt or resource template is as refused as the prompt or template itself."""
+        if isinstance(ref, types.PromptReference):
+            if not plain_name(ref.name):
+                raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown prompt")
+            if self.pin_check is not None:
+                await self._refuse_unpinned_prompt(server, conn, ref.name, None)
+            return
+        await self.refuse_hidden_resources(server, conn, [ref.uri])
+        try:
+            templates = await conn.listed_now("resource_templates")
+        except (MCPError, UpstreamUnavailable) as exc:
+            raise await self._failed(server, exc, None) from None
+        for template in templates.values():
+            if template.uri_template == ref.uri and (
+                not plain_resource_name(template.name) or self._unpinned(server, template)
+            ):
+                raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown resource template")
 
     async def _ask(
         self,

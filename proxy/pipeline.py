@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
@@ -47,6 +48,7 @@ from proxy.resume import Resume, ResumeStates
 from proxy.state import MemoryState, SharedState, StateUnavailable
 from proxy.subscriptions import Subscriptions
 from proxy.untrusted import OutputShield, plain_name
+from proxy.upstream import UpstreamConnection
 from proxy.upstream_changes import Relay
 from proxy.upstream_errors import UpstreamUnavailable
 from proxy.upstream_pool import UpstreamPool
@@ -86,6 +88,7 @@ class Pipeline(Subscriptions):
         self.parked = ParkedCalls(pool.spawn, policy.confirm.timeout_seconds)
         # URIs of resources hidden for their names, from the listings: reading them is refused too.
         self._hidden_resources: BoundedSet = BoundedSet(4096)
+        self._resources_walked: weakref.WeakKeyDictionary[UpstreamConnection, float] = weakref.WeakKeyDictionary()
         self._odd_names: BoundedSet = BoundedSet(1024)  # tool names already warned about
         self.pin_check = self._pins(loaded)
         pool.listed = self._listed

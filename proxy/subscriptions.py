@@ -38,9 +38,8 @@ class Subscriptions(Listings):
             self.pool.get(server, caller).listeners.add(listener)
 
     async def subscribe(self, caller: Caller, uri: str, relay: Relay | None = None) -> None:
-        if uri in self._hidden_resources:
-            raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown resource")
         server, conn = await self._subscriber(caller, METHOD_NOT_FOUND)
+        await self.refuse_hidden_resources(server, conn, [uri])
         try:
             await self._relaying(conn, relay, lambda: conn.subscribe(uri))
         except MCPError as exc:
@@ -93,10 +92,9 @@ class Subscriptions(Listings):
     async def listening(self, caller: Caller, uris: list[str]) -> AsyncIterator[InMemorySubscriptionBus]:
         """A 2026-07-28 client's change stream: the upstream subscribed to `uris` while it lasts, and
         the bus its connection publishes announcements on (one per credential: nobody hears another's)."""
-        if any(uri in self._hidden_resources for uri in uris):
-            raise MCPError(code=INVALID_PARAMS, message="mcp-guard: unknown resource")
         if uris:
             server, conn = await self._subscriber(caller, INVALID_PARAMS)
+            await self.refuse_hidden_resources(server, conn, uris)
         else:
             server, found = self._single(caller, "resources")
             conn = found if found is not None else self.pool.get(self.pool.servers[0], caller)
