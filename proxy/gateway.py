@@ -29,7 +29,7 @@ from proxy.oauth_server import AuthStore
 from proxy.pipeline import Caller, Pipeline
 from proxy.policy import LoadedPolicy
 from proxy.state import MemoryState, SharedState
-from proxy.upstream_errors import UpstreamUnavailable
+from proxy.upstream_errors import UpstreamUnavailable, logged
 from proxy.upstream_pool import UpstreamPool
 
 logger = logging.getLogger("proxy.server")
@@ -170,7 +170,7 @@ async def _check_pins_now(pipeline: Pipeline) -> None:
             await conn.list_all("prompts")
             await conn.list_all("resource_templates")
         except (UpstreamUnavailable, MCPError) as exc:
-            logger.warning("could not check upstream '%s' against its pins at start: %s", server, exc)
+            logger.warning("could not check upstream '%s' against its pins at start: %s", server, logged(exc))
 
 
 def caller_for(identity: Identity, path: str, session_id: str | None, *, modern: bool) -> Caller:

@@ -109,6 +109,10 @@ class MemoryState:
         return hits, used
 
     async def legs(self, session: str, idle: float | None) -> dict[str, list[str]]:
+        if session not in self._sessions:
+            # A check makes no record: else calls that are only checked (refused, or waiting for a
+            # human) from made-up principals would cost nothing and crowd tainted records out.
+            return {}
         return dict(self._session(session, idle).touched)
 
     async def touch(self, session: str, source: str, legs: frozenset[str], idle: float | None) -> None:
@@ -121,7 +125,7 @@ class MemoryState:
     def _session(self, key: str, idle: float | None) -> _Session:
         now = self._clock()
         state = self._sessions.get(key)
-        if state is not None and state.idle is not None and now - state.last_seen > state.idle:
+        if state is not None and _lapsed(state, now):
             state = None
         if state is None:
             if len(self._sessions) >= MAX_SESSIONS:
@@ -134,7 +138,9 @@ class MemoryState:
         return state
 
     def _sweep(self, now: float) -> None:
-        for key in [k for k, s in self._sessions.items() if s.idle is not None and now - s.last_seen > s.idle]:
+        # Records that hold no leg go first: forgetting them forgets no taint. Only past those are
+        # the least recently used forgotten, legs and all.
+        for key in [k for k, s in self._sessions.items() if not s.touched or _lapsed(s, now)]:
             del self._sessions[key]
         excess = len(self._sessions) - MAX_SESSIONS // 2
         for key in list(self._sessions)[: max(0, excess)]:
@@ -154,6 +160,10 @@ class MemoryState:
 
     async def aclose(self) -> None:
         return None
+
+
+def _lapsed(state: _Session, now: float) -> bool:
+    return state.idle is not None and now - state.last_seen > state.idle
 
 
 def _wait(hits: deque[tuple[float, int]], excess: int, seconds: float, now: float) -> float:

@@ -211,7 +211,7 @@ class UpstreamConnection(Announcements):
         if self._allow_sampling:
             common["sampling_callback"] = self._on_sample
         if cfg.command is not None or cfg.builtin is not None:
-            return Client(stdio_upstream(self._stdio_params(), cfg.max_result_bytes, self._ended), **common)
+            return Client(stdio_upstream(self._stdio_params(), cfg.max_result_bytes, self._ended, self.name), **common)
         assert cfg.url is not None
         if sse:
             sse_cm = sse_client(cfg.url, headers=self._headers, timeout=cfg.timeout_seconds, auth=self._auth)

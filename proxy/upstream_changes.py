@@ -35,7 +35,7 @@ from mcp_types import INVALID_PARAMS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from proxy.policy import Upstream
-from proxy.upstream_errors import UpstreamUnavailable
+from proxy.upstream_errors import UpstreamUnavailable, logged
 
 logger = logging.getLogger("proxy.upstream")
 
@@ -142,7 +142,7 @@ class Announcements:
             try:
                 await self.list_all_tools()
             except (UpstreamUnavailable, MCPError) as exc:
-                logger.warning("upstream '%s' announced new tools but could not list them: %s", self.name, exc)
+                logger.warning("upstream '%s' announced new tools but could not list them: %s", self.name, logged(exc))
         elif isinstance(message, types.PromptListChangedNotification | types.ResourceListChangedNotification):
             kind = "prompts" if isinstance(message, types.PromptListChangedNotification) else "resource_templates"
             # Pins see the new definitions before clients hear of them (only where they were looked at).
@@ -150,7 +150,9 @@ class Announcements:
                 try:
                     await self.list_all(kind)
                 except (UpstreamUnavailable, MCPError) as exc:
-                    logger.warning("upstream '%s' announced new %s but could not list them: %s", self.name, kind, exc)
+                    logger.warning(
+                        "upstream '%s' announced new %s but could not list them: %s", self.name, kind, logged(exc)
+                    )
         await self.bus.publish(_as_event(message))
         for listener in list(self.listeners):
             try:

@@ -56,6 +56,13 @@ def describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def logged(exc: UpstreamUnavailable | MCPError) -> str:
+    """A failure as a log line may show it. An upstream's error message is its own text: with a line
+    break it would add lines of its choosing to the log (which is the audit log without
+    `audit.path`), so only mcp-guard's words about it are logged."""
+    return str(exc) if isinstance(exc, UpstreamUnavailable) else describe(exc)
+
+
 def server_answered(exc: BaseException) -> bool:
     if isinstance(exc, MCPError):
         return True

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -151,13 +153,37 @@ _FIRST_ID = re.compile(r'"id"\s*:\s*(-?\d{1,18}|"[^"\\]{0,128}")')
 sdk_stdio._parse_line = _parse_line
 
 
+# A stdio server's stderr line is logged in pieces of at most this many bytes: the server's text
+# never grows a buffer of ours without bound.
+STDERR_LINE_BYTES = 4096
+
+
+def _relay_stderr(fd: int, server: str) -> None:
+    """A stdio server's stderr as mcp-guard's own log lines, until the server closes it.
+
+    Inherited as is, its text went around the log's redaction (a server may print the credential
+    the policy gave it) and added lines of its choosing to mcp-guard's stderr, which is the audit log
+    without `audit.path` (a server may log a third party's message, line breaks and escapes and all).
+    Each line is one record here: redacted like every record, control characters shown as escapes."""
+    with open(fd, "rb") as stream:
+        while piece := stream.readline(STDERR_LINE_BYTES):
+            text = piece.decode("utf-8", "replace").rstrip("\r\n")
+            if text:
+                logger.warning("upstream '%s' (stderr): %s", server, text)
+
+
 @asynccontextmanager
 async def stdio_upstream(
-    params: StdioServerParameters, limit: int, overflow: Overflow
+    params: StdioServerParameters, limit: int, overflow: Overflow, server: str = "stdio"
 ) -> AsyncIterator[TransportStreams]:
-    """The SDK's `stdio_client(params)`, its server's lines bounded by `limit` bytes."""
+    """The SDK's `stdio_client(params)`, its server's lines bounded by `limit` bytes, its stderr
+    relayed into mcp-guard's log (`_relay_stderr`)."""
+    read_end, write_end = os.pipe()
+    errlog = os.fdopen(write_end, "w")
+    threading.Thread(target=_relay_stderr, args=(read_end, server), name=f"stderr:{server}", daemon=True).start()
 
     def bound(process: Any) -> None:
+        errlog.close()  # the server has its own copy: the relay ends when the server does
         stdout = getattr(process, "_stdout", None)
         if not isinstance(stdout, ByteReceiveStream):
             # Not anyio's asyncio process (where the SDK reads `process.stdout`): its output cannot be
@@ -168,10 +194,11 @@ async def stdio_upstream(
 
     token = _BOUND.set(bound)
     try:
-        async with stdio_client(params) as streams:
+        async with stdio_client(params, errlog=errlog) as streams:
             _BOUND.reset(token)
             token = None
             yield streams
     finally:
+        errlog.close()  # when the server never started, this ends the relay
         if token is not None:
             _BOUND.reset(token)

@@ -73,19 +73,23 @@ def _shipped_profiles() -> list[str]:
     return sorted(p.stem for p in (policies_dir() / "profiles").glob("*.yaml"))
 
 
-def _profile_path(ref: str, base_dir: Path) -> Path:
-    """A profile reference is a path when it looks like one, otherwise a shipped profile name."""
+def _profile_path(ref: str, base_dir: Path, shown: str | None = None) -> Path:
+    """A profile reference is a path when it looks like one, otherwise a shipped profile name.
+
+    `shown` is the reference as written when it came from `${VAR}`: an error quotes that, never
+    the value, which may be a secret put in the wrong place."""
+    shown = ref if shown is None else shown
     if "/" in ref or "\\" in ref or ref.endswith((".yaml", ".yml")):
         path = base_dir / ref
         if not path.is_file():
-            raise ValueError(f"profile file {ref} not found (relative to {base_dir})")
+            raise ValueError(f"profile file {shown} not found (relative to {base_dir})")
         return path
     path = policies_dir() / "profiles" / f"{ref}.yaml"
     if not _SLUG.fullmatch(ref) or not path.is_file():
         shipped = _shipped_profiles()
         close = difflib.get_close_matches(ref, shipped, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ValueError(f"unknown profile '{ref}'{hint}; shipped profiles: {', '.join(shipped) or 'none'}")
+        raise ValueError(f"unknown profile '{shown}'{hint}; shipped profiles: {', '.join(shipped) or 'none'}")
     return path
 
 
@@ -122,7 +126,7 @@ def load_policy(path: str | Path, *, env: Mapping[str, str] | None = None, requi
     data, lines = _read_yaml(path, "policy")
     interp = _interpolate(data, lines, os.environ if env is None else env, require_env)
     policy = _validate(Policy, data, lines, file, interp.errors)
-    profiles = _load_profiles(policy, lines, path)
+    profiles = _load_profiles(policy, lines, path, interp.templates)
     _check_scopes(policy, profiles, lines, file)
     for name, upstream in policy.upstreams.items():
         _register_credentials(upstream, interp.templates, interp.env, f"upstreams.{name}")
@@ -135,14 +139,16 @@ def load_policy(path: str | Path, *, env: Mapping[str, str] | None = None, requi
     )
 
 
-def _load_profiles(policy: Policy, lines: dict[Loc, int], path: Path) -> dict[str, Profile | None]:
+def _load_profiles(
+    policy: Policy, lines: dict[Loc, int], path: Path, templates: Mapping[str, str]
+) -> dict[str, Profile | None]:
     profiles: dict[str, Profile | None] = {}
     for name, upstream in policy.upstreams.items():
         if upstream.profile is None:
             profiles[name] = None
             continue
         try:
-            ref_path = _profile_path(upstream.profile, path.parent)
+            ref_path = _profile_path(upstream.profile, path.parent, templates.get(f"upstreams.{name}.profile"))
         except ValueError as exc:
             line = _line_for(lines, ("upstreams", name, "profile"))
             raise PolicyError(f"{path}:{line}: upstreams.{name}.profile: {exc}") from None

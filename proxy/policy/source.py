@@ -19,6 +19,9 @@ from pydantic import BaseModel, ValidationError
 
 _MAX_NODES = 100_000
 _MAX_DEPTH = 64
+# Far beyond any policy or profile; read no further, so a path to /dev/zero or a runaway file is an
+# error rather than a process that reads until it is killed.
+_MAX_BYTES = 4 * 1024 * 1024
 
 
 class PolicyError(Exception):
@@ -102,7 +105,11 @@ class _Builder:
 def _read_yaml(path: Path, what: str) -> tuple[Any, dict[Loc, int]]:
     file = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            raw = fh.read(_MAX_BYTES + 1)
+        if len(raw) > _MAX_BYTES:
+            raise PolicyError(f"{file}:1: {what} is larger than {_MAX_BYTES // (1024 * 1024)} MiB")
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise PolicyError(f"{file}:1: cannot read {what}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
