@@ -15,6 +15,7 @@ from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from proxy.catalog import Catalog, ToolRule, first_match
+from proxy.logs import printable
 from proxy.pinning import NOUN, LockError, read_lockfile
 from proxy.policy import (
     LEGS,
@@ -27,7 +28,6 @@ from proxy.policy import (
     env_names,
     load_policy,
 )
-from proxy.redact import printable
 from proxy.untrusted import plain_name
 
 _WIDTH = 100

@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from proxy import __version__, redact, startup
+from proxy import __version__, logs, redact, startup
 from proxy.grants import GrantError
 from proxy.policy import AuditPolicy, LoadedPolicy, PolicyError, load_policy, policies_dir
 from proxy.startup import StartupError
@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("mcp_guard.audit").setLevel(logging.INFO)
     # Before anything logs: with -v the HTTP client and the SDK print upstream URLs and headers.
-    redact.install()
+    logs.install()
     try:
         return int(args.func(args) or 0)
     except (PolicyError, StartupError) as exc:
@@ -307,7 +307,7 @@ def _cmd_login(args: argparse.Namespace) -> int:
     except GrantError as exc:
         raise StartupError(f"mcp-guard: {exc}") from None
     except Exception as exc:  # the flow failed: say so plainly, never with a token in it
-        why = redact.printable(redact.redact(_cause(exc))[:300])
+        why = logs.printable(redact.redact(_cause(exc))[:300])
         print(f"mcp-guard: login to '{server}' failed: {why}", file=sys.stderr)
         return 1
     granted = " ".join(sorted(scopes)) or "(the server did not say)"

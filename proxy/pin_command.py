@@ -12,6 +12,7 @@ from typing import Any
 
 from mcp.shared.exceptions import MCPError
 
+from proxy.logs import printable
 from proxy.pinning import (
     KINDS,
     NOUN,
@@ -26,7 +27,6 @@ from proxy.pinning import (
     write_lockfile,
 )
 from proxy.policy import LoadedPolicy
-from proxy.redact import printable
 
 EXIT_DRIFT = 1
 EXIT_ERROR = 2

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from proxy.redact import printable
+from proxy.logs import printable
 
 LOCK_VERSION = 1
 Kind = Literal["tools", "prompts", "resource_templates"]

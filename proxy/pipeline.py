@@ -30,10 +30,10 @@ from proxy.guards.sms import audit_fields, check_sms, cost_facts
 from proxy.guards.trifecta import UNTRUSTED, Trifecta
 from proxy.guards.visibility import check_visible
 from proxy.listings import BoundedSet
+from proxy.logs import printable
 from proxy.pinning import KINDS, NOUN, Kind, PinCheck, Pins, read_lockfile
 from proxy.policy import LoadedPolicy
 from proxy.questions import relayed_inputs
-from proxy.redact import printable
 from proxy.relay import (
     PARKED,
     Outcome,

@@ -24,30 +24,17 @@ formats it:
    `X-Api-Key`, ...) as `Name: value` lines or as Python/JSON pairs such as
    `(b'authorization', b'Bearer abc')`, and every `Bearer xxx` / `Basic xxx` token.
 
-`install()` (called by proxy.cli) wraps the log record factory, so every record is cleaned the
-moment it exists, whichever handler later writes it: uvicorn configures its own handlers when a
-server starts and does not propagate to the root, so a filter on the root handler alone would
-miss its tracebacks. The same cleaning is also a `logging.Filter` on the root handlers, for
-records made some other way. A record is cleaned only once a logger decided to emit it, so at
-the default WARNING level debug chatter costs nothing. Cleaning never raises: if it fails, the
-whole message is replaced by `WITHHELD`.
-
-Log lines also carry text mcp-guard did not write (a tool name a model chose, an upstream's error
-words), so control and invisible characters are written as escapes (`\\x1b`, `\\u202e`): such text
-can neither forge a second log line nor drive the operator's terminal (ANSI and OSC sequences).
-A traceback keeps its line breaks.
+`proxy.logs` applies this to every log record (and escapes what would act on a terminal).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 MARKER = "[REDACTED]"
@@ -60,7 +47,6 @@ _SCAN_LIMIT = 64
 # A replacement can complete a secret across the marker's edge ("...TED]" + rest); passes repeat
 # until none is left, and a line that still holds one after this many is withheld.
 _PASSES = 3
-_MARK_ATTR = "_mcp_guard_redacted"
 
 # Words that make a parameter or key name a secret's name, as whole parts of the name
 # (api_key -> api, key; accessToken -> access, Token).
@@ -118,27 +104,6 @@ _KW_QUOTED = re.compile(rf"(?<![\w.\-])(?P<name>{_NAME})=b?(?P<q>['\"])(?P<value
 _KW = re.compile(rf"(?<![\w.\-])(?P<name>{_NAME})=(?!b?['\"])(?P<value>[^&\s'\"<>#\\]*)")
 _HEADER_LINE = re.compile(rf"(?<![\w\-])(?P<name>{_NAME})[ \t]*:[ \t]*(?P<value>[^\r\n]+)")
 _SCHEME_TOKEN = re.compile(r"\b(?P<scheme>bearer|basic)(?P<sp>\s+)(?P<value>[^\s'\"\\]+)", re.I)
-_EXC_FORMATTER = logging.Formatter()
-
-
-def _escape_char(char: str) -> str:
-    if char in "\n\r\t":
-        return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}[char]
-    code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-
-
-def printable(text: str, *, lines: bool = False) -> str:
-    """`text` with every control, format, private, unassigned and separator character but the space
-    written as an escape (`str.isprintable`'s rule); line breaks are kept when `lines`.
-
-    For what lands in a log or on a terminal: text nobody vetted can neither start a line of its own
-    nor carry an escape sequence or a bidirectional override."""
-    if text.isprintable():
-        return text
-    if lines:
-        return "\n".join(printable(line) for line in text.split("\n"))
-    return "".join(ch if ch.isprintable() else _escape_char(ch) for ch in text)
 
 
 def secret_name(name: str) -> bool:
@@ -403,65 +368,3 @@ def _structural(text: str, matcher: _Matcher) -> str:
     if "bearer" in low or "basic" in low:
         text = _SCHEME_TOKEN.sub(lambda m: m["scheme"] + m["sp"] + MARKER, text)
     return text
-
-
-# --------------------------------------------------------------------------- logging
-
-
-def scrub(record: logging.LogRecord, registry: SecretRegistry | None = None) -> None:
-    """Clean a record in place: message (with its %-args), traceback and stack; never raises."""
-    if getattr(record, _MARK_ATTR, False):
-        return
-    reg = registry or REGISTRY
-    try:
-        # Frozen into text now: an argument's str() could differ by the time a handler formats it.
-        message = printable(reg.redact(record.getMessage()))
-        exc_text = record.exc_text
-        if record.exc_info and not exc_text:
-            exc_text = _EXC_FORMATTER.formatException(record.exc_info)
-        exc_text = printable(reg.redact(exc_text), lines=True) if exc_text else None
-        stack = printable(reg.redact(record.stack_info), lines=True) if record.stack_info else None
-    except Exception:
-        message, exc_text, stack = WITHHELD, None, None
-    record.msg = message
-    record.args = None
-    # Formatters print exc_text when set; dropping exc_info keeps any of them from rendering the raw one.
-    record.exc_info = None
-    record.exc_text = exc_text
-    record.stack_info = stack
-    setattr(record, _MARK_ATTR, True)
-
-
-class RedactingFilter(logging.Filter):
-    """Put on a handler: every record it writes is cleaned first. Always lets the record through."""
-
-    def __init__(self, registry: SecretRegistry | None = None) -> None:
-        super().__init__()
-        self.registry = registry
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        scrub(record, self.registry)
-        return True
-
-
-def install(registry: SecretRegistry | None = None) -> Callable[[], None]:
-    """Clean every log record from now on; returns a function that undoes it (for tests)."""
-    previous = logging.getLogRecordFactory()
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        scrub(record, registry)
-        return record
-
-    logging.setLogRecordFactory(factory)
-    flt = RedactingFilter(registry)
-    handlers = list(logging.getLogger().handlers)
-    for handler in handlers:
-        handler.addFilter(flt)
-
-    def undo() -> None:
-        logging.setLogRecordFactory(previous)
-        for handler in handlers:
-            handler.removeFilter(flt)
-
-    return undo

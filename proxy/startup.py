@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from proxy import redact
+from proxy import logs
 from proxy.policy import LoadedPolicy
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ async def probe(loaded: list[LoadedPolicy], store_key: bytes | None = None) -> t
                     if _unreachable(exc):
                         failure = f"mcp-guard: {exc} (team '{team}')"
                         break
-                    print(f"mcp-guard: WARNING {redact.printable(str(exc))}; will retry on first use", file=sys.stderr)
+                    print(f"mcp-guard: WARNING {logs.printable(str(exc))}; will retry on first use", file=sys.stderr)
                     features = None
                     continue
                 if features is not None:

@@ -26,9 +26,10 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from proxy import redact
+from proxy import logs, redact
+from proxy.logs import RedactingFilter
 from proxy.policy import load_policy
-from proxy.redact import MARKER, MIN_ANYWHERE, WITHHELD, RedactingFilter, SecretRegistry
+from proxy.redact import MARKER, MIN_ANYWHERE, WITHHELD, SecretRegistry
 from tests.harness import MODES, PY, Proc, calls, env_with, proxy_http, wait_for, write_policy
 from tests.test_identity import sha
 
@@ -231,7 +232,7 @@ def test_install_covers_handlers_added_later_and_costs_nothing_below_the_level(
     secret = "install-secret-5555"
     reg = registry(secret)
     factory = logging.getLogRecordFactory()
-    undo = redact.install(reg)
+    undo = logs.install(reg)
     try:
         stream = io.StringIO()
         late = logging.StreamHandler(stream)
