@@ -18,6 +18,9 @@ byte, to the SDK's transport: other methods, a resumed 2026-07-28 call (its seal
 SDK's `RequestStateBoundary`'s to verify), a 2026-07-28 progress or log opt-in, `Mcp-Param-*`
 headers, and every request the SDK would refuse, so each error keeps the SDK's words and status.
 An `InputRequiredResult` it answers is sealed by that same boundary.
+
+Which requests it takes and how it answers are here; what each hot method asks of the pipeline is
+`fastpath_methods`.
 """
 
 from __future__ import annotations
@@ -25,8 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -66,7 +68,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.backchannel import Backchannel, NoBackchannel, ResponseStream, WireChannel
-from proxy.downstream import Channel, Downstream
+from proxy.downstream import Channel
+from proxy.fastpath_methods import HANDLERS, HOT, HotRequest
 from proxy.fastpath_wire import (
     NOT_A_MESSAGE,
     Refused,
@@ -80,7 +83,6 @@ from proxy.fastpath_wire import (
     valid_request,
 )
 from proxy.gateway import IDENTITY_KEY, Gateway, Identity, caller_for
-from proxy.pipeline import Caller, Pipeline, ToolCall
 from proxy.server import listener_for
 from proxy.upstream_errors import UpstreamUnavailable
 
@@ -90,28 +92,9 @@ _PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower()
 _PING_SECONDS = 15.0  # as the SDK: a request silent this long commits to a stream kept open by pings
 # Most calls are answered before this; only a call still running then gets a task watching its client.
 _WATCH_AFTER = 0.25
-_HOT = {"tools/call": "tools", "tools/list": "tools", "resources/read": "resources", "prompts/get": "prompts"}
 
 SessionCheck = Callable[[str, Scope], bool]
 """Whether a handshake-era session id is open and belongs to the scope's caller (the SDK's own rule)."""
-
-
-@dataclass(frozen=True)
-class _Request:
-    """A request the fast path takes."""
-
-    id: str | int
-    method: str
-    params: dict[str, Any]
-    version: str  # the protocol version its answer is shaped for
-    capabilities: types.ClientCapabilities | None
-    session_id: str | None = None  # handshake era
-    connection: Connection | None = None  # handshake era
-    progress_token: str | int | None = None
-
-    @property
-    def modern(self) -> bool:
-        return self.session_id is None
 
 
 class _SealingContext:
@@ -143,7 +126,7 @@ class FastPath:
         self.max_body_bytes = max_body_bytes
         self.session_open = session_open
         offered = gateway.offered
-        self.methods = {m for m, feature in _HOT.items() if feature == "tools" or offered is None or feature in offered}
+        self.methods = {m for m, feature in HOT.items() if feature == "tools" or offered is None or feature in offered}
         self.backchannel = Backchannel()
         # Handshake-era requests in flight here, for the client's notifications/cancelled.
         self._running: dict[tuple[str, str | int], anyio.CancelScope] = {}
@@ -190,7 +173,7 @@ class FastPath:
                 await send({"type": "http.response.start", "status": 202, "headers": []})
                 await send({"type": "http.response.body", "body": b""})
             else:
-                assert isinstance(taken, _Request)
+                assert isinstance(taken, HotRequest)
                 await self._answer(taken, scope, receive, send)
         finally:
             if claimed is not None:
@@ -247,7 +230,7 @@ class FastPath:
         self._in_flight.add(key)
         return key
 
-    def _modern(self, decoded: dict[str, Any], scope: Scope) -> _Request | None:
+    def _modern(self, decoded: dict[str, Any], scope: Scope) -> HotRequest | None:
         request_id, method, params = decoded.get("id"), decoded.get("method"), decoded.get("params")
         if not isinstance(method, str) or method not in self.methods:  # a list or an object is not hashable
             return None
@@ -268,9 +251,9 @@ class FastPath:
             return None
         connection = Connection.from_envelope(route.protocol_version, route.client_info, route.client_capabilities)
         assert isinstance(request_id, str | int)
-        return _Request(request_id, method, params, route.protocol_version, connection.client_capabilities)
+        return HotRequest(request_id, method, params, route.protocol_version, connection.client_capabilities)
 
-    def _handshake(self, decoded: dict[str, Any], scope: Scope, session_id: str) -> _Request | bool | None:
+    def _handshake(self, decoded: dict[str, Any], scope: Scope, session_id: str) -> HotRequest | bool | None:
         if not self.session_open(session_id, scope):
             return None
         connection = self.gateway.connections.get(session_id)
@@ -302,11 +285,11 @@ class FastPath:
         assert isinstance(request_id, str | int)
         token = progress_token_from_params(params)
         caps = connection.client_capabilities
-        return _Request(request_id, method, params or {}, version, caps, session_id, connection, token)
+        return HotRequest(request_id, method, params or {}, version, caps, session_id, connection, token)
 
     # -- the answer ---------------------------------------------------------------------------------
 
-    async def _answer(self, request: _Request, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _answer(self, request: HotRequest, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the request; a client that goes away (or, in the handshake era, cancels it) cancels it,
         as on the SDK's path. A request silent for a ping interval keeps its stream open with pings.
 
@@ -356,7 +339,7 @@ class FastPath:
             if self._running.get(key) is running:
                 del self._running[key]
 
-    async def _reply(self, request: _Request, scope: Scope, stream: ResponseStream) -> tuple[int, bytes]:
+    async def _reply(self, request: HotRequest, scope: Scope, stream: ResponseStream) -> tuple[int, bytes]:
         """The HTTP status and JSON-RPC body; an error as the SDK's path of that era answers it."""
         status = 200
         try:
@@ -371,7 +354,7 @@ class FastPath:
             message = {"jsonrpc": "2.0", "id": request.id, "error": error.model_dump(mode="json", exclude_none=True)}
         return status, json.dumps(message, separators=(",", ":")).encode()
 
-    async def _result(self, request: _Request, scope: Scope, stream: ResponseStream) -> dict[str, Any]:
+    async def _result(self, request: HotRequest, scope: Scope, stream: ResponseStream) -> dict[str, Any]:
         identity = scope.get(IDENTITY_KEY)
         if not isinstance(identity, Identity):
             raise MCPError(code=INTERNAL_ERROR, message="mcp-guard: request reached MCP without an identity")
@@ -388,7 +371,7 @@ class FastPath:
                 capabilities=request.capabilities, log_floor=listener.log_level, progress_token=request.progress_token,
             )  # fmt: skip
         try:
-            result = await _HANDLERS[request.method](pipeline, caller, request, channel)
+            result = await HANDLERS[request.method](pipeline, caller, request, channel)
         except UpstreamUnavailable as exc:
             raise pipeline.upstream_error(exc) from None
         if isinstance(result, types.InputRequiredResult) and request.modern:
@@ -397,7 +380,7 @@ class FastPath:
             result = sealed
         return self._wire(request, result)
 
-    def _wire(self, request: _Request, result: types.Result) -> dict[str, Any]:
+    def _wire(self, request: HotRequest, result: types.Result) -> dict[str, Any]:
         """The result as the SDK's kernel puts it on the wire: the version's sieve, and for 2026-07-28
         `resultType` and the `serverInfo` stamp."""
         dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
@@ -412,46 +395,6 @@ class FastPath:
         elif isinstance(meta, dict) and meta.get(SERVER_INFO_META_KEY) is None:
             dumped["_meta"] = {**meta, SERVER_INFO_META_KEY: self.server.server_info_stamp}
         return dumped
-
-
-# -- one per method -----------------------------------------------------------------------------------
-
-
-async def _call_tool(pipeline: Pipeline, caller: Caller, request: _Request, channel: Channel) -> types.Result:
-    params = types.CallToolRequestParams.model_validate(request.params)
-    policy = pipeline.loaded.policy
-    downstream = Downstream(
-        channel, params, allow_sampling=policy.sampling == "allow", timeout=policy.confirm.timeout_seconds,
-        allow_url=policy.url_elicitation == "allow",
-    )  # fmt: skip
-    call = ToolCall(
-        caller=caller, name=params.name, arguments=dict(params.arguments or {}), prompter=downstream,
-        relay=downstream.relay(), progress=downstream.progress_relay,
-    )  # fmt: skip
-    return await pipeline.call_tool(call)
-
-
-async def _list_tools(pipeline: Pipeline, caller: Caller, request: _Request, channel: Channel) -> types.Result:
-    cursor = request.params.get("cursor")
-    return await pipeline.list_tools(caller, cursor if isinstance(cursor, str) else None)
-
-
-async def _read_resource(pipeline: Pipeline, caller: Caller, request: _Request, channel: Channel) -> types.Result:
-    params = types.ReadResourceRequestParams.model_validate(request.params)
-    return await pipeline.read_resource(caller, str(params.uri))
-
-
-async def _get_prompt(pipeline: Pipeline, caller: Caller, request: _Request, channel: Channel) -> types.Result:
-    params = types.GetPromptRequestParams.model_validate(request.params)
-    return await pipeline.get_prompt(caller, params.name, params.arguments)
-
-
-_HANDLERS: dict[str, Callable[[Pipeline, Caller, _Request, Channel], Awaitable[types.Result]]] = {
-    "tools/call": _call_tool,
-    "tools/list": _list_tools,
-    "resources/read": _read_resource,
-    "prompts/get": _get_prompt,
-}
 
 
 def _internal(exc: Exception) -> ErrorData:
