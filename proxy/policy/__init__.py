@@ -4,50 +4,45 @@ A policy is security configuration, so the loader is strict: unknown keys, dupli
 wrong types and missing `${VAR}`s are errors, and every error names the file and line. No
 error ever quotes a value, because values may be secrets interpolated from the environment.
 
-The schema is in `models`; `source` reads a file with the line of every key and turns every
-problem into `FILE:LINE: message`; `interpolation` fills in `${VAR}`s; `loader` puts them together
-(`load_policy`, `load_profile`) and finds the shipped profiles (`policies_dir`).
+The schema is in `models` (policies), `profile` (profiles) and `fields` (their field types);
+`source` reads a file with the line of every key and turns every problem into `FILE:LINE: message`;
+`interpolation` fills in `${VAR}`s; `loader` puts them together (`load_policy`, `load_profile`) and
+finds the shipped profiles (`policies_dir`).
 """
 
 from __future__ import annotations
 
+from proxy.policy.fields import LEGS, EnvValue, FieldPath, Glob, Globs, Leg, Seconds, ServerName, Slug
 from proxy.policy.interpolation import env_names
 from proxy.policy.loader import LoadedPolicy, load_policy, load_profile, policies_dir
 from proxy.policy.models import (
-    LEGS,
-    ArgSpec,
     AuditPolicy,
     AuthPolicy,
     CapacityPolicy,
     ConfirmPolicy,
-    EnvValue,
-    FieldPath,
-    Format,
-    Glob,
-    Globs,
-    Leg,
     LimitRule,
     OutputPolicy,
     PinningPolicy,
     PinRule,
     Policy,
-    Profile,
-    ProfileAnnotations,
-    ProfileContent,
-    ProfileTool,
-    RecipientSpec,
     RecipientsPolicy,
-    Seconds,
     SendersPolicy,
-    ServerName,
-    Slug,
     SmsPolicy,
-    SmsPrice,
     StatePolicy,
     ToolsPolicy,
     TrifectaPolicy,
     Upstream,
     UpstreamOAuth,
+)
+from proxy.policy.profile import (
+    ArgSpec,
+    Format,
+    Profile,
+    ProfileAnnotations,
+    ProfileContent,
+    ProfileTool,
+    RecipientSpec,
+    SmsPrice,
 )
 from proxy.policy.source import Loc, M, PolicyError
 

@@ -16,8 +16,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 import proxy
 from proxy import credentials
+from proxy.policy.fields import SLUG
 from proxy.policy.interpolation import _interpolate, env_names
-from proxy.policy.models import _SLUG, Policy, Profile, Upstream
+from proxy.policy.models import Policy, Upstream
+from proxy.policy.profile import Profile
 from proxy.policy.source import Loc, PolicyError, _line_for, _read_yaml, _validate
 from proxy.redact import secret_name
 
@@ -85,7 +87,7 @@ def _profile_path(ref: str, base_dir: Path, shown: str | None = None) -> Path:
             raise ValueError(f"profile file {shown} not found (relative to {base_dir})")
         return path
     path = policies_dir() / "profiles" / f"{ref}.yaml"
-    if not _SLUG.fullmatch(ref) or not path.is_file():
+    if not SLUG.fullmatch(ref) or not path.is_file():
         shipped = _shipped_profiles()
         close = difflib.get_close_matches(ref, shipped, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""

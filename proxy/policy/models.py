@@ -1,4 +1,4 @@
-"""The policy and profile schema: pydantic models, and the field types that give readable errors.
+"""The policy schema: pydantic models, over the field types of `fields`; the profile schema is `profile`.
 
 A policy (one team: its upstreams, which tools it sees, what needs a human yes, limits and pins)
 and a profile (one upstream server: its tools' scopes, legs and verbatim fields) are frozen models
@@ -8,89 +8,27 @@ Schema editors use (`mcp-guard schema`) is generated from `Policy`.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    WithJsonSchema,
     model_validator,
 )
 
-Leg = Literal["untrusted", "sensitive", "external"]
-LEGS: tuple[Leg, ...] = ("untrusted", "sensitive", "external")
-
-_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]*")
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# A result path: dot-separated segments, each a key (or `*`, any key) followed by any number of `[]`.
-_FIELD_PATH = re.compile(r"(?:\*|[^.\[\]*]+)?(?:\[\])*(?:\.(?:\*|[^.\[\]*]+)(?:\[\])*)*")
-
-
-# --------------------------------------------------------------------------- field types
-
-
-def _slug(value: str) -> str:
-    if not _SLUG.fullmatch(value):
-        raise ValueError("must be lowercase letters, digits, '-' or '_', starting with a letter or digit")
-    return value
+from proxy.policy.fields import (
+    ENV_NAME,
+    HEADER_NAME,
+    EnvValue,
+    Globs,
+    Seconds,
+    ServerName,
+    Slug,
+    StrictModel,
+)
 
 
-def _server_name(value: str) -> str:
-    _slug(value)
-    if "__" in value:
-        raise ValueError("must not contain '__' (it separates server and tool in prefixed tool names)")
-    return value
-
-
-def _glob(value: str) -> str:
-    if not value.strip():
-        raise ValueError("a tool glob must be a non-empty string")
-    return value
-
-
-def _field_path(value: str) -> str:
-    if not value or not _FIELD_PATH.fullmatch(value):
-        raise ValueError("a result path looks like 'list[].message' ('[]' every element, '*' every key)")
-    return value
-
-
-def _env_value(value: Any) -> Any:
-    # Environment values are strings; accept `DRY_RUN: true` rather than fail on a YAML bool.
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return value
-
-
-# The validators give readable messages; the JSON Schema still carries the patterns for editors.
-Slug = Annotated[str, AfterValidator(_slug), WithJsonSchema({"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$"})]
-ServerName = Annotated[
-    str,
-    AfterValidator(_server_name),
-    WithJsonSchema({"type": "string", "pattern": "^(?!.*__)[a-z0-9][a-z0-9_-]*$"}),
-]
-Glob = Annotated[str, AfterValidator(_glob)]
-Globs = tuple[Glob, ...]
-FieldPath = Annotated[str, AfterValidator(_field_path)]
-EnvValue = Annotated[str, BeforeValidator(_env_value)]
-Seconds = Annotated[float, Field(gt=0)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# --------------------------------------------------------------------------- policy
-
-
-class UpstreamOAuth(_Model):
+class UpstreamOAuth(StrictModel):
     """mcp-guard logs in to the upstream as an OAuth client of its own (SPEC §13, `mcp-guard login`).
 
     The authorization server is discovered from the upstream (401 → RFC 9728 → RFC 8414), never
@@ -110,7 +48,7 @@ class UpstreamOAuth(_Model):
         return self
 
 
-class Upstream(_Model):
+class Upstream(StrictModel):
     url: str | None = None
     command: tuple[str, ...] | None = None
     builtin: Literal["sandbox"] | None = None
@@ -151,23 +89,23 @@ class Upstream(_Model):
             if any(name.lower() == "authorization" for name in self.headers):
                 raise ValueError("an upstream with oauth gets its Authorization from the grant, not from headers")
         for name, value in self.headers.items():
-            if not _HEADER_NAME.fullmatch(name):
+            if not HEADER_NAME.fullmatch(name):
                 raise ValueError(f"header name {name!r} is not a valid HTTP header name")
             if "\r" in value or "\n" in value:
                 raise ValueError(f"header {name} must not contain a line break")
         for name in self.env:
-            if not _ENV_NAME.fullmatch(name):
+            if not ENV_NAME.fullmatch(name):
                 raise ValueError(f"env name {name!r} is not a valid environment variable name")
         return self
 
 
-class ToolsPolicy(_Model):
+class ToolsPolicy(StrictModel):
     allow: Globs = ("*",)
     deny: Globs = ()
     unlisted: Literal["hide", "allow"] = "hide"
 
 
-class ConfirmPolicy(_Model):
+class ConfirmPolicy(StrictModel):
     destructive: bool = True
     tools: Globs = ()
     skip: Globs = ()
@@ -175,19 +113,19 @@ class ConfirmPolicy(_Model):
     without_elicitation: Literal["deny", "allow"] = "deny"
 
 
-class OutputPolicy(_Model):
+class OutputPolicy(StrictModel):
     envelope: bool = True
     strip_html: bool = True
     strip_markdown: bool = True
     max_chars: Annotated[int, Field(ge=1)] = 100_000
 
 
-class TrifectaPolicy(_Model):
+class TrifectaPolicy(StrictModel):
     action: Literal["block", "confirm", "off"] = "confirm"
     idle_seconds: Seconds = 1800.0
 
 
-class LimitRule(_Model):
+class LimitRule(StrictModel):
     """Limits for the tools matching `tools`, counted per team across all of them together.
 
     per_minute: at most N calls in any sliding window of `window_seconds` (default 60, so
@@ -218,7 +156,7 @@ class LimitRule(_Model):
         return self
 
 
-class PinRule(_Model):
+class PinRule(StrictModel):
     tools: Annotated[Globs, Field(min_length=1)]
     values: dict[str, Any] = Field(default_factory=dict, alias="set")
     forbid: tuple[Annotated[str, Field(min_length=1)], ...] = ()
@@ -233,17 +171,17 @@ class PinRule(_Model):
         return self
 
 
-class SendersPolicy(_Model):
+class SendersPolicy(StrictModel):
     allow: tuple[Annotated[str, Field(min_length=1)], ...] = ()  # non-empty: only these (absent = default)
     block_impersonation: bool = True
 
 
-class RecipientsPolicy(_Model):
+class RecipientsPolicy(StrictModel):
     countries: tuple[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], ...] = ()  # ISO 3166 alpha-2; empty = any
     block_premium: bool = True
 
 
-class SmsPolicy(_Model):
+class SmsPolicy(StrictModel):
     """SMS rules (SPEC §11), applied to the tools whose profile names sender/recipients/message roles."""
 
     senders: SendersPolicy = SendersPolicy()
@@ -251,7 +189,7 @@ class SmsPolicy(_Model):
     show_cost: bool = True
 
 
-class PinningPolicy(_Model):
+class PinningPolicy(StrictModel):
     """Tool pinning against rug pulls (SPEC §10): the lockfile `mcp-guard pin` writes beside the policy."""
 
     lockfile: str | None = None  # default: <policy stem>.lock.json; a missing file turns pinning off
@@ -259,7 +197,7 @@ class PinningPolicy(_Model):
     on_drift: Literal["hide", "warn"] = "hide"
 
 
-class AuthPolicy(_Model):
+class AuthPolicy(StrictModel):
     """Who may call (SPEC §8, §13). `oauth`: mcp-guard is the authorization and resource server its
     clients log in to, and federates each login to one upstream's authorization server."""
 
@@ -302,7 +240,7 @@ class AuthPolicy(_Model):
         return self.public_url.rstrip("/")
 
 
-class AuditPolicy(_Model):
+class AuditPolicy(StrictModel):
     path: str | None = None
     # A gated or external call whose decision line cannot be written is refused; false only logs it.
     required: bool = True
@@ -311,21 +249,21 @@ class AuditPolicy(_Model):
     keep: Annotated[int, Field(ge=1, le=1000)] = 5  # rotated files kept: <path>.1 … <path>.<keep>
 
 
-class CapacityPolicy(_Model):
+class CapacityPolicy(StrictModel):
     """What one principal may hold of a `serve` process (SPEC §9); anonymous callers are one principal."""
 
     sessions_per_principal: Annotated[int, Field(ge=1)] = 256  # open handshake-era sessions
     requests_per_principal: Annotated[int, Field(ge=1)] = 128  # requests in flight at once
 
 
-class StatePolicy(_Model):
+class StatePolicy(StrictModel):
     """Where state shared across requests lives (SPEC §12): this process's memory, or Redis for replicas."""
 
     url: Annotated[str, Field(pattern=r"^(redis|rediss|unix)://")] | None = None  # serve --state overrides
     prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "mcp-guard"  # one per deployment
 
 
-class Policy(_Model):
+class Policy(StrictModel):
     version: Literal[1] = 1
     team: Slug
     description: str | None = None
@@ -369,80 +307,3 @@ class Policy(_Model):
             return self.auth.upstream if self.auth.upstream in self.upstreams else None
         with_oauth = [n for n, u in self.upstreams.items() if u.oauth is not None]
         return with_oauth[0] if len(with_oauth) == 1 else None
-
-
-# --------------------------------------------------------------------------- profile
-
-
-class ProfileAnnotations(_Model):
-    """Overrides of the upstream's MCP tool annotations, spelled as on the wire."""
-
-    read_only_hint: bool | None = Field(None, alias="readOnlyHint")
-    destructive_hint: bool | None = Field(None, alias="destructiveHint")
-    idempotent_hint: bool | None = Field(None, alias="idempotentHint")
-    open_world_hint: bool | None = Field(None, alias="openWorldHint")
-
-
-class RecipientSpec(_Model):
-    args: tuple[str, ...] = ()
-    group_args: tuple[str, ...] = ()
-
-
-class ArgSpec(_Model):
-    """The arguments that play one role in a send (the sender name, the message text)."""
-
-    args: tuple[str, ...] = ()
-
-
-class SmsPrice(_Model):
-    per_message: Annotated[float, Field(ge=0)]
-    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
-
-
-def _format(value: str) -> str:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"a verbatim format must be a regular expression ({exc.msg})") from None
-    return value
-
-
-Format = Annotated[str, AfterValidator(_format)]
-
-
-class ProfileTool(_Model):
-    scope: str | None = None
-    legs: frozenset[Leg] | None = None
-    # Paths into the JSON result whose values pass byte-exact when the whole value matches the format
-    # (and holds no character that could carry markup); every other value is cleaned (SPEC §5).
-    verbatim: dict[FieldPath, Format] = Field(default_factory=dict)
-    # Removed in favour of cleaning every field; still read so old profiles load, and `check` says
-    # it is ignored (it could only ever narrow what was cleaned).
-    untrusted_fields: tuple[FieldPath, ...] | None = None
-    annotations: ProfileAnnotations | None = None
-    recipients: RecipientSpec | None = None
-    sender: ArgSpec | None = None
-    message: ArgSpec | None = None
-
-    def verbatim_formats(self) -> dict[str, re.Pattern[str]] | None:
-        return {path: re.compile(fmt) for path, fmt in self.verbatim.items()} or None
-
-
-class ProfileContent(_Model):
-    """How a profile classifies what resources/read or prompts/get return (untrusted by default)."""
-
-    legs: frozenset[Leg] = frozenset({"untrusted"})
-
-
-class Profile(_Model):
-    version: Literal[1] = 1
-    name: Slug
-    description: str | None = None
-    groups: dict[Slug, tuple[str, ...]] = Field(default_factory=dict)
-    tools: dict[str, ProfileTool] = Field(default_factory=dict)
-    resources: ProfileContent = ProfileContent()
-    prompts: ProfileContent = ProfileContent()
-    sms_price: SmsPrice | None = None  # an estimate shown in the confirmation prompt
-
-    def scopes(self) -> set[str]:
-        return {t.scope for t in self.tools.values() if t.scope is not None}
