@@ -126,6 +126,7 @@ async def test_an_upstream_error_text_cannot_forge_a_line_of_the_log(tmp_path: P
 # ---- the in-memory trifecta record of one session is not forgotten because others made many
 
 
+@pytest.mark.timeout(600)  # ten thousand real requests: well past the default on a busy machine
 async def test_other_principals_cannot_flush_a_tainted_session_from_memory(tmp_path: Path) -> None:
     """In-memory state keeps at most MAX_SESSIONS records and forgot the least recently used. Every
     2026-07-28 caller is a record of its principal, and in passthrough mode any Authorization value
