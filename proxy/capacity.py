@@ -6,6 +6,13 @@ Without it one client could fill the SDK's process-wide session table (10,000) w
 team's `capacity:`. Over a cap it gets 429 with Retry-After, and nobody else notices. A principal
 at its session cap whose oldest session has sat idle for a while gets that session closed to make
 room instead, so a client that leaked sessions recovers by itself.
+
+Per-principal caps alone do not protect the table: in passthrough mode a principal is whatever
+Authorization header arrives, unverified, so one client with a made-up token per `initialize` has
+as many principals as it likes. The process as a whole therefore holds at most `MAX_SESSIONS`,
+below the SDK's limit; a new session beyond that closes the least recently used idle session of
+anyone. A flood of made-up principals thus churns through its own idle sessions instead of
+locking others out; a session with a request in flight (or an open GET stream) is never closed.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import json
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -28,6 +36,11 @@ logger = logging.getLogger("mcp_guard.capacity")
 
 # A session idle this long may be closed to make room for its own principal's new one.
 IDLE_BEFORE_EVICTION = 60.0
+# Open sessions of the whole process, all principals together: below the SDK's table (10,000), which
+# refuses every new session when full, so room is always made here first.
+MAX_SESSIONS = 9_000
+# When every session is busy nothing can be closed; requests end within seconds, sessions stay.
+BUSY_RETRY_AFTER = 5.0
 
 
 @dataclass
@@ -36,7 +49,7 @@ class _Principal:
     # Open handshake-era sessions: id → when a request last used it (monotonic seconds).
     sessions: dict[str, float] = field(default_factory=dict)
     busy: dict[str, int] = field(default_factory=dict)  # session id → its requests in flight
-    opening: int = 0  # initialize requests admitted whose session is not open yet
+    opening: int = 0  # initialize requests admitted (or being admitted) whose session is not open yet
     warned: bool = False
 
 
@@ -52,6 +65,7 @@ class Capacity:
         close: Callable[[str], Awaitable[None]],
         clock: Callable[[], float] = time.monotonic,
         idle_before_eviction: float = IDLE_BEFORE_EVICTION,
+        max_sessions: int = MAX_SESSIONS,
     ) -> None:
         self.app = app
         self.gateway = gateway
@@ -59,7 +73,12 @@ class Capacity:
         self._close = close
         self._clock = clock
         self._idle = idle_before_eviction
+        self._max = max_sessions
         self._principals: dict[tuple[str, str], _Principal] = {}
+        # Every open session → its principal, least recently used first: what the process holds.
+        self._lru: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._opening = 0  # every principal's `opening`, summed
+        self._crowded = False  # at MAX_SESSIONS: warned once per episode
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         identity = scope.get(IDENTITY_KEY)
@@ -78,40 +97,48 @@ class Capacity:
             if not _answers(body):
                 self._warn(held, key, f"{cap.requests_per_principal} requests in flight")
                 await _too_many(
-                    send, f"too many requests in flight for this caller (at most {cap.requests_per_principal})", 1
+                    send, 429, f"too many requests in flight for this caller (at most {cap.requests_per_principal})", 1
                 )
                 return
         opening = scope["method"] == "POST" and session_id is None and version not in MODERN_PROTOCOL_VERSIONS
-        if opening and (wait := await self._room(held, cap)) is not None:
-            self._warn(held, key, f"{cap.sessions_per_principal} open sessions")
-            await _too_many(
-                send,
-                f"too many open sessions for this caller (at most {cap.sessions_per_principal}); end one "
-                "(HTTP DELETE with its Mcp-Session-Id) or retry later",
-                wait,
-            )
-            return
         if opening:
+            # Reserved before anything awaits, so concurrent openers see each other and none overshoots.
             held.opening += 1
+            self._opening += 1
+            try:
+                refusal = await self._admit(key, held, cap)
+            except BaseException:
+                self._unreserve(key, held)
+                raise
+            if refusal is not None:
+                self._unreserve(key, held)
+                await _too_many(send, *refusal)
+                return
+        reserved = opening
         if session_id is not None and session_id in held.sessions:
-            held.sessions[session_id] = self._clock()
+            self._use(key, held, session_id)
             held.busy[session_id] = held.busy.get(session_id, 0) + 1
         if counted:
             held.in_flight += 1
 
         async def watch(message: Message) -> None:
+            nonlocal reserved
             if message["type"] == "http.response.start":
                 opened = _session_of(message)
-                if opened is not None and message["status"] < 400:
-                    held.sessions[opened] = self._clock()
+                if opened is not None and message["status"] < 400 and reserved:
+                    self._use(key, held, opened)
+                    reserved = False  # the reservation is now this session: not counted twice
+                    held.opening -= 1
+                    self._opening -= 1
             await send(message)
 
         try:
             # Only a request that may open a session has a session id to note in its answer.
             await self.app(scope, receive, watch if opening else send)
         finally:
-            if opening:
+            if reserved:
                 held.opening -= 1
+                self._opening -= 1
             if counted:
                 held.in_flight -= 1
             if session_id is not None and session_id in held.busy:
@@ -119,16 +146,37 @@ class Capacity:
                 if held.busy[session_id] <= 0:
                     del held.busy[session_id]
                 if session_id in held.sessions:
-                    held.sessions[session_id] = self._clock()
-            if not held.in_flight and not held.sessions and not held.opening:
-                self._principals.pop(key, None)
+                    if self._alive(session_id):
+                        self._use(key, held, session_id)
+                    else:  # ended by this very request (DELETE): its room is free now
+                        self._forget(key, session_id)
+            self._drop_if_empty(key, held)
 
-    async def _room(self, held: _Principal, cap: CapacityPolicy) -> float | None:
-        """None when a new session fits (closing an idle one if need be), else seconds to wait."""
+    async def _admit(
+        self, key: tuple[str, str], held: _Principal, cap: CapacityPolicy
+    ) -> tuple[int, str, float] | None:
+        """None when the reserved new session fits, else the refusal (status, why, seconds to wait)."""
+        if (wait := await self._room(key, held, cap)) is not None:
+            self._warn(held, key, f"{cap.sessions_per_principal} open sessions")
+            why = (
+                f"too many open sessions for this caller (at most {cap.sessions_per_principal}); end one "
+                "(HTTP DELETE with its Mcp-Session-Id) or retry later"
+            )
+            return 429, why, wait
+        if (wait := await self._room_in_process()) is not None:
+            return 503, "too many open sessions on this server, all of them busy; retry later", wait
+        return None
+
+    def _unreserve(self, key: tuple[str, str], held: _Principal) -> None:
+        held.opening -= 1
+        self._opening -= 1
+        self._drop_if_empty(key, held)
+
+    async def _room(self, key: tuple[str, str], held: _Principal, cap: CapacityPolicy) -> float | None:
+        """None when the principal's reserved session fits (closing an idle one if need be), else seconds to wait."""
         for gone in [s for s in held.sessions if not self._alive(s)]:
-            del held.sessions[gone]
-            held.busy.pop(gone, None)
-        if len(held.sessions) + held.opening < cap.sessions_per_principal:
+            self._forget(key, gone)
+        if len(held.sessions) + held.opening <= cap.sessions_per_principal:
             held.warned = False
             return None
         now = self._clock()
@@ -136,12 +184,52 @@ class Capacity:
         if idle:
             used, oldest = min(idle)
             if now - used >= self._idle:
-                del held.sessions[oldest]
+                self._forget(key, oldest)
                 logger.info("closed an idle session to make room for its principal's new one")
                 await self._close(oldest)
                 return None
             return max(1.0, math.ceil(used + self._idle - now))
         return self._idle
+
+    async def _room_in_process(self) -> float | None:
+        """None when the process has room for the reserved session (closing the least recently used idle
+        session of anyone if need be), else seconds to wait. Recency, not who holds how many: a flood of
+        made-up principals holds one session each, as a legitimate client does."""
+        while len(self._lru) + self._opening > self._max:
+            if not self._crowded:  # once per episode, as with _warn
+                self._crowded = True
+                logger.warning("%d open sessions: closing the least recently used idle ones for new ones", self._max)
+            for sid, owner in self._lru.items():
+                held = self._principals.get(owner)
+                if not self._alive(sid) or held is None or sid not in held.busy:
+                    break
+            else:
+                return BUSY_RETRY_AFTER
+            ended = not self._alive(sid)  # by its client (DELETE) or the SDK's idle timeout: room already
+            self._forget(owner, sid)
+            if not ended:
+                await self._close(sid)
+        if len(self._lru) + self._opening < self._max:
+            self._crowded = False
+        return None
+
+    def _use(self, key: tuple[str, str], held: _Principal, session_id: str) -> None:
+        held.sessions[session_id] = self._clock()
+        self._lru[session_id] = key
+        self._lru.move_to_end(session_id)
+
+    def _forget(self, key: tuple[str, str], session_id: str) -> None:
+        self._lru.pop(session_id, None)
+        held = self._principals.get(key)
+        if held is not None:
+            held.sessions.pop(session_id, None)
+            held.busy.pop(session_id, None)
+            self._drop_if_empty(key, held)
+
+    def _drop_if_empty(self, key: tuple[str, str], held: _Principal) -> None:
+        # Only this very record: a request that outlived it must not drop its successor.
+        if not held.in_flight and not held.sessions and not held.opening and self._principals.get(key) is held:
+            del self._principals[key]
 
     def _warn(self, held: _Principal, key: tuple[str, str], what: str) -> None:
         if not held.warned:  # once per episode: a flood must not become a log flood
@@ -187,14 +275,14 @@ def _session_of(message: Message) -> str | None:
     return None
 
 
-async def _too_many(send: Send, why: str, retry_after: float) -> None:
+async def _too_many(send: Send, status: int, why: str, retry_after: float) -> None:
     body = json.dumps(
         {"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": f"mcp-guard: {why}"}}
     ).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 429,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),

@@ -68,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
         help="close a connection that has not sent a whole request head within this time (default 10)",
     )
     serve.add_argument(
+        "--max-sessions",
+        type=int,
+        default=None,
+        metavar="N",
+        help="open handshake-era sessions of all callers together; beyond it a new one closes the least recently "
+        "used idle one (default and most 9000)",
+    )
+    serve.add_argument(
         "--state",
         metavar="URL",
         help="share limits, confirmations and session history with other replicas: redis://host:port/db "
@@ -228,6 +236,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _serve_http(
     loaded: list[LoadedPolicy], args: argparse.Namespace, *, demo: bool = False, keyring: KeyRing | None = None
 ) -> int:
+    from proxy.capacity import MAX_SESSIONS
     from proxy.gateway import Gateway
     from proxy.http import LOOPBACK, build_http_app
     from proxy.netutil import HEADER_TIMEOUT, bind, run_until_signalled, serve_asgi
@@ -237,6 +246,11 @@ def _serve_http(
         header_timeout = HEADER_TIMEOUT
     elif not 0 < header_timeout < float("inf"):
         raise StartupError("mcp-guard: --header-timeout must be a positive number of seconds")
+    max_sessions = getattr(args, "max_sessions", None)  # `demo` has no such option either
+    if max_sessions is None:
+        max_sessions = MAX_SESSIONS
+    elif not 1 <= max_sessions <= MAX_SESSIONS:  # above it the SDK's own table (10,000) fills first
+        raise StartupError(f"mcp-guard: --max-sessions must be between 1 and {MAX_SESSIONS}")
     loaded, store_key = startup.policies_with_grants(loaded, args)
     startup.read_lockfiles(loaded)
     instructions, offered = startup.run(startup.probe, loaded, store_key)
@@ -257,7 +271,12 @@ def _serve_http(
     state, state_key = startup.shared_state(loaded, args)
     gateway = Gateway(loaded, offered=offered, check_pins=True, state=state, state_key=state_key, store_key=store_key)
     app = build_http_app(
-        gateway, host=args.host, allowed_hosts=args.allowed_host, instructions=instructions, keyring=keyring
+        gateway,
+        host=args.host,
+        allowed_hosts=args.allowed_host,
+        instructions=instructions,
+        keyring=keyring,
+        max_sessions=max_sessions,
     )
     try:
         sock = bind(args.host, args.port)

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy import __version__
 from proxy.auth import KeyRing
-from proxy.capacity import Capacity
+from proxy.capacity import MAX_SESSIONS, Capacity
 from proxy.fastpath import FastPath, SessionCheck
 from proxy.gateway import IDENTITY_KEY, Gateway, Identity, current_identity
 from proxy.oauth_http import OAuthFront
@@ -132,12 +132,13 @@ def _session_check(manager: StreamableHTTPSessionManager) -> SessionCheck:
 
 
 def _closer(manager: StreamableHTTPSessionManager) -> Callable[[str], Awaitable[None]]:
-    """Ends a handshake-era session the way a client's DELETE does; the manager then forgets it."""
+    """Ends a handshake-era session as the manager does itself (a DELETE, its idle timeout): forgotten
+    before anything awaits, so its room in the manager's table is free at once, then terminated."""
 
     async def close(session_id: str) -> None:
         transport = manager._server_instances.get(session_id)
         if transport is not None:
-            await transport.terminate()
+            await manager._discard_session(session_id, transport)
 
     return close
 
@@ -162,6 +163,7 @@ def build_http_app(
     instructions: str | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     keyring: KeyRing | None = None,
+    max_sessions: int = MAX_SESSIONS,
 ) -> MCPFirst:
     server = build_server(gateway, instructions=instructions)
     oauth_origin = _oauth_host(gateway) if keyring is None else None
@@ -170,7 +172,13 @@ def build_http_app(
     manager = StreamableHTTPSessionManager(app=server, security_settings=security, max_request_body_size=max_body_bytes)
     sdk = StreamableHTTPASGIApp(manager)
     fast = FastPath(sdk, gateway, server, security, max_body_bytes=max_body_bytes, session_open=_session_check(manager))
-    capped = Capacity(fast, gateway, alive=lambda sid: sid in manager._server_instances, close=_closer(manager))
+    capped = Capacity(
+        fast,
+        gateway,
+        alive=lambda sid: sid in manager._server_instances,
+        close=_closer(manager),
+        max_sessions=max_sessions,
+    )
     oauth = None
     if keyring is None and (loaded := gateway.policies[gateway.default_team]).policy.auth.mode == "oauth":
         oauth = OAuthFront(gateway, loaded)

@@ -164,3 +164,69 @@ async def test_the_oldest_idle_session_of_that_principal_makes_room() -> None:
     assert await post(app) == 429  # s2 (used at 30) and s5 are both young
     opener.open.discard("s2")  # a session the client ended (or that timed out) frees its room
     assert await post(app) == 200
+
+
+async def test_the_least_recently_used_idle_session_of_anyone_makes_room_in_the_process() -> None:
+    opener = Opener()
+    app = Capacity(
+        opener,
+        Gateway(CapacityPolicy()),  # type: ignore[arg-type]
+        alive=lambda sid: sid in opener.open,
+        close=opener.close,
+        max_sessions=3,
+    )
+    assert [await post(app, f"bearer:{name}") for name in "abc"] == [200, 200, 200]  # s1, s2, s3
+    assert await post(app, "bearer:a", session="s1") == 200  # s1 is used again: s2 is now the oldest
+    assert await post(app, "bearer:d") == 200
+    assert opener.closed == ["s2"]  # recency decides, not the principal: each holds one session
+    opener.open.discard("s3")  # ended by its client: its room is free without closing anyone
+    assert await post(app, "bearer:e") == 200
+    assert opener.closed == ["s2"]
+
+
+def made_up(n: int) -> dict[str, str]:
+    return {**HEADERS, "Authorization": f"Bearer made-up-{n}"}
+
+
+async def test_made_up_credentials_cannot_lock_others_out_of_sessions(tmp_path: Path) -> None:
+    # Passthrough: every Authorization is its own principal, unverified, so per-principal caps alone
+    # would let one client with a new token per initialize fill the SDK's session table.
+    with proxy_http(policy(tmp_path, sessions_per_principal=2), "--max-sessions", "8") as proxy:
+        async with httpx2.AsyncClient(timeout=30) as http:
+            flood = [await http.post(proxy.url, json=INIT, headers=made_up(n)) for n in range(40)]
+            assert [a.status_code for a in flood] == [200] * 40
+            # Its oldest idle sessions were closed to make room for its newer ones.
+            first = {**made_up(0), "Mcp-Session-Id": flood[0].headers["mcp-session-id"]}
+            assert (await http.post(proxy.url, json=INIT | {"method": "tools/list"}, headers=first)).status_code == 404
+
+            for turn, token in enumerate(("legit-token", "another-legit-token")):  # each after (and amid) a flood
+                async with bearer(proxy.url, token, "legacy") as client:
+                    assert not (await client.call_tool("get_profile", {})).is_error
+                    new = range(100 * (turn + 1), 100 * (turn + 1) + 20)
+                    more = [await http.post(proxy.url, json=INIT, headers=made_up(n)) for n in new]
+                    assert [a.status_code for a in more] == [200] * 20
+
+
+async def test_a_session_with_a_request_in_flight_is_never_closed_for_room(tmp_path: Path) -> None:
+    send = {"to": "48500100200", "message": "Hej", "test": True}
+    with proxy_http(policy(tmp_path), "--max-sessions", "2") as proxy:
+        held = Held()
+        results: list[types.CallToolResult] = []
+
+        async def one(token: str) -> None:
+            async with bearer(proxy.url, token, "legacy", elicitation_callback=held) as busy:
+                results.append(await busy.call_tool("send_sms", send))
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(one, "first-token")
+                tg.start_soon(one, "second-token")
+                await held.waiting.wait()  # both sessions are mid-call, waiting on the human
+                async with httpx2.AsyncClient(timeout=30) as http:
+                    refused = [await http.post(proxy.url, json=INIT, headers=made_up(n)) for n in range(5)]
+                assert all(a.status_code == 503 and int(a.headers["retry-after"]) >= 1 for a in refused)
+                assert "all of them busy" in refused[0].json()["error"]["message"]
+                held.release.set()
+        assert [r.is_error for r in results] == [False, False], [text(r) for r in results]
+        async with httpx2.AsyncClient(timeout=30) as http:  # their sessions ended or are idle: room again
+            assert (await http.post(proxy.url, json=INIT, headers=made_up(9))).status_code == 200
