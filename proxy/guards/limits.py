@@ -16,7 +16,7 @@ from proxy.catalog import ToolRule
 from proxy.guards import Admitted, Ask, Refusal, Verdict
 from proxy.guards.sms import message_count
 from proxy.policy import LimitRule
-from proxy.sms import distinct_recipients, names_group, split_recipients
+from proxy.sms import MAX_RECIPIENTS, distinct_recipients, names_group, split_recipients
 from proxy.state import Full, SharedState, Window
 
 
@@ -37,7 +37,9 @@ def count_recipients(rule: ToolRule, arguments: dict[str, Any]) -> tuple[int, bo
     if names_group(arguments, spec.group_args):
         unknown = True
     # Separators are commas, semicolons and newlines, never spaces: "+48 600 100 200" is one number.
-    return distinct_recipients([n for v in values if _countable(v) for n in split_recipients(v)]), unknown
+    # Past the bound (which refuses the call) the rest is not read.
+    named = [n for v in values if _countable(v) for n in split_recipients(v, MAX_RECIPIENTS)]
+    return distinct_recipients(named), unknown
 
 
 def _per(limit: LimitRule) -> str:

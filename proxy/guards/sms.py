@@ -2,8 +2,9 @@
 
 They apply to the tools whose profile names the argument roles (`sender`, `recipients`,
 `message`) and only when the policy has an `sms` section. A refusal names the rule that refused
-(sender, country, premium, invalid number); the upstream never sees such a call. The rules
-themselves are pure functions in proxy/sms.py.
+(sender, country, premium, invalid number); the upstream never sees such a call. One bound holds
+with or without an `sms` section: a call naming more than `sms.MAX_RECIPIENTS` numbers is refused
+before any of them is parsed. The rules themselves are pure functions in proxy/sms.py.
 """
 
 from __future__ import annotations
@@ -17,9 +18,17 @@ from proxy.policy import SmsPolicy
 
 
 def check_sms(rule: ToolRule, policy: SmsPolicy | None, call: Admitted) -> Verdict:
+    arguments = call.arguments
+    # With or without an `sms` section: past the bound, no rule, limit, cost line or audit line may
+    # parse the numbers (sms.MAX_RECIPIENTS says why).
+    if rule.recipients is not None and (problem := sms.too_many(named_recipients(rule, arguments))):
+        return Refusal(
+            "denied",
+            f"recipients > {sms.MAX_RECIPIENTS}",
+            f"'{rule.exposed}' was refused: {problem}. It was not called.",
+        )
     if policy is None:
         return call
-    arguments = call.arguments
     if rule.sender is not None:
         for name in rule.sender.args:
             value = arguments.get(name)
@@ -33,9 +42,10 @@ def check_sms(rule: ToolRule, policy: SmsPolicy | None, call: Admitted) -> Verdi
             if problem:
                 return _refused(rule, "sender", problem)
     if rule.recipients is not None:
-        values = [v for name in rule.recipients.args for v in sms.split_recipients(arguments.get(name))]
         checked = sms.check_recipients(
-            values, countries=policy.recipients.countries, block_premium=policy.recipients.block_premium
+            named_recipients(rule, arguments),
+            countries=policy.recipients.countries,
+            block_premium=policy.recipients.block_premium,
         )
         if checked.problem:
             return _refused(rule, "recipients", checked.problem)
@@ -55,11 +65,20 @@ def _refused(rule: ToolRule, what: str, problem: str) -> Refusal:
     )
 
 
+def named_recipients(rule: ToolRule, arguments: dict[str, Any]) -> list[str]:
+    """The numbers a send's recipient arguments name, split but not parsed; read no further than one
+    past the bound, which refuses the call (and its audit line counts that many)."""
+    if rule.recipients is None:
+        return []
+    bound = sms.MAX_RECIPIENTS
+    return [v for name in rule.recipients.args for v in sms.split_recipients(arguments.get(name), bound)]
+
+
 def recipients_of(rule: ToolRule, arguments: dict[str, Any]) -> tuple[int, bool]:
     """Distinct recipients of a send (duplicates once), and whether a group makes the count unknown."""
     if rule.recipients is None:
         return 0, False
-    values = [v for name in rule.recipients.args for v in sms.split_recipients(arguments.get(name))]
+    values = named_recipients(rule, arguments)
     return sms.distinct_recipients(values), sms.names_group(arguments, rule.recipients.group_args)
 
 
