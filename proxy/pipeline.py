@@ -1,5 +1,6 @@
 """The guard pipeline of one team: every request kind has one method (listings and reads in
-listings.py, subscriptions in subscriptions.py, whose classes this one extends).
+listings.py, subscriptions in subscriptions.py, whose classes this one extends; the pins' watch in
+pin_watch.py).
 
 The path of a `tools/call` is `Pipeline.call_tool`: visibility → pins → limits → trifecta →
 confirm → forward → sanitise/envelope → audit. Anything that goes wrong inside a guard
@@ -11,9 +12,9 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import anyio
 import mcp.types as types
@@ -23,6 +24,7 @@ from proxy.audit import AuditLog, digest_arguments, digest_session
 from proxy.caller import Caller
 from proxy.catalog import Catalog, ToolRule
 from proxy.guards import Admitted, Ask, Refusal, Verdict
+from proxy.guards.arguments import check_arguments
 from proxy.guards.confirm import ConfirmGate, Prompter
 from proxy.guards.limits import Limiter, count_recipients
 from proxy.guards.pins import apply_pins
@@ -30,8 +32,7 @@ from proxy.guards.sms import audit_fields, check_sms, cost_facts
 from proxy.guards.trifecta import UNTRUSTED, Trifecta
 from proxy.guards.visibility import check_visible
 from proxy.listings import BoundedSet
-from proxy.logs import printable
-from proxy.pinning import KINDS, NOUN, Kind, PinCheck, Pins, read_lockfile
+from proxy.pin_watch import PinWatch
 from proxy.policy import LoadedPolicy
 from proxy.questions import relayed_inputs
 from proxy.relay import (
@@ -90,8 +91,9 @@ class Pipeline(Subscriptions):
         self._hidden_resources: BoundedSet = BoundedSet(4096)
         self._resources_walked: weakref.WeakKeyDictionary[UpstreamConnection, float] = weakref.WeakKeyDictionary()
         self._odd_names: BoundedSet = BoundedSet(1024)  # tool names already warned about
-        self.pin_check = self._pins(loaded)
-        pool.listed = self._listed
+        self.pins = PinWatch(loaded, audit)
+        self.pin_check = self.pins.check
+        pool.listed = self.pins.listed
         self.gate = ConfirmGate(
             policy.team,
             timeout_seconds=policy.confirm.timeout_seconds,
@@ -110,11 +112,8 @@ class Pipeline(Subscriptions):
     async def call_tool(self, call: ToolCall) -> types.CallToolResult | types.InputRequiredResult:
         rule: ToolRule | None = None
         resume: Resume | Refusal | None = None
-        if problem := malformed(call.arguments):
-            return self._finish(
-                call, rule, "denied", f"malformed arguments: {problem}",
-                _error(f"mcp-guard: the arguments of '{call.name}' hold {problem}; it was not called."),
-            )  # fmt: skip
+        if isinstance(unfit := check_arguments(call.name, call.arguments), Refusal):
+            return self._finish(call, rule, unfit.decision, unfit.reason, _error(unfit.message))
         try:
             rule = await self.find_rule(call.caller, call.name)
             resume = await self._resume(call)
@@ -314,40 +313,6 @@ class Pipeline(Subscriptions):
             return replace(rule, visible=False, hidden_reason=why)  # refused as hidden: never forwarded
         return rule
 
-    # -- pins -----------------------------------------------------------------------------------
-
-    def _pins(self, loaded: LoadedPolicy) -> PinCheck | None:
-        path = loaded.lockfile_path
-        if not path.exists():
-            return None
-        pinning = loaded.policy.pinning
-        pins = Pins(read_lockfile(path))
-        return PinCheck(pins, new_tools=pinning.new_tools, on_drift=pinning.on_drift, report=self._pin_report)
-
-    def _listed(self, server: str, kind: str, entries: Mapping[str, Any]) -> None:
-        """Every listing mcp-guard makes upstream is checked against the pins (so each drift is seen and
-        audited as soon as it is listed, not only when a client lists or uses the entry)."""
-        if self.pin_check is not None and kind in KINDS:
-            for entry in entries.values():
-                self.pin_check.hides(server, entry, cast(Kind, kind))
-
-    def _pin_report(self, server: str, kind: Kind, name: str, status: str) -> None:
-        assert self.pin_check is not None
-        hidden = (self.pin_check.on_drift if status == "drifted" else self.pin_check.new_tools) == "hide"
-        what = "changed since it was pinned" if status == "drifted" else "is not pinned"
-        noun = NOUN[kind]
-        logger.warning(
-            "upstream '%s': %s %s %s; %s",
-            server, noun, printable(name[:200]), what, "hidden" if hidden else "allowed",
-        )  # fmt: skip
-        self.audit.write(
-            team=self.team, principal="mcp-guard", session="-", server=server,
-            tool=name if kind == "tools" else f"{noun}:{name}",
-            decision="denied" if hidden else "allowed",
-            reason=f"{noun} definition {status}: {what}; " + ("hidden and refused" if hidden else "policy warns only"),
-            args_sha256=None, duration_ms=0.0,
-        )  # fmt: skip
-
     async def forward(
         self, call: ToolCall, rule: ToolRule, arguments: dict[str, Any], resume: Resume | None = None
     ) -> types.CallToolResult | types.InputRequiredResult:
@@ -438,30 +403,6 @@ def _state_refusal(exc: StateUnavailable) -> Refusal:
         "limits, confirmations and session history. It was not made (or its result was withheld). Try again "
         "shortly; tell the operator if it persists.",
     )
-
-
-MAX_ARGUMENT_DEPTH = 64
-
-
-def malformed(value: Any, depth: int = 0) -> str | None:
-    """Why arguments cannot be checked or sent faithfully: nesting no tool needs (which would break
-    serialisers on the way), or text that is not Unicode (a lone surrogate has no UTF-8 form)."""
-    if depth > MAX_ARGUMENT_DEPTH:
-        return f"values nested deeper than {MAX_ARGUMENT_DEPTH} levels"
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return "text that is not valid Unicode (a lone surrogate)"
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if problem := malformed(key, depth + 1) or malformed(item, depth + 1):
-                return problem
-    elif isinstance(value, list | tuple):
-        for item in value:
-            if problem := malformed(item, depth + 1):
-                return problem
-    return None
 
 
 def consequential(rule: ToolRule, verdict: Admitted) -> bool:
