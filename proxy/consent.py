@@ -15,6 +15,7 @@ import hmac
 import html
 import logging
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -34,6 +35,7 @@ from proxy.policy import LoadedPolicy
 logger = logging.getLogger(__name__)
 
 COOKIE = "mcpg_login"
+MAX_SHOWN = 80  # characters of a client's self-chosen name shown on the consent page
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
     "X-Frame-Options": "DENY",
@@ -50,6 +52,7 @@ class _Upstream:
     browser: str
     verifier: str
     up: federation.Upstream
+    asked: list[str]  # the scopes asked of the upstream: a login is never granted more
 
 
 class Consent:
@@ -96,7 +99,8 @@ class Consent:
 
     def _render(self, ident: str, pending: Pending) -> str:
         client = pending.client
-        name = html.escape(client.client_name or client.client_id or "an unnamed client")
+        # A name that is nothing but invisible characters shows as the client's id, never as blank.
+        name = html.escape(_shown(client.client_name or "") or client.client_id or "an unnamed client")
         redirect = str(pending.params.redirect_uri)
         parts = urlsplit(redirect)
         warning = ""
@@ -110,14 +114,14 @@ class Consent:
                 f"<p class=warn>The login is handed to the application registered for <b>{html.escape(parts.scheme)}:"
                 "</b> links on this computer.</p>"
             )
-        scopes = "".join(f"<li>{html.escape(s)}</li>" for s in pending.scopes) or "<li>(none)</li>"
+        scopes = "".join(f"<li>{html.escape(_shown(s, 200))}</li>" for s in pending.scopes) or "<li>(none)</li>"
         gated = ", ".join(html.escape(t) for t in self._gated) or "every tool marked destructive"
         return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><title>mcp-guard: approve a login</title>
 <style>body{{font-family:sans-serif;max-width:40em;margin:2em auto}}code{{word-break:break-all}}
 .warn{{background:#fff3cd;padding:.5em}}</style></head><body>
 <h1>Approve this MCP client?</h1>
-<p><b>{name}</b> <i>(unverified: this is the name the client gave itself)</i> asks to use
+<p><b><bdi>{name}</bdi></b> <i>(unverified: this is the name the client gave itself)</i> asks to use
 <b>{html.escape(self.server)}</b> through mcp-guard for team <b>{html.escape(self.provider.team)}</b>.</p>
 <p>After you approve, you log in at {html.escape(self.server)}; the login is then sent to:<br>
 <code>{html.escape(redirect)}</code></p>{warning}
@@ -162,8 +166,8 @@ class Consent:
         up = federation.Upstream(metadata=metadata, client=client, resource=resource)
         verifier, challenge = federation.pkce()
         state = secrets.token_urlsafe(32)
-        self._states.put(state, _Upstream(pending, pending.browser, verifier, up))
         scopes = [s for s in pending.scopes if spec.oauth is None or not spec.oauth.scopes or s in spec.oauth.scopes]
+        self._states.put(state, _Upstream(pending, pending.browser, verifier, up, scopes))
         return RedirectResponse(federation.authorize_url(up, self.callback, state, challenge, scopes), 302,
                                 headers={"Cache-Control": "no-store"})  # fmt: skip
 
@@ -201,7 +205,9 @@ class Consent:
         await grant.set_client_info(flow.up.client)
         await grant.set_tokens(tokens)
         granted = set(tokens.scope.split()) if tokens.scope else None
-        scopes = [s for s in flow.pending.scopes if granted is None or s in granted]
+        # No `scope` in the answer means "as requested" (RFC 6749 §5.1): what mcp-guard asked the
+        # upstream for, not what the client asked mcp-guard for.
+        scopes = [s for s in flow.asked if granted is None or s in granted]
         code = self.provider.issue_code(flow.pending, principal, scopes)
         logger.info("login approved for client %s", flow.pending.client.client_id)
         return self._to_client(flow.pending, code=code)
@@ -213,6 +219,17 @@ class Consent:
             str(params.redirect_uri), state=params.state, iss=self.provider.issuer_id, **fields
         )
         return RedirectResponse(url, 302, headers={"Cache-Control": "no-store"})
+
+
+def _shown(text: str, limit: int = MAX_SHOWN) -> str:
+    """What a client chose to call itself (or its scopes), fit to be shown: no control, format
+    (bidi overrides, zero-width) or unassigned characters, one line, and short. A name that reorders
+    the text around it, hides part of itself or pushes the warning off the page misleads the user at
+    the one moment they decide."""
+    kept = "".join(" " if unicodedata.category(c) in ("Zl", "Zp", "Cc") else c for c in text)
+    kept = "".join(c for c in kept if not unicodedata.category(c).startswith("C"))
+    kept = " ".join(kept.split())
+    return kept if len(kept) <= limit else kept[: limit - 1] + "\u2026"
 
 
 def _error_page(text: str, status: int = 400) -> HTMLResponse:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+import anyio
 import httpx2
 from mcp.client.auth.utils import (
     build_oauth_authorization_server_metadata_discovery_urls,
@@ -28,6 +31,7 @@ from mcp.shared.auth import OAuthClientInformationFull, OAuthMetadata, OAuthToke
 from mcp.shared.auth_utils import check_resource_allowed, resource_url_from_server_url
 from pydantic import AnyUrl, ValidationError
 
+from proxy.logs import printable
 from proxy.oauth_client import client_metadata
 from proxy.policy import LoadedPolicy
 from proxy.upstream_transport import ResultTooLarge, UnreadableEncoding, capping_hook
@@ -36,6 +40,10 @@ TIMEOUT = 15.0
 # Metadata, a registration and a token are a few kilobytes; nothing an authorization server says is
 # read past this (compressed answers counted as they inflate).
 MAX_ANSWER_BYTES = 1024 * 1024
+# TIMEOUT bounds each read, not an answer: one that drips a byte every few seconds would hold a
+# login (and the browser waiting on it) for days. Each step as a whole ends after this.
+DEADLINE = 30.0
+MAX_MESSAGE = 300  # characters of a FederationError, the upstream's words in it included
 
 
 def _client(**kwargs: Any) -> httpx2.AsyncClient:
@@ -50,7 +58,24 @@ def _why(exc: httpx2.HTTPError) -> str:
 
 
 class FederationError(Exception):
-    """The upstream's authorization server could not be used; the message is mcp-guard's own."""
+    """The upstream's authorization server could not be used; the message is mcp-guard's own.
+
+    It may quote what the upstream said (an issuer that did not match): that part is the upstream's
+    choice, so the message is cut short and made printable before it reaches a log line or the
+    `error_description` a client is redirected with."""
+
+    def __init__(self, message: str) -> None:
+        shown = printable(message)
+        super().__init__(shown if len(shown) <= MAX_MESSAGE else shown[: MAX_MESSAGE - 1] + "\u2026")
+
+
+@contextmanager
+def _deadline(what: str) -> Iterator[None]:
+    try:
+        with anyio.fail_after(DEADLINE):
+            yield
+    except TimeoutError:
+        raise FederationError(f"{what} did not answer within {DEADLINE:g} seconds") from None
 
 
 @dataclass(frozen=True)
@@ -70,6 +95,11 @@ def pkce() -> tuple[str, str]:
 
 async def discover(url: str) -> tuple[OAuthMetadata, str]:
     """The upstream's authorization server metadata and the resource to ask tokens for."""
+    with _deadline("the upstream's authorization server"):
+        return await _discover(url)
+
+
+async def _discover(url: str) -> tuple[OAuthMetadata, str]:
     async with _client(follow_redirects=False) as http:
         try:
             probe = await http.post(
@@ -129,11 +159,12 @@ async def client_for(
     # Described as `mcp-guard login` describes itself, as a public client: it keeps no secret per login.
     described = client_metadata(loaded, server, redirect_uri).model_copy(update={"token_endpoint_auth_method": "none"})
     body = described.model_dump(mode="json", exclude_none=True)
-    async with _client() as http:
-        try:
-            answer = await http.post(str(metadata.registration_endpoint), json=body)
-        except httpx2.HTTPError as exc:
-            raise FederationError(f"registering with the upstream failed ({_why(exc)})") from None
+    with _deadline("registering with the upstream"):
+        async with _client() as http:
+            try:
+                answer = await http.post(str(metadata.registration_endpoint), json=body)
+            except httpx2.HTTPError as exc:
+                raise FederationError(f"registering with the upstream failed ({_why(exc)})") from None
     if answer.status_code not in (200, 201):
         raise FederationError(f"the upstream refused mcp-guard's client registration (HTTP {answer.status_code})")
     try:
@@ -170,11 +201,12 @@ async def exchange(up: Upstream, code: str, verifier: str, redirect_uri: str) ->
     }
     if up.client.client_secret:
         form["client_secret"] = up.client.client_secret
-    async with _client() as http:
-        try:
-            answer = await http.post(str(up.metadata.token_endpoint), data=form)
-        except httpx2.HTTPError as exc:
-            raise FederationError(f"the upstream's token endpoint could not be reached ({_why(exc)})") from None
+    with _deadline("the upstream's token endpoint"):
+        async with _client() as http:
+            try:
+                answer = await http.post(str(up.metadata.token_endpoint), data=form)
+            except httpx2.HTTPError as exc:
+                raise FederationError(f"the upstream's token endpoint could not be reached ({_why(exc)})") from None
     if answer.status_code != 200:
         raise FederationError(f"the upstream refused the login code (HTTP {answer.status_code})")
     try:

@@ -154,6 +154,10 @@ class GuardAuthProvider:
         parts = urlsplit(uri)
         if parts.fragment:
             return "a redirect URI must not have a fragment"
+        if parts.username is not None or parts.password is not None:
+            # `https://claude.ai@evil.example/cb` goes to evil.example but reads as claude.ai on the
+            # consent page, where the user decides by it; no redirect needs userinfo.
+            return "a redirect URI must not carry a user name or password"
         if parts.scheme == "http":
             return None if parts.hostname in LOOPBACK_HOSTS else "plain http redirect URIs must be loopback"
         if parts.scheme == "https":

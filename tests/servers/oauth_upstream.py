@@ -8,7 +8,7 @@ A pre-registered client `static-client` / `static-secret` (client_secret_post) a
 loopback http redirect URI, so it works with any port, whether or not DCR is on.
 
 Run: `python tests/servers/oauth_upstream.py --port 0 --record FILE [--token-lifetime SECONDS]
-[--rotate-refresh] [--no-dcr] [--grant-scopes "sms contacts profile"] [--no-iss]`.
+[--rotate-refresh] [--no-dcr] [--grant-scopes "sms contacts profile"] [--no-iss] [--omit-scope]`.
 The record gets one JSON line per token issued, rotated-out refresh token presented, and tool call
 (with a hash prefix of the access token, never the token).
 """
@@ -86,6 +86,7 @@ class Options:
     grant_scopes: frozenset[str]
     iss: bool
     record: Path | None
+    omit_scope: bool = False  # token answers leave `scope` out (RFC 6749 §5.1: "as requested")
 
 
 def recorder(path: Path | None) -> Recorder:
@@ -236,7 +237,8 @@ class Provider(OAuthAuthorizationServerProvider[AuthorizationCode, RefreshToken,
         self.access[token] = (grant_id, time.time() + self.options.token_lifetime, scopes)
         grant.access.add(token)
         lifetime, refresh = self.options.token_lifetime, grant.refresh
-        return OAuthToken(access_token=token, expires_in=lifetime, scope=" ".join(scopes), refresh_token=refresh)
+        scope = None if self.options.omit_scope else " ".join(scopes)
+        return OAuthToken(access_token=token, expires_in=lifetime, scope=scope, refresh_token=refresh)
 
     def _revoke(self, grant_id: str | None) -> None:
         grant = self.grants.pop(grant_id, None) if grant_id is not None else None
@@ -349,13 +351,16 @@ def parse(argv: list[str] | None = None, description: str = __doc__.splitlines()
     parser.add_argument("--no-dcr", action="store_true")
     parser.add_argument("--grant-scopes", default="sms contacts profile")
     parser.add_argument("--no-iss", action="store_true")
+    parser.add_argument("--omit-scope", action="store_true")
     args = parser.parse_args(argv)
     grant = frozenset(args.grant_scopes.split())
     if not grant <= set(SUPPORTED):
         parser.error(f"--grant-scopes: unknown scopes {sorted(grant - set(SUPPORTED))}")
     if args.token_lifetime < 1:
         parser.error("--token-lifetime must be at least 1")
-    options = Options(args.token_lifetime, args.rotate_refresh, not args.no_dcr, grant, not args.no_iss, args.record)
+    options = Options(
+        args.token_lifetime, args.rotate_refresh, not args.no_dcr, grant, not args.no_iss, args.record, args.omit_scope
+    )
     return args.port, options
 
 
