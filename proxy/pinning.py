@@ -2,10 +2,11 @@
 when a person approved them.
 
 The lockfile (committed beside the policy) holds, per upstream and entry, a sha256 of the canonical
-JSON of the fields that reach the model or decide the gate (for a tool: name, title, description,
-inputSchema, outputSchema, annotations) and a readable copy of that definition, so a review sees the
-diff. An entry whose definition no longer matches its pin has *drifted*; one the lockfile does not
-know is *unpinned*. The policy decides what either means (hidden and refused, or a warning).
+JSON of the fields that reach the model or the client or decide the gate (for a tool: name, title,
+description, inputSchema, outputSchema, annotations, execution, _meta) and a readable copy of that
+definition, so a review sees the diff. An entry whose definition no longer matches its pin has
+*drifted*; one the lockfile does not know is *unpinned*. The policy decides what either means
+(hidden and refused, or a warning).
 """
 
 from __future__ import annotations
@@ -28,12 +29,17 @@ from proxy.logs import printable
 LOCK_VERSION = 1
 Kind = Literal["tools", "prompts", "resource_templates"]
 KINDS: tuple[Kind, ...] = ("tools", "prompts", "resource_templates")
-# What reaches the model, or decides the gate, per kind (icons and _meta are not shown to a model).
+# What reaches the model or the client, or decides the gate, per kind: every field a listing passes
+# on. `_meta` and a tool's `execution` are passed to the client, which acts on them (an MCP Apps host
+# renders the UI its `ui.resourceUri` names, a client calls as `execution` says): a change there is a
+# rug pull too. Icons are never passed on, so they are not pinned.
 PINNED_FIELDS: dict[Kind, tuple[str, ...]] = {
-    "tools": ("name", "title", "description", "inputSchema", "outputSchema", "annotations"),
-    "prompts": ("name", "title", "description", "arguments"),
-    "resource_templates": ("name", "title", "uriTemplate", "description", "mimeType", "annotations"),
+    "tools": ("name", "title", "description", "inputSchema", "outputSchema", "annotations", "execution", "_meta"),
+    "prompts": ("name", "title", "description", "arguments", "_meta"),
+    "resource_templates": ("name", "title", "uriTemplate", "description", "mimeType", "annotations", "_meta"),
 }
+# `_meta` keys of the protocol's own describe the upstream's hop and are never passed on (untrusted_text).
+RESERVED_META = "io.modelcontextprotocol/"
 NOUN: dict[Kind, str] = {"tools": "tool", "prompts": "prompt", "resource_templates": "resource template"}
 Status = Literal["pinned", "drifted", "unpinned"]
 MAX_SEEN = 100_000  # definitions remembered for reporting each drift once
@@ -85,6 +91,11 @@ def definition(entry: BaseModel, kind: Kind = "tools") -> dict[str, Any]:
     """The pinned fields of a tool, prompt or resource template as the upstream listed them (before
     any cleaning)."""
     wire = entry.model_dump(by_alias=True, mode="json", exclude_none=True)
+    if isinstance(meta := wire.get("_meta"), dict):
+        # Pinned as the client gets it: without the keys that are dropped on the way (so an upstream
+        # that stamps them per listing does not drift), and absent when nothing else is left.
+        kept = {k: v for k, v in meta.items() if not k.startswith(RESERVED_META)}
+        wire = {k: v for k, v in wire.items() if k != "_meta"} | ({"_meta": kept} if kept else {})
     return {key: wire[key] for key in PINNED_FIELDS[kind] if key in wire}
 
 

@@ -20,6 +20,10 @@ GENERIC = (
     "sakerhet", "bezpieczenstwo", "verification", "weryfikacja", "verifiering", "customs",
     "taxoffice", "skatteverket", "tullverk", "kronofogden", "forsakringskassan",
     "urzadskarbowy", "skarbow", "urzad", "myndig", "poczta", "pocztex", "bankid",
+    # the 46elks server's other words in Swedish and Polish: warning, winner, prize, confirm,
+    # urgent ("vinst" is left out: it is inside ordinary names such as "KevinStore")
+    "varning", "ostrzezenie", "vinnare", "zwyciezca", "nagroda", "wygrana", "bekrafta", "potwierdz",
+    "bradskande", "pilne",
 )  # fmt: skip
 
 NAMES = (

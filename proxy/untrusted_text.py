@@ -18,6 +18,7 @@ from typing import Any
 from proxy import credentials
 from proxy.envelope import envelope
 from proxy.json_clean import Verbatim, clean_json_text, dump_json, escape_json_text, sanitize_json
+from proxy.pinning import RESERVED_META
 from proxy.policy import OutputPolicy
 from proxy.sanitize import ParserBudget, all_unchanged, sanitize_text
 
@@ -31,7 +32,6 @@ _MAX_JSON_DEPTH = 8
 _NESTED_TOO_DEEP = "[mcp-guard removed JSON text nested in strings more than 8 levels deep]"
 _SHORT = 64
 _SHORT_KEPT = 8192
-_RESERVED_META = "io.modelcontextprotocol/"
 _VERDICT_CHARS = 4_000_000  # the most text `unchanged` remembers verdicts on
 
 
@@ -148,7 +148,7 @@ class TextShield:
         the serverInfo stamp) describe the upstream's hop, not the client's, and are dropped."""
         if not isinstance(value, dict):
             return None
-        kept = {k: v for k, v in value.items() if not (isinstance(k, str) and k.startswith(_RESERVED_META))}
+        kept = {k: v for k, v in value.items() if not (isinstance(k, str) and k.startswith(RESERVED_META))}
         return self.json(kept, clean) if kept else None
 
 
