@@ -312,6 +312,11 @@ def _base64_slot(obj: dict[str, Any], key: str) -> bool:
     return key == "blob" and "uri" in obj
 
 
+# mcp-guard's own sealed request state: opaque to client and model alike, so judged as a token (it may
+# hold "_", which a renderer could take for emphasis, but never text of anyone's choosing).
+_OPAQUE_STATE = re.compile(r"[A-Za-z0-9._~-]{1,65536}")
+
+
 def _walk(value: Any, path: str, out: list[str], depth: int, top: bool) -> None:
     if isinstance(value, str):
         _check_string(value, path, out, depth)
@@ -326,6 +331,10 @@ def _walk(value: Any, path: str, out: list[str], depth: int, top: bool) -> None:
             )
             if isinstance(key, str):
                 _check_string(key, f"{path}{{key {_snip(key)}}}", out, depth)
+            if key == "requestState" and isinstance(item, str):
+                if not _OPAQUE_STATE.fullmatch(item):
+                    out.append(f"{where}: request state is not an opaque token {_snip(item)}")
+                continue
             if isinstance(item, str) and _base64_slot(value, key):
                 if not _BASE64.fullmatch(item):
                     out.append(f"{where}: base64 payload is not base64 {_snip(item)}")
