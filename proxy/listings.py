@@ -31,7 +31,7 @@ from proxy.untrusted import OutputShield, plain_name, plain_resource_name
 from proxy.upstream import TOOLS_TTL, UpstreamConnection
 from proxy.upstream_errors import UpstreamUnavailable
 from proxy.upstream_pool import UpstreamPool
-from proxy.upstream_requests import list_page, raw_request
+from proxy.upstream_requests import list_page, pages, raw_request
 
 logger = logging.getLogger(__name__)
 
@@ -171,12 +171,9 @@ class Listings:
                 caps = session.server_capabilities
                 if caps is not None and caps.resources is None:
                     return  # it lists no resources, so it hides none (a completion's upstream may offer none)
-                cursor: str | None = None
-                for _ in range(1000):  # as `walk`: an upstream's cursor cannot keep mcp-guard listing for ever
-                    page = await list_page(session, "resources", cursor)
+                # Not `walk`: it keys entries by name, and two resources of one name are two URIs.
+                async for page in pages(session, "resources"):
                     hidden.extend(str(r.uri) for r in page.resources if not plain_resource_name(r.name))
-                    if (cursor := page.next_cursor) is None:
-                        return
 
             await self._ask(server, conn, walk, retry=True, taint=taint)
             self._hidden_resources.update(hidden)

@@ -8,6 +8,7 @@ through it, each listed entry kept once across every credential's connection.
 from __future__ import annotations
 
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import mcp.types as types
@@ -34,17 +35,21 @@ _LISTINGS: dict[str, tuple[Any, type[Any]]] = {
 
 
 async def walk(session: ClientSession, kind: str) -> dict[str, Any]:
-    """Every entry of a listing over every page, by name (at most 1000 pages: an upstream's cursor
-    cannot keep mcp-guard listing for ever)."""
+    """Every entry of a listing over every page, by name."""
     entries: dict[str, Any] = {}
+    async for page in pages(session, kind):
+        entries.update((entry.name, entry) for entry in getattr(page, kind))
+    return entries
+
+
+async def pages(session: ClientSession, kind: str) -> AsyncIterator[Any]:
+    """Every page of a listing, at most 1000: an upstream's cursor cannot keep mcp-guard listing for ever."""
     cursor: str | None = None
     for _ in range(1000):
         page = await list_page(session, kind, cursor)
-        entries.update((entry.name, entry) for entry in getattr(page, kind))
-        cursor = page.next_cursor
-        if cursor is None:
-            break
-    return entries
+        yield page
+        if (cursor := page.next_cursor) is None:
+            return
 
 
 async def list_page(session: ClientSession, kind: str, cursor: str | None) -> Any:

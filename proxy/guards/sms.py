@@ -19,9 +19,10 @@ from proxy.policy import SmsPolicy
 
 def check_sms(rule: ToolRule, policy: SmsPolicy | None, call: Admitted) -> Verdict:
     arguments = call.arguments
+    named = named_recipients(rule, arguments)
     # With or without an `sms` section: past the bound, no rule, limit, cost line or audit line may
     # parse the numbers (sms.MAX_RECIPIENTS says why).
-    if rule.recipients is not None and (problem := sms.too_many(named_recipients(rule, arguments))):
+    if problem := sms.too_many(named):
         return Refusal(
             "denied",
             f"recipients > {sms.MAX_RECIPIENTS}",
@@ -43,7 +44,7 @@ def check_sms(rule: ToolRule, policy: SmsPolicy | None, call: Admitted) -> Verdi
                 return _refused(rule, "sender", problem)
     if rule.recipients is not None:
         checked = sms.check_recipients(
-            named_recipients(rule, arguments),
+            named,
             countries=policy.recipients.countries,
             block_premium=policy.recipients.block_premium,
         )
